@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine, and starts dockerd when absent.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+
+need_apt=()
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" != 0 ]; then
+        say "missing Debian packages: ${need_apt[*]}; run as root or install them (apt-get install ${need_apt[*]})"
+        exit 1
+    fi
+    say "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# docker-registry is started by the tests that need it, never as a system service.
+if command -v systemctl >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import worker' >/dev/null 2>&1 \
+        || [ pyproject.toml -nt .venv/.installed ]; then
+    say "creating the Python environment in .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[dev]'
+    touch .venv/.installed
+fi
+
+if [ ! -d deploy/devnet/node_modules/@iexec/poco ] \
+        || [ deploy/devnet/package-lock.json -nt deploy/devnet/node_modules/.package-lock.json ]; then
+    say "installing the pinned chain packages (anvil, PoCo contracts)"
+    (cd deploy/devnet && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        say "dockerd is not running and this user cannot start it: start Docker, then run again"
+        exit 1
+    fi
+    say "starting dockerd (log: /var/log/iexec-dockerd.log)"
+    nohup dockerd >/var/log/iexec-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 || { say "dockerd did not start; see /var/log/iexec-dockerd.log"; exit 1; }
+fi
+say "ready"

@@ -1,0 +1,1 @@
+"""Compute: pulling app images and running app containers with Docker."""

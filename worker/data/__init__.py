@@ -1,0 +1,1 @@
+"""Data: datasets and input files downloaded for a task."""

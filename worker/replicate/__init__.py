@@ -1,0 +1,1 @@
+"""Replicates: the scheduler's status vocabulary, the worker's transition table and pipelines."""
