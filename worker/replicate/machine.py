@@ -1,0 +1,114 @@
+"""The worker's transition table: which status a replicate may enter from which.
+
+This is data. The pipeline does the I/O, then moves the machine; an illegal move is a bug and
+raises ``TransitionNotAllowed``. Each event is named after the status it enters, so the table
+reads as "X may be entered from ...". Statuses only the scheduler sets (RESULT_UPLOAD_REQUESTED,
+RECOVERING, WORKER_LOST) are not states of the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from statemachine import State, StateMachine
+from statemachine.exceptions import TransitionNotAllowed
+
+from worker.replicate.status import ReplicateStatus
+
+RS = ReplicateStatus
+
+# Statuses that are over for the worker: nothing more is sent for them.
+TERMINAL: frozenset[ReplicateStatus] = frozenset({RS.COMPLETED, RS.FAILED, RS.ABORTED})
+
+_ACTIVE = (
+    RS.CREATED, RS.STARTING, RS.STARTED, RS.APP_DOWNLOADING, RS.APP_DOWNLOADED, RS.APP_DOWNLOAD_FAILED,
+    RS.DATA_DOWNLOADING, RS.DATA_DOWNLOADED, RS.DATA_DOWNLOAD_FAILED, RS.COMPUTING, RS.COMPUTED,
+    RS.CONTRIBUTING, RS.CONTRIBUTED, RS.REVEALING, RS.REVEALED, RS.RESULT_UPLOADING, RS.RESULT_UPLOADED,
+    RS.RESULT_UPLOAD_FAILED, RS.COMPLETING,
+)  # fmt: skip
+_DEAD_ENDS = (RS.START_FAILED, RS.COMPUTE_FAILED, RS.CONTRIBUTE_FAILED, RS.REVEAL_FAILED, RS.COMPLETE_FAILED)
+
+# target status -> the statuses it may be entered from
+TABLE: Mapping[ReplicateStatus, tuple[ReplicateStatus, ...]] = {
+    RS.STARTING: (RS.CREATED,),
+    RS.STARTED: (RS.STARTING,),
+    RS.START_FAILED: (RS.CREATED, RS.STARTING),
+    RS.APP_DOWNLOADING: (RS.STARTED,),
+    RS.APP_DOWNLOADED: (RS.APP_DOWNLOADING,),
+    RS.APP_DOWNLOAD_FAILED: (RS.STARTED, RS.APP_DOWNLOADING),
+    RS.DATA_DOWNLOADING: (RS.APP_DOWNLOADED,),
+    RS.DATA_DOWNLOADED: (RS.DATA_DOWNLOADING,),
+    RS.DATA_DOWNLOAD_FAILED: (RS.APP_DOWNLOADED, RS.DATA_DOWNLOADING),
+    RS.COMPUTING: (RS.DATA_DOWNLOADED,),
+    RS.COMPUTED: (RS.COMPUTING,),
+    RS.COMPUTE_FAILED: (RS.DATA_DOWNLOADED, RS.COMPUTING),
+    # A failed download is contributed as an error result, so Java and Python workers agree.
+    RS.CONTRIBUTING: (RS.COMPUTED, RS.APP_DOWNLOAD_FAILED, RS.DATA_DOWNLOAD_FAILED),
+    RS.CONTRIBUTED: (RS.CONTRIBUTING,),
+    RS.CONTRIBUTE_FAILED: (RS.COMPUTED, RS.APP_DOWNLOAD_FAILED, RS.DATA_DOWNLOAD_FAILED, RS.CONTRIBUTING),
+    RS.REVEALING: (RS.CONTRIBUTED,),
+    RS.REVEALED: (RS.REVEALING,),
+    RS.REVEAL_FAILED: (RS.CONTRIBUTED, RS.REVEALING),
+    # The scheduler moves the replicate to RESULT_UPLOAD_REQUESTED before PLEASE_UPLOAD: locally REVEALED.
+    RS.RESULT_UPLOADING: (RS.REVEALED,),
+    RS.RESULT_UPLOADED: (RS.RESULT_UPLOADING,),
+    RS.RESULT_UPLOAD_FAILED: (RS.REVEALED, RS.RESULT_UPLOADING),
+    RS.COMPLETING: (RS.REVEALED, RS.RESULT_UPLOADED, RS.RESULT_UPLOAD_FAILED),
+    RS.COMPLETED: (RS.COMPLETING,),
+    RS.COMPLETE_FAILED: (RS.COMPLETING,),
+    RS.ABORTED: (*_ACTIVE, *_DEAD_ENDS),
+    RS.FAILED: (*_ACTIVE, *_DEAD_ENDS),
+}
+
+WORKER_STATES: tuple[ReplicateStatus, ...] = tuple(
+    s for s in ReplicateStatus if s is RS.CREATED or s in TABLE
+)
+
+
+def event_name(target: ReplicateStatus) -> str:
+    return target.value.lower()
+
+
+def _build() -> type[StateMachine]:
+    states = {
+        s.value.lower(): State(s.value, value=s.value, initial=s is RS.CREATED, final=s in TERMINAL)
+        for s in WORKER_STATES
+    }
+    attrs: dict[str, Any] = dict(states)
+    for target, sources in TABLE.items():
+        transitions = None
+        for source in sources:
+            t = states[source.value.lower()].to(states[target.value.lower()])
+            transitions = t if transitions is None else transitions | t
+        attrs[f"enter_{event_name(target)}"] = transitions
+    return type("ReplicateMachine", (StateMachine,), attrs)
+
+
+ReplicateMachine = _build()
+
+
+class ReplicateState:
+    """A replicate's place in the table; ``move`` raises on a transition the table does not allow."""
+
+    def __init__(self, status: ReplicateStatus = RS.CREATED) -> None:
+        self._machine = ReplicateMachine(start_value=status.value)
+
+    @property
+    def status(self) -> ReplicateStatus:
+        return ReplicateStatus(self._machine.current_state_value)
+
+    def can_move(self, target: ReplicateStatus) -> bool:
+        return target in TABLE and self.status in TABLE[target]
+
+    def move(self, target: ReplicateStatus) -> None:
+        if target not in TABLE:
+            raise ValueError(f"{target} is set by the scheduler, never by the worker")
+        self._machine.send(f"enter_{event_name(target)}")
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+__all__ = ["TABLE", "TERMINAL", "WORKER_STATES", "ReplicateState", "TransitionNotAllowed", "event_name"]

@@ -1,0 +1,267 @@
+"""Durable record of every replicate this worker holds, in SQLite.
+
+Every step writes here before it acts on the world, so that a ``kill -9`` anywhere loses nothing:
+the status reached, the authorization, the result digest, and each transaction *before* it is
+broadcast (its signed bytes, so a restart re-broadcasts the very same transaction instead of
+signing a second one). SQLite calls are short; they run in a worker thread behind one lock so the
+event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replicates (
+    task_id        TEXT PRIMARY KEY,
+    status         TEXT NOT NULL,
+    cause          TEXT,
+    authorization  TEXT NOT NULL,
+    result_digest  TEXT,
+    callback_data  TEXT,
+    result_link    TEXT,
+    consensus_block INTEGER,
+    final          INTEGER NOT NULL DEFAULT 0,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS status_log (
+    task_id  TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    cause    TEXT,
+    at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_log_task ON status_log(task_id);
+CREATE TABLE IF NOT EXISTS transactions (
+    task_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    tx_hash  TEXT NOT NULL,
+    nonce    INTEGER NOT NULL,
+    raw_tx   TEXT NOT NULL,
+    sent_at  REAL NOT NULL,
+    PRIMARY KEY (task_id, kind)
+);
+"""
+
+FINAL_LOCAL = frozenset({ReplicateStatus.COMPLETED, ReplicateStatus.FAILED, ReplicateStatus.ABORTED})
+
+
+@dataclass(frozen=True)
+class SentTransaction:
+    task_id: str
+    kind: str
+    tx_hash: str
+    nonce: int
+    raw_tx: str
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class ReplicateRecord:
+    task_id: str
+    status: ReplicateStatus
+    cause: ReplicateStatusCause | None
+    authorization: dict[str, Any]
+    result_digest: str | None = None
+    callback_data: str | None = None
+    result_link: str | None = None
+    consensus_block: int | None = None
+    final: bool = False
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+class ReplicateStore:
+    """One SQLite file per worker; safe to open again after a crash."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = asyncio.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> ReplicateStore:
+        store = cls(path)
+        await asyncio.to_thread(store._open_sync)
+        return store
+
+    def _open_sync(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        # WAL + synchronous=FULL: a committed step survives power loss, readers never block the writer.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await asyncio.to_thread(self._conn.close)
+                self._conn = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise RuntimeError(f"replicate store {self._path} is closed")
+            return await asyncio.to_thread(fn, conn)
+
+    # -- replicates ---------------------------------------------------------------------------
+
+    async def add(self, task_id: str, authorization: dict[str, Any]) -> bool:
+        """Record a new replicate as CREATED; False when this task is already known."""
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO replicates (task_id, status, authorization, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (task_id, ReplicateStatus.CREATED.value, json.dumps(authorization), now, now),
+            )
+            if cur.rowcount:
+                conn.execute(
+                    "INSERT INTO status_log (task_id, status, cause, at) VALUES (?, ?, NULL, ?)",
+                    (task_id, ReplicateStatus.CREATED.value, now),
+                )
+            return bool(cur.rowcount)
+
+        return await self._run(insert)
+
+    async def set_status(
+        self, task_id: str, status: ReplicateStatus, cause: ReplicateStatusCause | None = None
+    ) -> None:
+        now = time.time()
+        final = int(status in FINAL_LOCAL)
+
+        def update(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                conn.execute(
+                    "UPDATE replicates SET status = ?, cause = ?, final = ?, updated_at = ? WHERE task_id = ?",
+                    (status.value, cause.value if cause else None, final, now, task_id),
+                )
+                conn.execute(
+                    "INSERT INTO status_log (task_id, status, cause, at) VALUES (?, ?, ?, ?)",
+                    (task_id, status.value, cause.value if cause else None, now),
+                )
+
+        await self._run(update)
+
+    async def update_fields(self, task_id: str, **fields: Any) -> None:
+        allowed = {"result_digest", "callback_data", "result_link", "consensus_block", "authorization"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown replicate fields: {sorted(unknown)}")
+        values = {k: json.dumps(v) if k == "authorization" else v for k, v in fields.items()}
+        assignments = ", ".join(f"{k} = ?" for k in values)
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"UPDATE replicates SET {assignments}, updated_at = ? WHERE task_id = ?",
+                (*values.values(), time.time(), task_id),
+            )
+
+        await self._run(update)
+
+    async def get(self, task_id: str) -> ReplicateRecord | None:
+        def select(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                f"SELECT {_COLUMNS} FROM replicates WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            return row
+
+        row = await self._run(select)
+        return _record(row) if row else None
+
+    async def unfinished(self) -> list[ReplicateRecord]:
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {_COLUMNS} FROM replicates WHERE final = 0 ORDER BY created_at"
+            ).fetchall()
+
+        return [_record(r) for r in await self._run(select)]
+
+    async def history(self, task_id: str) -> list[ReplicateStatus]:
+        def select(conn: sqlite3.Connection) -> list[tuple[str]]:
+            return conn.execute(
+                "SELECT status FROM status_log WHERE task_id = ? ORDER BY rowid", (task_id,)
+            ).fetchall()
+
+        return [ReplicateStatus(s) for (s,) in await self._run(select)]
+
+    async def count_by_status(self) -> dict[ReplicateStatus, int]:
+        def select(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            return conn.execute("SELECT status, COUNT(*) FROM replicates GROUP BY status").fetchall()
+
+        return {ReplicateStatus(s): n for s, n in await self._run(select)}
+
+    # -- transactions (the journal of what was broadcast) -----------------------------------------
+
+    async def record_sent(self, task_id: str, kind: str, tx_hash: str, nonce: int, raw_tx: str) -> None:
+        """Called *before* broadcasting; a second record of the same (task, kind) is refused."""
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO transactions (task_id, kind, tx_hash, nonce, raw_tx, sent_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, kind, tx_hash, nonce, raw_tx, time.time()),
+            )
+
+        await self._run(insert)
+
+    async def replace_sent(self, task_id: str, kind: str, tx_hash: str, nonce: int, raw_tx: str) -> None:
+        """A replacement (same nonce, higher fee) supersedes the recorded transaction."""
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE transactions SET tx_hash = ?, nonce = ?, raw_tx = ?, sent_at = ? WHERE task_id = ? AND kind = ?",
+                (tx_hash, nonce, raw_tx, time.time(), task_id, kind),
+            )
+
+        await self._run(update)
+
+    async def sent(self, task_id: str, kind: str) -> SentTransaction | None:
+        def select(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                "SELECT task_id, kind, tx_hash, nonce, raw_tx, sent_at FROM transactions"
+                " WHERE task_id = ? AND kind = ?",
+                (task_id, kind),
+            ).fetchone()
+            return row
+
+        row = await self._run(select)
+        return SentTransaction(*row) if row else None
+
+
+_COLUMNS = (
+    "task_id, status, cause, authorization, result_digest, callback_data, result_link, consensus_block,"
+    " final, created_at, updated_at"
+)
+
+
+def _record(row: tuple[Any, ...]) -> ReplicateRecord:
+    (task_id, status, cause, authorization, digest, callback, link, block, final, created, updated) = row
+    return ReplicateRecord(
+        task_id=task_id,
+        status=ReplicateStatus(status),
+        cause=ReplicateStatusCause(cause) if cause else None,
+        authorization=json.loads(authorization),
+        result_digest=digest,
+        callback_data=callback,
+        result_link=link,
+        consensus_block=block,
+        final=bool(final),
+        created_at=created,
+        updated_at=updated,
+    )
