@@ -16,15 +16,17 @@ NOT_FOUND = ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
 def test_every_key_is_read_and_unknown_keys_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "computed.json"
     path.write_text(
-        json.dumps({
-            "deterministic-output-path": "/iexec_out/result.txt",
-            "callback-data": "0xab",
-            "task-id": "0x01",
-            "result-digest": "0x02",
-            "enclave-signature": "0x03",
-            "error-message": "none",
-            "something-new": {"nested": True},
-        })
+        json.dumps(
+            {
+                "deterministic-output-path": "/iexec_out/result.txt",
+                "callback-data": "0xab",
+                "task-id": "0x01",
+                "result-digest": "0x02",
+                "enclave-signature": "0x03",
+                "error-message": "none",
+                "something-new": {"nested": True},
+            }
+        )
     )
     assert read_computed_file(path) == ComputedFile(
         deterministic_output_path="/iexec_out/result.txt",

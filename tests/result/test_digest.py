@@ -63,12 +63,13 @@ def test_link_out_of_the_folder_is_never_read(out: Path, monkeypatch: pytest.Mon
         opened.append(str(path))
         return real_open(path, *args)
 
-    monkeypatch.setattr(digest_module.os, "open", spy)
+    monkeypatch.setattr(os, "open", spy)
     with pytest.raises(ResultError, match="link leading out") as caught:
         compute_result_digest(out, AS_DIRECTORY, callback=False)
     assert caught.value.cause is NOT_FOUND
+    as_file = ComputedFile(deterministic_output_path="/iexec_out/passwd")
     with pytest.raises(ResultError, match="link leading out"):
-        compute_result_digest(out, ComputedFile(deterministic_output_path="/iexec_out/passwd"), callback=False)
+        compute_result_digest(out, as_file, callback=False)
     assert "/etc/passwd" not in opened
 
 
