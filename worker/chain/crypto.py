@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_keys import keys
-from eth_utils import keccak, to_checksum_address
+from eth_keys.datatypes import PrivateKey, Signature
+from eth_keys.exceptions import BadSignature
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from eth_utils.exceptions import ValidationError
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO_BYTES32 = "0x" + "00" * 32
@@ -65,8 +68,10 @@ def sign_eip191(message_hash: str, private_key: bytes | str) -> str:
 def recover_eip191(message_hash: str, signature: str) -> str:
     """Signer of an EIP-191 signature, lowercase; raises ValueError when it cannot be recovered."""
     try:
-        signer = Account.recover_message(encode_defunct(primitive=to_bytes(message_hash)), signature=signature)
-    except Exception as exc:  # eth_account raises several unrelated types for malformed input
+        signer = Account.recover_message(
+            encode_defunct(primitive=to_bytes(message_hash)), signature=signature
+        )
+    except (ValueError, TypeError, BadSignature, ValidationError) as exc:
         raise ValueError(f"signature cannot be recovered: {exc}") from exc
     return str(signer).lower()
 
@@ -98,7 +103,7 @@ def login_hash(challenge: str) -> str:
 
 def sign_login_challenge(challenge: str, private_key: bytes | str) -> str:
     """Raw secp256k1 signature over keccak256(javaHexDecode(challenge)): no EIP-191 prefix."""
-    key = keys.PrivateKey(to_bytes(private_key) if isinstance(private_key, str) else private_key)
+    key = PrivateKey(to_bytes(private_key) if isinstance(private_key, str) else private_key)
     sig = key.sign_msg_hash(to_bytes(login_hash(challenge)))
     return to_hex(sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27]))
 
@@ -111,9 +116,9 @@ def login_signature_matches(challenge: str, signature: str, address: str) -> boo
     msg_hash = to_bytes(login_hash(challenge))
     for v in (0, 1):
         try:
-            recovered = keys.Signature(vrs=(v, int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")))
+            recovered = Signature(vrs=(v, int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")))
             public = recovered.recover_public_key_from_msg_hash(msg_hash)
-        except Exception:  # eth_keys raises BadSignature and ValidationError for invalid r/s
+        except (BadSignature, ValidationError):
             continue
         if public.to_checksum_address().lower() == address.lower():
             return True

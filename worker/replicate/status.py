@@ -9,10 +9,10 @@ update. Both the worker and the development scheduler read them from here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 
-class ReplicateStatus(str, Enum):
+class ReplicateStatus(StrEnum):
     CREATED = "CREATED"
     STARTING = "STARTING"
     START_FAILED = "START_FAILED"
@@ -50,9 +50,6 @@ class ReplicateStatus(str, Enum):
     @property
     def ordinal(self) -> int:
         return _ORDINAL[self]
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _ORDINAL: dict[ReplicateStatus, int] = {s: i for i, s in enumerate(ReplicateStatus)}
@@ -95,7 +92,7 @@ RECOVERABLE: tuple[ReplicateStatus, ...] = (
 )  # fmt: skip
 
 
-class ReplicateStatusCause(str, Enum):
+class ReplicateStatusCause(StrEnum):
     CHAIN_UNREACHABLE = "CHAIN_UNREACHABLE"
     BLOCK_NOT_REACHED = "BLOCK_NOT_REACHED"
     STAKE_TOO_LOW = "STAKE_TOO_LOW"
@@ -133,11 +130,8 @@ class ReplicateStatusCause(str, Enum):
     CANNOT_REVEAL = "CANNOT_REVEAL"
     UNKNOWN = "UNKNOWN"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TaskNotificationType(str, Enum):
+class TaskNotificationType(StrEnum):
     PLEASE_CONTINUE = "PLEASE_CONTINUE"
     PLEASE_WAIT = "PLEASE_WAIT"
     PLEASE_START = "PLEASE_START"
@@ -151,11 +145,8 @@ class TaskNotificationType(str, Enum):
     PLEASE_COMPLETE = "PLEASE_COMPLETE"
     PLEASE_ABORT = "PLEASE_ABORT"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TaskAbortCause(str, Enum):
+class TaskAbortCause(StrEnum):
     CONTRIBUTION_TIMEOUT = "CONTRIBUTION_TIMEOUT"
     CONSENSUS_REACHED = "CONSENSUS_REACHED"
     UNKNOWN = "UNKNOWN"

@@ -1,0 +1,98 @@
+"""What a replicate pipeline needs from the world, as Protocols.
+
+The pipeline only orchestrates: every piece of I/O sits behind one of these ports, so the real
+adapters (scheduler client, chain, Docker, result proxy) are wired in ``worker.app`` and the
+pipeline can be driven by fakes in unit tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from worker.errors import WorkerError
+from worker.replicate.status import ReplicateStatus, ReplicateStatusCause, TaskNotificationType
+from worker.scheduler.models import ChainReceipt, ReplicateStatusDetails, WorkerpoolAuthorization
+
+
+class StepFailed(WorkerError):
+    """A stage of one replicate failed; ``cause`` is what the scheduler is told."""
+
+    def __init__(self, cause: ReplicateStatusCause, message: str = "") -> None:
+        super().__init__(message or cause.value)
+        self.cause = cause
+
+
+class Stage(StrEnum):
+    START = "start"
+    DOWNLOAD_APP = "download_app"
+    DOWNLOAD_DATA = "download_data"
+    COMPUTE = "compute"
+    CONTRIBUTE = "contribute"
+    REVEAL = "reveal"
+    UPLOAD = "upload"
+    COMPLETE = "complete"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class ComputeOutcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+    result_digest: str
+    callback_data: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    result_link: str
+    callback_data: str | None = None
+
+
+class Reporter(Protocol):
+    async def report(
+        self,
+        task_id: str,
+        status: ReplicateStatus,
+        details: ReplicateStatusDetails | None = None,
+    ) -> TaskNotificationType | None:
+        """Send a status; returns the scheduler's next action (already-reported counts as accepted)."""
+        ...
+
+
+class Work(Protocol):
+    """The I/O of each stage. Failures raise ``StepFailed`` with the cause to report."""
+
+    async def precheck(self, task_id: str, stage: Stage) -> None: ...
+
+    async def download_app(self, task_id: str) -> None: ...
+
+    async def download_data(self, task_id: str) -> None: ...
+
+    async def write_error_result(
+        self, task_id: str, status: ReplicateStatus, cause: ReplicateStatusCause
+    ) -> str: ...
+
+    async def compute(self, task_id: str) -> ComputeOutcome: ...
+
+    async def contribute(
+        self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
+    ) -> ChainReceipt: ...
+
+    async def reveal(self, task_id: str, result_digest: str, consensus_block: int) -> ChainReceipt: ...
+
+    async def upload(self, task_id: str, authorization: WorkerpoolAuthorization) -> UploadOutcome: ...
+
+    async def purge(self, task_id: str) -> None: ...
+
+
+class Observer(Protocol):
+    """Told of every status a replicate enters and of every stage's duration (logs, metrics, UI)."""
+
+    def status_changed(
+        self, task_id: str, old: ReplicateStatus, new: ReplicateStatus, cause: ReplicateStatusCause | None
+    ) -> None: ...
+
+    def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None: ...
