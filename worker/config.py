@@ -1,0 +1,626 @@
+"""Worker settings, read from the environment and an optional ``.env`` file.
+
+Variable names and defaults are those of the reference Java worker (reference-worker.md §7), so an
+existing deployment's environment keeps working. Keys added by this worker are marked "(this worker)"
+in ``.env.example``. One frozen model per subsystem; :func:`load_settings` builds them all, rejects
+unknown ``IEXEC_`` keys and turns every problem into a :class:`ConfigurationError` that names the
+variable and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from yarl import URL
+
+from worker.errors import ConfigurationError
+
+DEFAULT_ENV_FILE = Path(".env")
+MIN_HOST_CPUS = 2
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+class _Subsystem(BaseSettings):
+    # Case-sensitive, like the Java names; empty values mean "use the default", like Spring's `${X:}`.
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        env_ignore_empty=True,
+    )
+
+
+def _http_url(value: str, key: str) -> str:
+    url = URL(value.strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{value!r} is not an http(s) URL; set {key} like http://localhost:13000")
+    return str(url).rstrip("/")
+
+
+class SchedulerSettings(_Subsystem):
+    """Where the scheduler (iexec-core) is and which workerpool this worker serves."""
+
+    core_url: str = Field(
+        "http://localhost:13000",
+        validation_alias="IEXEC_CORE_URL",
+        description="Base URL of the workerpool's scheduler (iexec-core).",
+    )
+    pool_address: str = Field(
+        "0x0",
+        validation_alias="POOL_ADDRESS",
+        description="Workerpool contract address; its owner must sign every replicate authorization.",
+    )
+
+    @field_validator("core_url")
+    @classmethod
+    def _core_url(cls, value: str) -> str:
+        return _http_url(value, "IEXEC_CORE_URL")
+
+    @field_validator("pool_address")
+    @classmethod
+    def _pool_address(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("", "0x0") or (_ADDRESS.match(value) and int(value, 16) == 0):
+            raise ValueError("is not set; set POOL_ADDRESS to the workerpool contract address (0x + 40 hex)")
+        if not _ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not an address; set POOL_ADDRESS to 0x followed by 40 hex digits")
+        return value.lower()
+
+
+class NodeSettings(_Subsystem):
+    """This machine as a worker: its name, working folder, capacity and HTTP port."""
+
+    name: str = Field(
+        "worker",
+        validation_alias="IEXEC_WORKER_NAME",
+        description="Worker name shown by the scheduler; names the task folder and prefixes container names.",
+        min_length=1,
+    )
+    base_dir: Path = Field(
+        Path("/tmp/iexec-worker"),
+        validation_alias="IEXEC_WORKER_BASE_DIR",
+        description="Folder for task files (<base dir>/<name>/<chain task id>/), state database, locks.",
+    )
+    db_path: Path | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_DB_PATH",
+        description="(this worker) SQLite file keeping replicate progress across restarts; "
+        "default <base dir>/<name>.sqlite3.",
+    )
+    override_available_cpu_count: int | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT",
+        description="Number of tasks computed at once, announced to the scheduler; default max(CPUs - 1, 1).",
+        gt=0,
+    )
+    gpu_enabled: bool = Field(
+        False,
+        validation_alias="IEXEC_WORKER_GPU_ENABLED",
+        description="Announce a GPU; the scheduler then gives this worker one task at a time.",
+    )
+    http_host: str = Field(
+        "0.0.0.0",
+        validation_alias="IEXEC_WORKER_HTTP_HOST",
+        description="(this worker) Interface the health and metrics endpoints listen on.",
+    )
+    port: int = Field(
+        13100,
+        validation_alias="IEXEC_WORKER_PORT",
+        description="Port of the health and metrics endpoints.",
+        ge=0,
+        le=65535,
+    )
+    metrics_window_size: int = Field(
+        1000,
+        validation_alias="IEXEC_WORKER_METRICS_WINDOW_SIZE",
+        description="Number of recent replicates kept to compute the duration metrics.",
+        gt=0,
+    )
+
+    @property
+    def task_root(self) -> Path:
+        return self.base_dir / self.name
+
+    @property
+    def state_db(self) -> Path:
+        # Beside the task tree rather than inside it: cleaning unused task folders must never touch it.
+        return self.db_path or self.base_dir / f"{self.name}.sqlite3"
+
+
+class ChainSettings(_Subsystem):
+    """How this worker talks to the blockchain node and prices its transactions."""
+
+    gas_price_multiplier: float = Field(
+        1.3,
+        validation_alias="IEXEC_GAS_PRICE_MULTIPLIER",
+        description="Factor applied to the node's gas price for every transaction (above 1 is faster).",
+        gt=0,
+    )
+    gas_price_cap: int = Field(
+        22_000_000_000,
+        validation_alias="IEXEC_GAS_PRICE_CAP",
+        description="Highest gas price paid, in wei, after the multiplier.",
+        gt=0,
+    )
+    override_blockchain_node_address: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS",
+        description="JSON-RPC URL of the node; default the chainNodeUrl given by the config server.",
+    )
+
+    @field_validator("override_blockchain_node_address")
+    @classmethod
+    def _node_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, "IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS")
+
+
+class WalletSettings(_Subsystem):
+    """The worker's Ethereum wallet: an encrypted V3 keystore and its password."""
+
+    path: Path | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_WALLET_PATH",
+        description="Encrypted V3 keystore file of the worker wallet (one wallet per worker).",
+    )
+    password: SecretStr | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_WALLET_PASSWORD",
+        description="Password of the keystore; prefer IEXEC_WORKER_WALLET_PASSWORD_FILE.",
+    )
+    password_file: Path | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_WALLET_PASSWORD_FILE",
+        description="(this worker) File holding the keystore password (trailing newline ignored).",
+    )
+
+
+class DockerRegistry(BaseModel):
+    """Credentials for one image registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str = Field(description="Registry host, e.g. docker.io.")
+    username: str | None = Field(None, description="Account name on the registry.")
+    password: SecretStr | None = Field(None, description="Password or token of the account.")
+
+
+class DockerSettings(_Subsystem):
+    """The Docker engine side: network, registries, pulls and the limits of task containers."""
+
+    network_name: str = Field(
+        "iexec-worker-net",
+        validation_alias="IEXEC_WORKER_DOCKER_NETWORK_NAME",
+        description="Docker network created for the worker's containers.",
+    )
+    extra_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="WORKER_DOCKER_EXTRA_HOSTS",
+        description="Extra /etc/hosts entries for containers, comma separated host:ip pairs.",
+    )
+    registry_username_0: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_0",
+        description="docker.io account used to pull images.",
+    )
+    registry_password_0: SecretStr | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_0",
+        description="Password or token of the docker.io account.",
+    )
+    registry_address_1: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_DOCKER_REGISTRY_ADDRESS_1",
+        description="Host of a second registry, e.g. registry.example.com:5000.",
+    )
+    registry_username_1: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_1",
+        description="Account on the second registry.",
+    )
+    registry_password_1: SecretStr | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_1",
+        description="Password or token of the account on the second registry.",
+    )
+    min_pull_timeout: timedelta = Field(
+        timedelta(minutes=5),
+        validation_alias="IEXEC_WORKER_DOCKER_IMAGE_MIN_PULL_TIMEOUT",
+        description="Shortest time allowed to pull an app image (ISO-8601 duration, e.g. PT5M).",
+    )
+    max_pull_timeout: timedelta = Field(
+        timedelta(minutes=30),
+        validation_alias="IEXEC_WORKER_DOCKER_IMAGE_MAX_PULL_TIMEOUT",
+        description="Longest time allowed to pull an app image (ISO-8601 duration, e.g. PT30M).",
+    )
+    container_memory_limit: int | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_CONTAINER_MEMORY_LIMIT",
+        description="(this worker) Memory limit of a task container in bytes, or with a k/m/g/t suffix; "
+        "default no limit.",
+        gt=0,
+    )
+    container_pids_limit: int = Field(
+        1024,
+        validation_alias="IEXEC_WORKER_CONTAINER_PIDS_LIMIT",
+        description="(this worker) Most processes a task container may run (fork-bomb guard).",
+        gt=0,
+    )
+    container_cpu_limit: float | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_CONTAINER_CPU_LIMIT",
+        description="(this worker) CPUs a task container may use, e.g. 1.5; default no limit.",
+        gt=0,
+    )
+
+    @field_validator("extra_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("container_memory_limit", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size; write bytes or a number with k, m, g or t, e.g. 2g")
+        return int(match[1]) * 1024 ** " kmgt".index(match[2].lower() or " ")
+
+    @model_validator(mode="after")
+    def _pull_timeouts(self) -> DockerSettings:
+        if self.min_pull_timeout > self.max_pull_timeout:
+            raise ValueError(
+                "IEXEC_WORKER_DOCKER_IMAGE_MIN_PULL_TIMEOUT is longer than "
+                "IEXEC_WORKER_DOCKER_IMAGE_MAX_PULL_TIMEOUT; make the minimum shorter"
+            )
+        return self
+
+    @property
+    def registries(self) -> list[DockerRegistry]:
+        """Registries with credentials, docker.io first; checked by :func:`load_settings`."""
+        found = []
+        if self.registry_username_0:
+            found.append(
+                DockerRegistry(
+                    address="docker.io", username=self.registry_username_0, password=self.registry_password_0
+                )
+            )
+        if self.registry_address_1:
+            found.append(
+                DockerRegistry(
+                    address=self.registry_address_1,
+                    username=self.registry_username_1,
+                    password=self.registry_password_1,
+                )
+            )
+        return found
+
+
+class SgxDriverMode(StrEnum):
+    NONE = "NONE"
+    LEGACY = "LEGACY"
+    NATIVE = "NATIVE"
+
+
+class TeeSettings(_Subsystem):
+    """Trusted-execution (TEE) settings of the reference worker, accepted so its environment loads.
+
+    This worker computes standard tasks only, so the SGX driver must stay NONE.
+    """
+
+    sgx_driver_mode: SgxDriverMode = Field(
+        SgxDriverMode.NONE,
+        validation_alias="IEXEC_WORKER_SGX_DRIVER_MODE",
+        description="SGX driver (NONE, LEGACY, NATIVE); this worker supports NONE only.",
+    )
+    compute_max_heap_size_gb: int = Field(
+        8,
+        validation_alias="IEXEC_WORKER_TEE_COMPUTE_MAX_HEAP_SIZE_GB",
+        description="Heap of an SGX enclave in GB (TEE tasks only, unused here).",
+        gt=0,
+    )
+    scone_show_version: bool = Field(
+        True,
+        validation_alias="IEXEC_SCONE_SHOW_VERSION",
+        description="SCONE runtime banner (TEE only, unused here).",
+    )
+    scone_log_level: str = Field(
+        "debug",
+        validation_alias="IEXEC_SCONE_LOG_LEVEL",
+        description="SCONE log level (TEE only, unused here).",
+    )
+    scontain_registry_name: str = Field(
+        "registry.scontain.com",
+        validation_alias="IEXEC_WORKER_SCONTAIN_REGISTRY_NAME",
+        description="Registry of SCONE images (TEE only, unused here).",
+    )
+    scontain_registry_username: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_SCONTAIN_REGISTRY_USERNAME",
+        description="Account on the SCONE registry (TEE only, unused here).",
+    )
+    scontain_registry_password: SecretStr | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_SCONTAIN_REGISTRY_PASSWORD",
+        description="Password of the SCONE registry account (TEE only, unused here).",
+    )
+    las_port: int = Field(
+        18766, validation_alias="IEXEC_LAS_PORT", description="Port of the SCONE LAS (TEE only, unused here)."
+    )
+    tdx_secret_provider_agent: str = Field(
+        "/usr/local/bin/secret_provider_agent",
+        validation_alias="TEE_TDX_SECRET_PROVIDER_AGENT",
+        description="TDX secret provider agent path (TEE only, unused here).",
+    )
+
+    @field_validator("sgx_driver_mode")
+    @classmethod
+    def _standard_only(cls, value: SgxDriverMode) -> SgxDriverMode:
+        if value is not SgxDriverMode.NONE:
+            raise ValueError(
+                f"{value.value}: this worker computes standard tasks only; set NONE or remove it"
+            )
+        return value
+
+
+class LogSettings(_Subsystem):
+    """Logging and the HTTP proxy used to reach the scheduler, result proxy and node."""
+
+    level: str = Field(
+        "info",
+        validation_alias="IEXEC_LOG_LEVEL",
+        description="Log level: debug, info, warning or error.",
+    )
+    json_logs: bool = Field(
+        False,
+        validation_alias="IEXEC_WORKER_LOG_JSON",
+        description="(this worker) One JSON object per log line, for log collectors.",
+    )
+    developer_logger_enabled: bool = Field(
+        False,
+        validation_alias="IEXEC_DEVELOPER_LOGGER_ENABLED",
+        description="Also log the stdout and stderr of every task container.",
+    )
+    http_proxy_host: str | None = Field(
+        None, validation_alias="IEXEC_HTTP_PROXY_HOST", description="Host of the proxy for http:// URLs."
+    )
+    http_proxy_port: int | None = Field(
+        None, validation_alias="IEXEC_HTTP_PROXY_PORT", description="Port of the proxy for http:// URLs."
+    )
+    https_proxy_host: str | None = Field(
+        None, validation_alias="IEXEC_HTTPS_PROXY_HOST", description="Host of the proxy for https:// URLs."
+    )
+    https_proxy_port: int | None = Field(
+        None, validation_alias="IEXEC_HTTPS_PROXY_PORT", description="Port of the proxy for https:// URLs."
+    )
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level == "WARN":
+            level = "WARNING"
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"{value!r} is not a level; use debug, info, warning or error")
+        return level
+
+    def proxy_for(self, scheme: str) -> str | None:
+        host, port = (
+            (self.https_proxy_host, self.https_proxy_port)
+            if scheme == "https"
+            else (self.http_proxy_host, self.http_proxy_port)
+        )
+        return f"http://{host}:{port or 3128}" if host else None
+
+
+class Settings(BaseModel):
+    """Everything the worker is configured with, one model per subsystem."""
+
+    model_config = ConfigDict(frozen=True)
+    SUBSYSTEMS: ClassVar[tuple[type[_Subsystem], ...]] = (
+        SchedulerSettings,
+        NodeSettings,
+        ChainSettings,
+        WalletSettings,
+        DockerSettings,
+        TeeSettings,
+        LogSettings,
+    )
+
+    scheduler: SchedulerSettings = Field(description="Scheduler URL and workerpool.")
+    node: NodeSettings = Field(description="Name, folders, capacity, HTTP port.")
+    chain: ChainSettings = Field(description="Blockchain node and gas price.")
+    wallet: WalletSettings = Field(description="Keystore and password.")
+    docker: DockerSettings = Field(description="Docker network, registries, pulls, container limits.")
+    tee: TeeSettings = Field(description="TEE settings of the reference worker (standard tasks only here).")
+    log: LogSettings = Field(description="Logging and HTTP proxy.")
+    available_cpu_count: int = Field(
+        description="Tasks computed at once: IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT or max(CPUs - 1, 1)."
+    )
+    wallet_path: Path = Field(description="IEXEC_WORKER_WALLET_PATH, checked to exist.")
+    wallet_password: SecretStr = Field(description="From IEXEC_WORKER_WALLET_PASSWORD or its _FILE variant.")
+
+
+def known_keys() -> dict[str, tuple[type[_Subsystem], str]]:
+    """Every environment key the worker reads, mapped to (subsystem, field name)."""
+    keys: dict[str, tuple[type[_Subsystem], str]] = {}
+    for model in Settings.SUBSYSTEMS:
+        for name, field in model.model_fields.items():
+            assert isinstance(field.validation_alias, str)
+            keys[field.validation_alias] = (model, name)
+    return keys
+
+
+def host_cpu_count() -> int:
+    # The affinity mask, not the machine: a container or taskset may give this process fewer CPUs.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def load_settings(
+    env_file: Path | None = DEFAULT_ENV_FILE,
+    *,
+    host_cpus: int | None = None,
+) -> Settings:
+    """Read and check every setting; raise ConfigurationError naming the variable and the fix.
+
+    Process environment wins over ``env_file``. A missing default ``.env`` is fine; a missing
+    file named explicitly is an error.
+    """
+    file_values: dict[str, str | None] = {}
+    if env_file is not None:
+        if env_file.is_file():
+            file_values = dict(dotenv_values(env_file))
+        elif env_file != DEFAULT_ENV_FILE:
+            raise ConfigurationError(
+                f"env file {env_file}: no such file; create it from .env.example or omit it"
+            )
+    _reject_unknown_keys([*file_values, *os.environ], env_file)
+
+    parts: dict[str, Any] = {}
+    problems: list[str] = []
+    for model in Settings.SUBSYSTEMS:
+        try:
+            parts[model.__name__] = model(_env_file=env_file if file_values else None)
+        except ValidationError as exc:
+            problems.extend(_describe(exc))
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    scheduler: SchedulerSettings = parts["SchedulerSettings"]
+    node: NodeSettings = parts["NodeSettings"]
+    wallet: WalletSettings = parts["WalletSettings"]
+    docker: DockerSettings = parts["DockerSettings"]
+    _check_registries(docker)
+    cpus = host_cpus if host_cpus is not None else host_cpu_count()
+    if node.override_available_cpu_count is None and cpus < MIN_HOST_CPUS:
+        raise ConfigurationError(
+            f"this machine gives the worker {cpus} CPU; a worker needs at least {MIN_HOST_CPUS}. "
+            "Run it on a bigger machine, or set IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT to accept it"
+        )
+    available = node.override_available_cpu_count or max(cpus - 1, 1)
+    return Settings(
+        scheduler=scheduler,
+        node=node,
+        chain=parts["ChainSettings"],
+        wallet=wallet,
+        docker=docker,
+        tee=parts["TeeSettings"],
+        log=parts["LogSettings"],
+        available_cpu_count=available,
+        wallet_path=_wallet_path(wallet),
+        wallet_password=_wallet_password(wallet),
+    )
+
+
+def _reject_unknown_keys(keys: list[str], env_file: Path | None) -> None:
+    known = known_keys()
+    unknown = sorted({k for k in keys if k.startswith("IEXEC_") and k not in known})
+    if not unknown:
+        return
+    lines = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for the keys this worker reads"
+        lines.append(f"{key}: unknown setting; {hint}")
+    where = f" (environment or {env_file})" if env_file else " (environment)"
+    raise ConfigurationError("unknown IEXEC_ keys" + where + ":\n  " + "\n  ".join(lines))
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not key:  # a check across several keys names them in its message
+            lines.append(message)
+            continue
+        shown = "" if "PASSWORD" in key or error["type"] == "value_error" else f"={error['input']!r}"
+        lines.append(f"{key}{shown}: {message}")
+    return lines
+
+
+def _check_registries(docker: DockerSettings) -> None:
+    pairs = [
+        ("IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_0", docker.registry_username_0, docker.registry_password_0),
+        ("IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_1", docker.registry_username_1, docker.registry_password_1),
+    ]
+    for key, username, password in pairs:
+        if username and password is None:
+            raise ConfigurationError(
+                f"{key} is set without a password; set {key.replace('USERNAME', 'PASSWORD')}"
+            )
+    if docker.registry_username_1 and not docker.registry_address_1:
+        raise ConfigurationError(
+            "IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_1 is set without IEXEC_WORKER_DOCKER_REGISTRY_ADDRESS_1; "
+            "set the registry host"
+        )
+
+
+def _wallet_path(wallet: WalletSettings) -> Path:
+    if wallet.path is None:
+        raise ConfigurationError(
+            "IEXEC_WORKER_WALLET_PATH is not set; point it to the worker's encrypted keystore "
+            "(create one with `iexec-worker wallet create`)"
+        )
+    if not wallet.path.is_file():
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PATH={wallet.path}: no such file; "
+            "create one with `iexec-worker wallet create` or fix the path"
+        )
+    return wallet.path
+
+
+def _wallet_password(wallet: WalletSettings) -> SecretStr:
+    if wallet.password is not None and wallet.password_file is not None:
+        raise ConfigurationError(
+            "IEXEC_WORKER_WALLET_PASSWORD and IEXEC_WORKER_WALLET_PASSWORD_FILE are both set; keep only one"
+        )
+    if wallet.password is not None:
+        return wallet.password
+    if wallet.password_file is None:
+        raise ConfigurationError(
+            "no wallet password: set IEXEC_WORKER_WALLET_PASSWORD_FILE to a file holding it "
+            "(or IEXEC_WORKER_WALLET_PASSWORD)"
+        )
+    try:
+        text = wallet.password_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PASSWORD_FILE={wallet.password_file}: cannot read it ({exc.strerror}); "
+            "fix the path or the file's permissions"
+        ) from exc
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PASSWORD_FILE={wallet.password_file}: the file is empty; "
+            "write the password in it"
+        )
+    return SecretStr(password)
