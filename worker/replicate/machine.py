@@ -29,31 +29,32 @@ _ACTIVE = (
 )  # fmt: skip
 _DEAD_ENDS = (RS.START_FAILED, RS.COMPUTE_FAILED, RS.CONTRIBUTE_FAILED, RS.REVEAL_FAILED, RS.COMPLETE_FAILED)
 
-# target status -> the statuses it may be entered from
+# target status -> the statuses it may be entered from. A failure is always entered from its ongoing
+# status: the scheduler accepts e.g. START_FAILED only after STARTING.
 TABLE: Mapping[ReplicateStatus, tuple[ReplicateStatus, ...]] = {
     RS.STARTING: (RS.CREATED,),
     RS.STARTED: (RS.STARTING,),
-    RS.START_FAILED: (RS.CREATED, RS.STARTING),
+    RS.START_FAILED: (RS.STARTING,),
     RS.APP_DOWNLOADING: (RS.STARTED,),
     RS.APP_DOWNLOADED: (RS.APP_DOWNLOADING,),
-    RS.APP_DOWNLOAD_FAILED: (RS.STARTED, RS.APP_DOWNLOADING),
+    RS.APP_DOWNLOAD_FAILED: (RS.APP_DOWNLOADING,),
     RS.DATA_DOWNLOADING: (RS.APP_DOWNLOADED,),
     RS.DATA_DOWNLOADED: (RS.DATA_DOWNLOADING,),
-    RS.DATA_DOWNLOAD_FAILED: (RS.APP_DOWNLOADED, RS.DATA_DOWNLOADING),
+    RS.DATA_DOWNLOAD_FAILED: (RS.DATA_DOWNLOADING,),
     RS.COMPUTING: (RS.DATA_DOWNLOADED,),
     RS.COMPUTED: (RS.COMPUTING,),
-    RS.COMPUTE_FAILED: (RS.DATA_DOWNLOADED, RS.COMPUTING),
+    RS.COMPUTE_FAILED: (RS.COMPUTING,),
     # A failed download is contributed as an error result, so Java and Python workers agree.
     RS.CONTRIBUTING: (RS.COMPUTED, RS.APP_DOWNLOAD_FAILED, RS.DATA_DOWNLOAD_FAILED),
     RS.CONTRIBUTED: (RS.CONTRIBUTING,),
-    RS.CONTRIBUTE_FAILED: (RS.COMPUTED, RS.APP_DOWNLOAD_FAILED, RS.DATA_DOWNLOAD_FAILED, RS.CONTRIBUTING),
+    RS.CONTRIBUTE_FAILED: (RS.CONTRIBUTING,),
     RS.REVEALING: (RS.CONTRIBUTED,),
     RS.REVEALED: (RS.REVEALING,),
-    RS.REVEAL_FAILED: (RS.CONTRIBUTED, RS.REVEALING),
+    RS.REVEAL_FAILED: (RS.REVEALING,),
     # The scheduler moves the replicate to RESULT_UPLOAD_REQUESTED before PLEASE_UPLOAD: locally REVEALED.
     RS.RESULT_UPLOADING: (RS.REVEALED,),
     RS.RESULT_UPLOADED: (RS.RESULT_UPLOADING,),
-    RS.RESULT_UPLOAD_FAILED: (RS.REVEALED, RS.RESULT_UPLOADING),
+    RS.RESULT_UPLOAD_FAILED: (RS.RESULT_UPLOADING,),
     RS.COMPLETING: (RS.REVEALED, RS.RESULT_UPLOADED, RS.RESULT_UPLOAD_FAILED),
     RS.COMPLETED: (RS.COMPLETING,),
     RS.COMPLETE_FAILED: (RS.COMPLETING,),
@@ -111,4 +112,21 @@ class ReplicateState:
         return self.status in TERMINAL
 
 
-__all__ = ["TABLE", "TERMINAL", "WORKER_STATES", "ReplicateState", "TransitionNotAllowed", "event_name"]
+__all__ = [
+    "TABLE",
+    "TERMINAL",
+    "WORKER_STATES",
+    "ReplicateState",
+    "TransitionNotAllowed",
+    "event_name",
+    "mermaid",
+]
+
+
+def mermaid() -> str:
+    """The table as a Mermaid state diagram (docs/replicate-states.md holds the checked-in copy)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {RS.CREATED.value}"]
+    for target, sources in TABLE.items():
+        lines += [f"    {source.value} --> {target.value}" for source in sources]
+    lines += [f"    {s.value} --> [*]" for s in sorted(TERMINAL, key=lambda s: s.ordinal)]
+    return "\n".join(lines) + "\n"
