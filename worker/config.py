@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from yarl import URL
 
 from worker.errors import ConfigurationError
+from worker.wallet import read_password
 
 DEFAULT_ENV_FILE = Path(".env")
 MIN_HOST_CPUS = 2
@@ -610,17 +611,4 @@ def _wallet_password(wallet: WalletSettings) -> SecretStr:
             "no wallet password: set IEXEC_WORKER_WALLET_PASSWORD_FILE to a file holding it "
             "(or IEXEC_WORKER_WALLET_PASSWORD)"
         )
-    try:
-        text = wallet.password_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"IEXEC_WORKER_WALLET_PASSWORD_FILE={wallet.password_file}: cannot read it ({exc.strerror}); "
-            "fix the path or the file's permissions"
-        ) from exc
-    password = text.rstrip("\r\n")
-    if not password:
-        raise ConfigurationError(
-            f"IEXEC_WORKER_WALLET_PASSWORD_FILE={wallet.password_file}: the file is empty; "
-            "write the password in it"
-        )
-    return SecretStr(password)
+    return read_password(password_file=wallet.password_file)
