@@ -1,0 +1,195 @@
+"""``DevScheduler``: the development scheduler wired together and served on 127.0.0.1.
+
+It is the composition root of this package: HTTP API, SockJS/STOMP push channel, in-memory
+state and the on-chain duty loop, started and stopped together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from typing import Self
+
+import aiohttp
+from aiohttp import web
+from eth_account.signers.local import LocalAccount
+
+from worker.devnet.contracts import Deployment
+from worker.devnet.toolkit import Toolkit
+from worker.replicate.status import ReplicateStatus
+from worker.scheduler.models import TaskNotification
+
+from .app import ApiSettings, SchedulerApi
+from .auth import Authenticator
+from .chain import SchedulerChain
+from .duties import Duties, DutySettings
+from .recovery import Recovery
+from .results import ProxyResultChecker, ResultChecker
+from .sockjs import StompBroker, add_sockjs_routes
+from .state import SchedulerState, Task, TaskStatus
+from .supply import DEFAULT_GAS_PRICE_CAP_WEI, ReplicateSupply
+from .toolkit_chain import ToolkitChain
+from .updates import DEFAULT_CHECK_POLICY, ChainCheckPolicy, StatusUpdater
+
+log = logging.getLogger(__name__)
+
+APP_VERSION_FOR_AUDIENCE = "9.3.0"
+
+
+class DevScheduler:
+    def __init__(
+        self,
+        *,
+        api: SchedulerApi,
+        state: SchedulerState,
+        duties: Duties,
+        broker: StompBroker,
+        runner: web.AppRunner,
+        session: aiohttp.ClientSession,
+        url: str,
+    ) -> None:
+        self.api = api
+        self.state = state
+        self.duties = duties
+        self.broker = broker
+        self.url = url
+        self._runner = runner
+        self._session = session
+        self._stop = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        toolkit: Toolkit | None,
+        deployment: Deployment,
+        rpc_url: str,
+        workerpool: str,
+        scheduler_account: LocalAccount,
+        result_proxy_url: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ask_for_replicate_period_ms: int = 5000,
+        worker_lost_after_s: float = 60.0,
+        poll_interval_s: float = 0.5,
+        result_upload_timeout_s: float = 120.0,
+        whitelist: Collection[str] = (),
+        from_block: int | None = None,
+        required_worker_version: str = "",
+        block_time_s: int = 5,
+        out_of_service_s: float = 15.0,
+        gas_price_cap_wei: int = DEFAULT_GAS_PRICE_CAP_WEI,
+        check_policy: ChainCheckPolicy = DEFAULT_CHECK_POLICY,
+        chain: SchedulerChain | None = None,
+        results: ResultChecker | None = None,
+    ) -> Self:
+        """Serve on ``host:port`` (0 = any free port) and start the duty loop.
+
+        ``chain``/``results`` replace the toolkit-backed chain and the result-proxy check (tests).
+        ``from_block`` is the first block scanned for deals; by default only deals made after start.
+        """
+        if chain is None:
+            if toolkit is None:
+                raise ValueError("DevScheduler.start: pass a toolkit (or a chain implementation)")
+            chain = ToolkitChain(toolkit, scheduler_account)
+        workerpool = workerpool.lower()
+        scheduler_address = scheduler_account.address.lower()
+        session = aiohttp.ClientSession()
+        state = SchedulerState()
+        broker = StompBroker()
+        results = results or ProxyResultChecker(result_proxy_url, session)
+        duty_settings = DutySettings(
+            workerpool=workerpool,
+            poll_interval_s=poll_interval_s,
+            worker_lost_after_s=worker_lost_after_s,
+            result_upload_timeout_s=result_upload_timeout_s,
+            from_block=from_block,
+        )
+        duties = Duties(state, chain, broker, duty_settings)
+        api = SchedulerApi(
+            ApiSettings(
+                workerpool=workerpool,
+                scheduler_address=scheduler_address,
+                result_proxy_url=result_proxy_url,
+                chain_id=deployment.chain_id,
+                chain_node_url=rpc_url,
+                hub=deployment.hub.lower(),
+                ask_for_replicate_period_ms=ask_for_replicate_period_ms,
+                required_worker_version=required_worker_version,
+                block_time_s=block_time_s,
+                out_of_service_s=out_of_service_s,
+            ),
+            state,
+            Authenticator(APP_VERSION_FOR_AUDIENCE, whitelist),
+            ReplicateSupply(
+                state,
+                chain,
+                scheduler_account,
+                ask_for_replicate_period_ms=ask_for_replicate_period_ms,
+                gas_price_cap_wei=gas_price_cap_wei,
+            ),
+            StatusUpdater(state, chain, results, policy=check_policy, on_change=duties.wake),
+            Recovery(state, chain, results, scheduler_account),
+        )
+        app = web.Application()
+        api.install(app)
+        add_sockjs_routes(app, broker)
+        runner = web.AppRunner(app, access_log=None)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = runner.addresses[0][1]
+            url = f"http://{host}:{bound}"
+            api.base_url = url
+            # A first chain read before serving, so /replicates/* are not 503 at start.
+            await duties.observe_chain()
+        except BaseException:
+            await runner.cleanup()
+            await broker.close()
+            await session.close()
+            raise
+        scheduler = cls(
+            api=api, state=state, duties=duties, broker=broker, runner=runner, session=session, url=url
+        )
+        scheduler._loop_task = asyncio.create_task(duties.run(scheduler._stop), name="dev-scheduler-duties")
+        log.info("development scheduler serving %s for workerpool %s", url, workerpool)
+        return scheduler
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        await self.broker.close()
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    # -- read access (tests, diagnostics) -----------------------------------------------------
+
+    def task(self, task_id: str) -> Task | None:
+        return self.state.tasks.get(task_id)
+
+    def task_status(self, task_id: str) -> TaskStatus | None:
+        task = self.state.tasks.get(task_id)
+        return task.status if task else None
+
+    def task_history(self, task_id: str) -> list[TaskStatus]:
+        task = self.state.tasks.get(task_id)
+        return task.statuses if task else []
+
+    def replicate_history(self, task_id: str, wallet: str) -> list[ReplicateStatus]:
+        replicate = self.state.replicate(task_id, wallet.lower())
+        return replicate.statuses if replicate else []
+
+    @property
+    def notifications(self) -> list[TaskNotification]:
+        """Every notification published, in order."""
+        return list(self.state.notifications)
