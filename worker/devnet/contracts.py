@@ -522,14 +522,17 @@ class Devnet:
         block_time: float | None,
         started: float,
     ) -> Devnet | None:
-        anvil = await Anvil.start(port=port, load_state=state, block_time=block_time)
+        try:
+            anvil = await Anvil.start(port=port, load_state=state, block_time=block_time)
+        except DevnetError:  # anvil refuses a truncated or incompatible state file: redeploy
+            return None
         w3 = new_web3(anvil.rpc_url)
         try:
             hub_code = await w3.eth.get_code(checksum(deployment.hub))
         except BaseException:
             await _close(anvil, w3)
             raise
-        if len(hub_code) == 0:  # a stale or truncated cache: redeploy rather than fail
+        if len(hub_code) == 0:  # a state without our deployment: redeploy rather than fail
             await _close(anvil, w3)
             return None
         return cls(anvil, w3, deployment, warm=True, seconds=time.perf_counter() - started)
