@@ -1,0 +1,64 @@
+"""Checking a WorkerpoolAuthorization before acting on it (protocol.md §5.3).
+
+Everything is local or an ``eth_call``: a forged authorization costs the worker no gas.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from worker.chain.client import ChainClient
+from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191
+from worker.scheduler.models import WorkerpoolAuthorization
+
+log = logging.getLogger(__name__)
+
+
+async def verify_authorization(
+    client: ChainClient,
+    authorization: WorkerpoolAuthorization,
+    pool_address: str,
+    worker_address: str,
+    *,
+    enclave_challenge: str = ZERO_ADDRESS,
+    task_id: str | None = None,
+) -> bool:
+    """True when the authorization names this worker (and task, when given) with the expected
+    enclave challenge and is signed (EIP-191 over authHash) by ``owner()`` of the configured pool.
+
+    Raises ChainError when the pool owner cannot be read: the answer is then unknown, not "no".
+    """
+    if authorization.worker_wallet.lower() != worker_address.lower():
+        log.warning(
+            "authorization for task %s names wallet %s, not this worker",
+            authorization.chain_task_id,
+            authorization.worker_wallet,
+        )
+        return False
+    if authorization.enclave_challenge.lower() != enclave_challenge.lower():
+        log.warning(
+            "authorization for task %s has an unexpected enclave challenge", authorization.chain_task_id
+        )
+        return False
+    if task_id is not None and authorization.chain_task_id.lower() != task_id.lower():
+        log.warning("authorization for task %s presented for task %s", authorization.chain_task_id, task_id)
+        return False
+    digest = authorization_hash(
+        authorization.worker_wallet, authorization.chain_task_id, authorization.enclave_challenge
+    )
+    try:
+        signer = recover_eip191(digest, authorization.signature.value)
+    except ValueError:
+        log.warning("authorization for task %s: malformed signature", authorization.chain_task_id)
+        return False
+    owner = await client.workerpool_owner(pool_address)
+    if signer != owner.lower():
+        log.warning(
+            "authorization for task %s signed by %s, not by %s (owner of workerpool %s)",
+            authorization.chain_task_id,
+            signer,
+            owner,
+            pool_address,
+        )
+        return False
+    return True

@@ -1,0 +1,281 @@
+"""What the worker reads from and writes to the PoCo contracts, as typed immutable values.
+
+Times are whole seconds (Unix time for instants, a duration for ``max_execution_time``), as the
+contracts store them; the Java stack multiplies them by 1000, we do not. Addresses are checksummed
+strings, bytes32 values ``0x``-prefixed lowercase hex. protocol.md §6.2, §6.3, §6.6.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from worker.chain.crypto import ZERO_ADDRESS
+from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTask:
+    task_id: str
+    status: ChainTaskStatus
+    deal_id: str
+    index: int
+    timeref: int
+    contribution_deadline: int
+    reveal_deadline: int
+    final_deadline: int
+    consensus_value: str
+    reveal_counter: int
+    winner_counter: int
+    contributors: tuple[str, ...]
+    results: bytes
+
+    def has_contributor(self, wallet: str) -> bool:
+        return wallet.lower() in (c.lower() for c in self.contributors)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainContribution:
+    status: ChainContributionStatus
+    result_hash: str
+    result_seal: str
+    enclave_challenge: str
+    weight: int
+
+
+class ChainAccount(NamedTuple):
+    """A hub account in nRLC: ``stake`` is the free deposit, ``locked`` is frozen by contributions."""
+
+    stake: int
+    locked: int
+
+
+@dataclass(frozen=True, slots=True)
+class DealAsset:
+    pointer: str
+    owner: str
+    price: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDeal:
+    deal_id: str
+    app: DealAsset
+    dataset: DealAsset
+    workerpool: DealAsset
+    trust: int
+    category: int
+    tag: str
+    requester: str
+    beneficiary: str
+    callback: str
+    params: str
+    start_time: int
+    bot_first: int
+    bot_size: int
+    worker_stake: int
+    scheduler_reward_ratio: int
+    sponsor: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCategory:
+    category_id: int
+    name: str
+    description: str
+    work_clock_time_ref: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainApp:
+    address: str
+    owner: str
+    name: str
+    app_type: str
+    multiaddr: bytes
+    checksum: str
+    mrenclave: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDataset:
+    address: str
+    owner: str
+    name: str
+    multiaddr: bytes
+    checksum: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBlock:
+    number: int
+    timestamp: int
+    base_fee_per_gas: int | None  # None before London / on chains without EIP-1559
+
+
+@dataclass(frozen=True, slots=True)
+class TxReceipt:
+    """Where a worker transaction landed: the block and hash of its task event log."""
+
+    block_number: int
+    tx_hash: str
+
+
+class TxKind(StrEnum):
+    CONTRIBUTE = "CONTRIBUTE"
+    REVEAL = "REVEAL"
+    CONTRIBUTE_AND_FINALIZE = "CONTRIBUTE_AND_FINALIZE"
+
+
+@dataclass(frozen=True, slots=True)
+class SentTx:
+    """A signed transaction as recorded before broadcast; ``raw_tx`` can be broadcast again as is."""
+
+    task_id: str
+    kind: TxKind
+    tx_hash: str
+    nonce: int
+    raw_tx: str
+
+
+class TeeFramework(StrEnum):
+    SCONE = "SCONE"
+    GRAMINE = "GRAMINE"
+    TDX = "TDX"
+
+
+# Low nibble of the deal tag: bit 0 says "TEE", the other bits name the framework.
+_TEE_FRAMEWORK_BITS = {0b0011: TeeFramework.SCONE, 0b0101: TeeFramework.GRAMINE, 0b1001: TeeFramework.TDX}
+
+
+def tee_framework(tag: str) -> TeeFramework | None:
+    """Framework named by a deal tag, None for a standard task or an unknown combination."""
+    raw = bytes.fromhex(tag.removeprefix("0x"))
+    return _TEE_FRAMEWORK_BITS.get(raw[-1] & 0x0F) if raw else None
+
+
+def is_tee_tag(tag: str) -> bool:
+    raw = bytes.fromhex(tag.removeprefix("0x"))
+    return bool(raw) and bool(raw[-1] & 0x01)
+
+
+@dataclass(frozen=True, slots=True)
+class DealParams:
+    """The requester's ``params`` string of a deal: JSON with the keys below, or plain app arguments.
+
+    A string that is not a JSON object of the expected shape is taken whole as ``iexec_args``, which
+    is what requesters get when they pass bare arguments. Absent keys stay None / empty.
+    """
+
+    iexec_args: str | None = None
+    iexec_input_files: tuple[str, ...] = ()
+    iexec_result_encryption: bool = False
+    iexec_result_storage_provider: str | None = None
+    iexec_result_storage_proxy: str | None = None
+    iexec_secrets: dict[str, str] = field(default_factory=dict)
+    bulk_cid: str | None = None
+
+    @classmethod
+    def parse(cls, params: str) -> DealParams:
+        try:
+            data = json.loads(params)
+        except ValueError:
+            return cls(iexec_args=params)
+        if not isinstance(data, dict):
+            return cls(iexec_args=params)
+        try:
+            return cls._from_json(data)
+        except TypeError:
+            return cls(iexec_args=params)
+
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> DealParams:
+        def opt_str(key: str) -> str | None:
+            value = data.get(key)
+            if value is None or isinstance(value, str):
+                return value
+            raise TypeError(key)
+
+        files = data.get("iexec_input_files") or []
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise TypeError("iexec_input_files")
+        encryption = data.get("iexec_result_encryption", False)
+        if isinstance(encryption, str) and encryption.lower() in ("true", "false"):
+            # Jackson coerces "true"/"false" strings into a boolean field.
+            encryption = encryption.lower() == "true"
+        if not isinstance(encryption, bool):
+            raise TypeError("iexec_result_encryption")
+        secrets = data.get("iexec_secrets") or {}
+        if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+            raise TypeError("iexec_secrets")
+        return cls(
+            iexec_args=opt_str("iexec_args"),
+            iexec_input_files=tuple(files),
+            iexec_result_encryption=encryption,
+            iexec_result_storage_provider=opt_str("iexec_result_storage_provider"),
+            iexec_result_storage_proxy=opt_str("iexec_result_storage_proxy"),
+            iexec_secrets={str(k): v for k, v in secrets.items()},
+            bulk_cid=opt_str("bulk_cid"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDescription:
+    """Everything a replicate needs to know about its task, assembled from the hub views (§6.6)."""
+
+    task_id: str
+    deal_id: str
+    bot_index: int
+    app_type: str
+    app_uri: str
+    app_checksum: str
+    app_mrenclave: str
+    app_address: str
+    app_owner: str
+    app_price: int
+    dataset_address: str
+    dataset_owner: str
+    dataset_price: int
+    dataset_uri: str
+    dataset_checksum: str
+    workerpool_address: str
+    workerpool_owner: str
+    workerpool_price: int
+    trust: int
+    category: int
+    tag: str
+    requester: str
+    beneficiary: str
+    callback: str
+    deal_params: DealParams
+    start_time: int
+    bot_first_index: int
+    bot_size: int
+    worker_stake: int
+    tee_framework: TeeFramework | None
+    max_execution_time: int
+    contribution_deadline: int
+    final_deadline: int
+
+    @property
+    def is_tee_task(self) -> bool:
+        return is_tee_tag(self.tag)
+
+    def contains_callback(self) -> bool:
+        return bool(self.callback) and self.callback.lower() != ZERO_ADDRESS
+
+    def contains_dataset(self) -> bool:
+        return (
+            self.dataset_address.lower() != ZERO_ADDRESS
+            and bool(self.dataset_uri.strip())
+            and bool(self.dataset_checksum.strip())
+        )
+
+    def is_eligible_to_contribute_and_finalize(self) -> bool:
+        return self.trust == 1 and self.tee_framework in (
+            TeeFramework.SCONE,
+            TeeFramework.GRAMINE,
+            TeeFramework.TDX,
+        )
