@@ -1,0 +1,85 @@
+"""Prometheus metrics of the worker: one registry per process, names prefixed ``iexec_worker_``.
+
+No task id is ever a label (unbounded cardinality); per-task detail goes to the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from worker.replicate.ports import Stage
+from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+
+log = logging.getLogger("iexec.worker.replicate")
+
+_STAGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800, 36000)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.info = Info("iexec_worker", "Version and identity of this worker", registry=r)
+        self.replicates = Gauge(
+            "iexec_worker_replicates", "Replicates held by this worker, by current status", ["status"], registry=r
+        )
+        self.replicate_transitions = Counter(
+            "iexec_worker_replicate_transitions_total",
+            "Statuses entered by replicates, with the failure cause when there is one",
+            ["status", "cause"],
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "iexec_worker_stage_duration_seconds",
+            "Duration of each replicate stage",
+            ["stage", "outcome"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.gas_price_wei = Gauge(
+            "iexec_worker_gas_price_wei", "Gas price (or fee cap) chosen for the latest transaction", registry=r
+        )
+        self.eth_balance_wei = Gauge("iexec_worker_eth_balance_wei", "Native balance of the worker wallet", registry=r)
+        self.rlc_stake_nrlc = Gauge(
+            "iexec_worker_rlc_stake_nrlc", "RLC deposited on the hub and free to stake (nRLC)", registry=r
+        )
+        self.rlc_locked_nrlc = Gauge(
+            "iexec_worker_rlc_locked_nrlc", "RLC locked as stake in running contributions (nRLC)", registry=r
+        )
+        self.transactions = Counter(
+            "iexec_worker_transactions_total", "Transactions by kind and outcome", ["kind", "outcome"], registry=r
+        )
+        self.scheduler_errors = Counter(
+            "iexec_worker_scheduler_errors_total", "Failed calls to the scheduler, by endpoint", ["call"], registry=r
+        )
+        self.slots_total = Gauge("iexec_worker_slots", "Computing slots declared to the scheduler", registry=r)
+        self.slots_busy = Gauge("iexec_worker_slots_busy", "Computing slots in use", registry=r)
+        self.last_ping = Gauge(
+            "iexec_worker_last_successful_ping_timestamp_seconds", "Time of the last accepted ping", registry=r
+        )
+        self.out_of_gas = Gauge(
+            "iexec_worker_out_of_gas", "1 while the wallet cannot pay a transaction at the gas price cap", registry=r
+        )
+        self.push_connected = Gauge(
+            "iexec_worker_push_channel_connected", "1 while the scheduler's push channel is connected", registry=r
+        )
+        for status in ReplicateStatus:
+            self.replicates.labels(status.value)
+
+    # -- pipeline observer ------------------------------------------------------------------------
+
+    def status_changed(
+        self, task_id: str, old: ReplicateStatus, new: ReplicateStatus, cause: ReplicateStatusCause | None
+    ) -> None:
+        self.replicates.labels(old.value).dec()
+        self.replicates.labels(new.value).inc()
+        self.replicate_transitions.labels(new.value, cause.value if cause else "").inc()
+        if cause is not None:
+            log.warning("%s %s -> %s (%s)", task_id, old.value, new.value, cause.value)
+        else:
+            log.info("%s %s -> %s", task_id, old.value, new.value)
+
+    def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None:
+        self.stage_seconds.labels(stage.value, "ok" if ok else "failed").observe(seconds)

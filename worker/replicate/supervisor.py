@@ -1,0 +1,168 @@
+"""Holds the running replicate pipelines: admission, routing of notifications, resume, and drain.
+
+One asyncio task per replicate. The supervisor counts computing slots the way the scheduler does
+(a replicate holds a slot until it is COMPUTED or has failed before), routes every notification to
+its pipeline, subscribes each task's push topic before the replicate's first status is sent, and on
+stop waits a grace period for in-flight replicates before cancelling them. State lives in the
+store, so a cancelled replicate resumes at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
+from worker.replicate.status import ReplicateStatus, TaskNotificationType
+from worker.scheduler.models import TaskNotification, TaskNotificationExtra, WorkerpoolAuthorization
+
+log = logging.getLogger("iexec.worker.supervisor")
+
+TopicHook = Callable[[str], Awaitable[None]]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        deps: PipelineDeps,
+        *,
+        slots: int,
+        wallet: str,
+        subscribe: TopicHook,
+        unsubscribe: TopicHook,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._deps = deps
+        self.slots = slots
+        self._wallet = wallet
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self._on_change = on_change or (lambda: None)
+        self._pipelines: dict[str, ReplicatePipeline] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- capacity ---------------------------------------------------------------------------------
+
+    @property
+    def computing(self) -> int:
+        return sum(1 for p in self._pipelines.values() if p.computing)
+
+    @property
+    def free_slots(self) -> int:
+        return max(self.slots - self.computing, 0)
+
+    @property
+    def active(self) -> list[str]:
+        return list(self._pipelines)
+
+    def status_of(self, task_id: str) -> ReplicateStatus | None:
+        pipeline = self._pipelines.get(task_id)
+        return pipeline.status if pipeline else None
+
+    # -- admission and resume ---------------------------------------------------------------------
+
+    async def admit(self, authorization: WorkerpoolAuthorization) -> bool:
+        """Take a new replicate: persist it, subscribe its topic, then start it. False if known."""
+        task_id = authorization.chain_task_id
+        if task_id in self._pipelines:
+            return False
+        if not await self._deps.store.add(task_id, authorization.to_wire()):
+            log.warning("%s: already in the local store, not started twice", task_id)
+            return False
+        await self._subscribe(task_id)
+        pipeline = ReplicatePipeline(task_id, self._deps)
+        self._launch(pipeline)
+        pipeline.deliver(_notification(task_id, TaskNotificationType.PLEASE_START))
+        log.info("%s: replicate taken", task_id)
+        return True
+
+    async def resume(self, interrupted: list[TaskNotification]) -> int:
+        """Restart every unfinished replicate of the store, then deliver the scheduler's recovery news."""
+        records = await self._deps.store.unfinished()
+        for record in records:
+            pipeline, first = ReplicatePipeline.resume(record, self._deps)
+            await self._subscribe(record.task_id)
+            self._launch(pipeline)
+            if first is not None:
+                pipeline.deliver(first)
+            log.info("%s: resumed from %s", record.task_id, record.status)
+        for notification in interrupted:
+            if notification.chain_task_id in self._pipelines:
+                self.notify(notification)
+            else:
+                log.info(
+                    "%s: the scheduler asks for %s but this worker has no record of it",
+                    notification.chain_task_id,
+                    notification.task_notification_type,
+                )
+        return len(records)
+
+    def notify(self, notification: TaskNotification) -> None:
+        if not notification.concerns(self._wallet):
+            return
+        pipeline = self._pipelines.get(notification.chain_task_id)
+        if pipeline is None:
+            log.debug(
+                "%s: %s for a replicate this worker does not run",
+                notification.chain_task_id,
+                notification.task_notification_type,
+            )
+            return
+        pipeline.deliver(notification)
+
+    def _launch(self, pipeline: ReplicatePipeline) -> None:
+        task_id = pipeline.task_id
+        self._pipelines[task_id] = pipeline
+        self._idle.clear()
+        task = asyncio.create_task(self._drive(pipeline), name=f"replicate:{task_id}")
+        self._tasks[task_id] = task
+        self._on_change()
+
+    async def _drive(self, pipeline: ReplicatePipeline) -> None:
+        task_id = pipeline.task_id
+        try:
+            await pipeline.run()
+            log.info("%s: replicate ended %s", task_id, pipeline.status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A replicate's failure fails that replicate only; it stays unfinished in the store and is
+            # resumed at the next start.
+            log.exception("%s: replicate pipeline crashed in %s", task_id, pipeline.status)
+        finally:
+            self._pipelines.pop(task_id, None)
+            self._tasks.pop(task_id, None)
+            if not self._pipelines:
+                self._idle.set()
+            self._on_change()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._unsubscribe(task_id))
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for running replicates, then cancel what is left."""
+        if self._tasks:
+            log.info("stopping: waiting up to %.0f s for %d replicate(s)", grace, len(self._tasks))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("stopped %d replicate(s); they resume at the next start", len(tasks))
+
+
+def _notification(task_id: str, action: TaskNotificationType, block: int = 0) -> TaskNotification:
+    extra = TaskNotificationExtra(block_number=block) if block else None
+    return TaskNotification(
+        chain_task_id=task_id,
+        workers_address=[],
+        task_notification_type=action,
+        task_notification_extra=extra,
+    )
