@@ -253,7 +253,6 @@ class _SockJsSession:
         self.wakeup.set()
         self._endpoint.broker.detach(self._id)
         if not self.receiving:
-            # Kept for one disconnect delay so the next poll learns why the session ended.
             self._schedule_expiry()
 
     def take(self) -> str | None:
@@ -272,10 +271,8 @@ class _SockJsSession:
 
     def stop_receiving(self) -> None:
         self.receiving = False
-        if self.closed and not self.pending:
-            self._endpoint.forget(self)
-        else:
-            self._schedule_expiry()
+        # A closed session stays one disconnect delay, answering its close frame to late requests.
+        self._schedule_expiry()
 
     def _schedule_expiry(self) -> None:
         if self._expiry is not None:
