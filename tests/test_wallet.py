@@ -1,0 +1,148 @@
+"""Unit tests of worker.wallet with real keystore files and a real second process for the lock."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from pydantic import SecretStr
+
+from worker.errors import ConfigurationError
+from worker.wallet import (
+    WalletLock,
+    create_wallet,
+    import_wallet,
+    load_wallet,
+    read_password,
+    read_private_key,
+    show_wallet,
+)
+
+PASSWORD = SecretStr("correct horse battery staple")
+# Anvil's well-known first development key: public, never used on a real chain.
+KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ADDRESS = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
+
+
+async def test_create_then_load_gives_the_shown_address(tmp_path: Path) -> None:
+    path = tmp_path / "keystore" / "wallet.json"
+    address = create_wallet(path, PASSWORD)
+
+    assert address == address.lower()
+    assert show_wallet(path) == address
+    assert path.stat().st_mode & 0o777 == 0o600
+    account = await load_wallet(path, PASSWORD)
+    assert account.address.lower() == address
+
+
+async def test_import_round_trip_and_secrets_stay_out_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "wallet.json"
+    assert import_wallet(path, PASSWORD, KEY) == ADDRESS
+
+    text = path.read_text()
+    assert KEY.removeprefix("0x") not in text
+    assert PASSWORD.get_secret_value() not in text
+    assert json.loads(text)["version"] == 3
+    account = await load_wallet(path, PASSWORD)
+    assert account.address.lower() == ADDRESS
+    assert account.key.hex().removeprefix("0x") == KEY.removeprefix("0x")
+
+
+def test_keystore_written_here_opens_with_eth_account_too(tmp_path: Path) -> None:
+    path = tmp_path / "wallet.json"
+    import_wallet(path, PASSWORD, KEY.removeprefix("0x"))
+    assert Account.decrypt(path.read_text(), PASSWORD.get_secret_value()).hex().removeprefix("0x") == KEY[2:]
+
+
+async def test_wrong_password_is_a_clear_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "wallet.json"
+    import_wallet(path, PASSWORD, KEY)
+    with pytest.raises(ConfigurationError, match="IEXEC_WORKER_WALLET_PASSWORD: wrong password") as caught:
+        await load_wallet(path, SecretStr("Tr0ub4dor&3"))
+    assert "Tr0ub4dor&3" not in str(caught.value)
+
+
+async def test_missing_or_foreign_file_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"IEXEC_WORKER_WALLET_PATH=.*: no such file"):
+        await load_wallet(tmp_path / "none.json", PASSWORD)
+    other = tmp_path / "other.json"
+    other.write_text('{"hello": "world"}')
+    with pytest.raises(ConfigurationError, match="not an encrypted V3 keystore"):
+        show_wallet(other)
+
+
+def test_existing_keystore_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "wallet.json"
+    import_wallet(path, PASSWORD, KEY)
+    before = path.read_text()
+    with pytest.raises(ConfigurationError, match="already exists"):
+        create_wallet(path, PASSWORD)
+    assert path.read_text() == before
+
+
+def test_bad_private_key_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    bad = "0x" + "zz" * 32
+    with pytest.raises(ConfigurationError, match="not 64 hex digits") as caught:
+        import_wallet(tmp_path / "wallet.json", PASSWORD, bad)
+    assert bad not in str(caught.value)
+    with pytest.raises(ConfigurationError, match="secp256k1 range"):
+        import_wallet(tmp_path / "wallet.json", PASSWORD, "00" * 32)
+    assert not (tmp_path / "wallet.json").exists()
+
+
+def test_private_key_and_password_sources(tmp_path: Path) -> None:
+    assert read_private_key(io.StringIO(KEY + "\n")) == KEY
+    with pytest.raises(ConfigurationError, match="no private key on stdin"):
+        read_private_key(io.StringIO(""))
+
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    assert read_password(password_file=secret).get_secret_value() == "from-file"
+    assert read_password(password=PASSWORD, password_file=secret) == PASSWORD
+    with pytest.raises(ConfigurationError, match="no wallet password"):
+        read_password(prompt=False)
+
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from worker.wallet import WalletLock
+with WalletLock(Path(sys.argv[1]), sys.argv[2]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_second_worker_on_the_same_wallet_is_refused(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path), ADDRESS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+
+            with pytest.raises(
+                ConfigurationError, match=rf"{ADDRESS} is already used by another worker \(pid {holder.pid}\)"
+            ):
+                WalletLock(tmp_path, ADDRESS.upper().replace("0X", "0x")).acquire()
+            # A different wallet is not affected.
+            with WalletLock(tmp_path, "0x" + "11" * 20) as other:
+                assert other.held
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(timeout=30)
+
+    # The kernel released the holder's lock when it exited: this process can now take the wallet.
+    with WalletLock(tmp_path, ADDRESS) as lock:
+        assert lock.held
+    assert not lock.held

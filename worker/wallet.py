@@ -1,0 +1,244 @@
+"""The worker's wallet: an encrypted Ethereum V3 keystore, and the one-worker-per-wallet lock.
+
+Two workers on one wallet would race on nonces and contribute twice to the same task, so a worker
+holds an exclusive ``flock`` keyed by its wallet address for as long as it runs. The key and the
+password are never printed nor logged; errors name the file, never the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from pydantic import SecretStr
+
+from worker.errors import ConfigurationError
+
+_PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{40}$")
+
+
+def create_wallet(path: Path, password: SecretStr) -> str:
+    """Write a keystore for a fresh random key; return its lowercase address."""
+    account: LocalAccount = Account.create()
+    return _write_keystore(path, password, account.key)
+
+
+def import_wallet(path: Path, password: SecretStr, private_key_hex: str) -> str:
+    """Write a keystore for an existing key (``0x`` optional); return its lowercase address."""
+    key = private_key_hex.strip()
+    if not _PRIVATE_KEY.match(key):
+        # The input is a secret even when malformed: describe it, never echo it.
+        raise ConfigurationError(
+            f"the private key is not 64 hex digits (got {len(key)} characters); "
+            "paste the key exported from your wallet manager"
+        )
+    raw = bytes.fromhex(key.removeprefix("0x"))
+    if not 0 < int.from_bytes(raw, "big") < _SECP256K1_ORDER:
+        raise ConfigurationError("the private key is out of the secp256k1 range; check it was copied whole")
+    return _write_keystore(path, password, raw)
+
+
+def show_wallet(path: Path) -> str:
+    """Address of a keystore, read from its JSON without decrypting it."""
+    keystore = _read_keystore(path)
+    address = keystore.get("address")
+    if not isinstance(address, str) or not _ADDRESS.match(address):
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PATH={path}: the keystore has no address field; "
+            "re-create it with `iexec-worker wallet import`"
+        )
+    return "0x" + address.removeprefix("0x").lower()
+
+
+async def load_wallet(path: Path, password: SecretStr) -> LocalAccount:
+    """Decrypt the keystore in a thread: scrypt takes about a second of CPU by design."""
+    keystore = await asyncio.to_thread(_read_keystore, path)
+    try:
+        key = await asyncio.to_thread(Account.decrypt, keystore, password.get_secret_value())
+    except ValueError as exc:
+        # eth_account says "MAC mismatch" for a wrong password; other ValueErrors are damaged files.
+        if "MAC mismatch" in str(exc):
+            raise ConfigurationError(
+                f"IEXEC_WORKER_WALLET_PASSWORD: wrong password for the keystore {path}; "
+                "fix the password (or IEXEC_WORKER_WALLET_PASSWORD_FILE)"
+            ) from None
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PATH={path}: the keystore cannot be decrypted ({exc}); "
+            "re-create it with `iexec-worker wallet import`"
+        ) from None
+    account: LocalAccount = Account.from_key(key)
+    return account
+
+
+def read_password(
+    *,
+    password: SecretStr | None = None,
+    password_file: Path | None = None,
+    prompt: bool = False,
+    confirm: bool = False,
+) -> SecretStr:
+    """The keystore password, from a value, a file, or the terminal (in that order)."""
+    if password is not None:
+        return password
+    if password_file is not None:
+        try:
+            text = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"IEXEC_WORKER_WALLET_PASSWORD_FILE={password_file}: cannot read it ({exc.strerror}); fix the path"
+            ) from exc
+        if not text:
+            raise ConfigurationError(
+                f"IEXEC_WORKER_WALLET_PASSWORD_FILE={password_file}: the file is empty; write the password in it"
+            )
+        return SecretStr(text)
+    if not prompt or not sys.stdin.isatty():
+        raise ConfigurationError(
+            "no wallet password: set IEXEC_WORKER_WALLET_PASSWORD_FILE (or IEXEC_WORKER_WALLET_PASSWORD), "
+            "or run from a terminal to type it"
+        )
+    first = getpass.getpass("Wallet password: ")
+    if not first:
+        raise ConfigurationError("the wallet password is empty; type a non-empty password")
+    if confirm and getpass.getpass("Repeat the password: ") != first:
+        raise ConfigurationError("the two passwords differ; run the command again")
+    return SecretStr(first)
+
+
+def read_private_key(stream: IO[str] | None = None) -> str:
+    """The private key to import, from stdin (prompted without echo when it is a terminal)."""
+    source = stream if stream is not None else sys.stdin
+    key = getpass.getpass("Private key: ") if stream is None and source.isatty() else source.readline()
+    if not key.strip():
+        raise ConfigurationError(
+            "no private key on stdin; pipe it in, e.g. `iexec-worker wallet import < key.txt`"
+        )
+    return key.strip()
+
+
+class WalletLock:
+    """Exclusive, process-wide claim on a wallet: a second worker on the same wallet refuses to start.
+
+    The lock file sits in ``directory`` (the worker base dir) and is named after the address, so
+    workers with different names but the same wallet still exclude each other. The kernel drops a
+    ``flock`` when its holder dies, so a crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, directory: Path, address: str) -> None:
+        self.path = directory / f".wallet-{address.lower()}.lock"
+        self.address = address.lower()
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise ConfigurationError(
+                f"wallet {self.address} is already used by another worker{holder} (lock {self.path}); "
+                "run one worker per wallet: stop the other one or give this one its own wallet"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            # Unlock before close so the next holder never reads our pid as its own.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> WalletLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
+def _read_keystore(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PATH={path}: no such file; "
+            "create one with `iexec-worker wallet create` or fix the path"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PATH={path}: cannot read it ({exc.strerror}); fix the file's permissions"
+        ) from exc
+    try:
+        keystore = json.loads(text)
+    except json.JSONDecodeError:
+        keystore = None
+    if not isinstance(keystore, dict) or ("crypto" not in keystore and "Crypto" not in keystore):
+        raise ConfigurationError(
+            f"IEXEC_WORKER_WALLET_PATH={path}: not an encrypted V3 keystore (JSON with a crypto section); "
+            "point to the keystore file, or import the key with `iexec-worker wallet import`"
+        )
+    return keystore
+
+
+def _write_keystore(path: Path, password: SecretStr, key: bytes) -> str:
+    secret = password.get_secret_value()
+    if not secret:
+        raise ConfigurationError("the wallet password is empty; choose a non-empty password")
+    if path.exists():
+        raise ConfigurationError(f"{path} already exists; choose another path or move the old keystore away")
+    keystore = Account.encrypt(key, secret)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a crash never leaves a half-written keystore under the final name.
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(keystore, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(tmp, path)  # unlike rename, refuses to replace a keystore that appeared meanwhile
+    except FileExistsError:
+        raise ConfigurationError(
+            f"{path} already exists; choose another path or move the old keystore away"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return "0x" + str(keystore["address"]).removeprefix("0x").lower()
