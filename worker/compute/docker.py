@@ -1,0 +1,623 @@
+"""The Docker adapter: the only module that talks to the Docker engine (through aiodocker).
+
+Pull policy, decided here once:
+
+- a digest reference (``repo@sha256:...``) already present locally is used as is: its content cannot differ
+  from what the registry would serve;
+- any other reference (a tag) is always pulled, so a re-pushed tag reaches the worker, as with the reference
+  worker;
+- when that pull fails and an image with the same reference exists locally, the local image is used and the
+  outcome says so (``PullOutcome.LOCAL_FALLBACK``). This is how images built on the host and never pushed
+  (devnet and test images) run, and how a worker keeps computing while a registry is briefly down.
+
+Containers are always removed after their logs are read, also on timeout, failure and cancellation. Logs are
+read after the container ended and only their tails are kept, so a chatty app cannot fill the worker's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import aiodocker
+
+from worker.compute.environment import WORKER_LABEL
+from worker.compute.errors import (
+    ComputeError,
+    ContainerError,
+    DockerUnavailableError,
+    ImageBuildError,
+    ImageNotFoundError,
+    ImagePullError,
+    ImagePullTimeoutError,
+    InvalidImageReferenceError,
+    RegistryAuthError,
+    RegistryUnreachableError,
+)
+from worker.compute.model import (
+    ContainerResult,
+    ContainerSpec,
+    LocalImage,
+    PullOutcome,
+    PullProgress,
+    PullProgressCallback,
+    RegistryAuth,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGISTRY = "docker.io"
+_UNREACHABLE_STATUS = 900  # aiodocker's status for "cannot connect to the engine"
+_BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
+# Docker keeps all logs on disk until the container is removed; rotation bounds what a chatty app can write.
+_LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+_CLEANUP_TIMEOUT = 30.0
+
+_LAYER_DONE = frozenset({"Pull complete", "Already exists"})
+_LAYER_STATUSES = frozenset(
+    {
+        "Pulling fs layer",
+        "Waiting",
+        "Downloading",
+        "Verifying Checksum",
+        "Download complete",
+        "Extracting",
+        "Retrying",
+        *_LAYER_DONE,
+    }
+)
+
+
+def registry_of(image: str) -> str:
+    """Registry host of an image reference; no host means Docker Hub (``docker.io``)."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return DEFAULT_REGISTRY
+
+
+def is_digest_reference(image: str) -> bool:
+    return "@" in image
+
+
+def _qualified(image: str) -> str:
+    """The reference with its registry host written out (aiodocker needs one to attach credentials)."""
+    if registry_of(image) != DEFAULT_REGISTRY or image.startswith(f"{DEFAULT_REGISTRY}/"):
+        return image
+    path = image if "/" in image else f"library/{image}"
+    return f"{DEFAULT_REGISTRY}/{path}"
+
+
+def classify_pull_error(image: str, status: int, message: str) -> ComputeError:
+    """Map an engine error met while pulling to the error the caller acts on."""
+    text = message.lower()
+    if status == _UNREACHABLE_STATUS:
+        return DockerUnavailableError(f"Docker engine unreachable while pulling {image}: {message}")
+    if "invalid reference format" in text or (status == 400 and "reference" in text):
+        return InvalidImageReferenceError(
+            f"app image {image!r} is not a valid image reference: {message}", image=image
+        )
+    # Docker Hub answers "pull access denied ... does not exist or may require 'docker login'" for both
+    # private and missing repositories: the fix is the same, check the name or set credentials.
+    if (
+        status in (401, 403)
+        or "unauthorized" in text
+        or "denied" in text
+        or "authentication required" in text
+        or "no basic auth credentials" in text
+    ):
+        return RegistryAuthError(
+            f"registry {registry_of(image)} refused to serve {image}: {message}; "
+            "check the image name and the registry credentials of the worker",
+            image=image,
+        )
+    if status == 404 or "manifest unknown" in text or "not found" in text:
+        return ImageNotFoundError(
+            f"app image {image} does not exist in registry {registry_of(image)}: {message}", image=image
+        )
+    if "no space left" in text:
+        return ImagePullError(
+            f"no disk space left to pull {image}: {message}; free space on the Docker host", image=image
+        )
+    return RegistryUnreachableError(
+        f"registry {registry_of(image)} unreachable while pulling {image}: {message}", image=image
+    )
+
+
+class _PullTracker:
+    """Folds the engine's per-layer progress lines into totals."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self._current: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+        self._done: set[str] = set()
+
+    def update(self, event: Mapping[str, Any]) -> PullProgress | None:
+        status = str(event.get("status", ""))
+        layer = event.get("id")
+        if status not in _LAYER_STATUSES or not isinstance(layer, str):
+            return None
+        self._current.setdefault(layer, 0)
+        detail = event.get("progressDetail") or {}
+        # Extracting reports progress too; only the download counts as bytes fetched from the registry.
+        if status == "Downloading":
+            self._current[layer] = int(detail.get("current", 0))
+            if detail.get("total"):
+                self._total[layer] = int(detail["total"])
+        elif status == "Download complete" and layer in self._total:
+            self._current[layer] = self._total[layer]
+        if status in _LAYER_DONE:
+            self._done.add(layer)
+        return PullProgress(
+            image=self.image,
+            layers_total=len(self._current),
+            layers_done=len(self._done),
+            bytes_downloaded=sum(self._current.values()),
+            bytes_total=sum(self._total.values()),
+            status=status,
+        )
+
+
+class _Tail:
+    """The last ``limit`` characters of a stream, without holding the whole stream."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: collections.deque[str] = collections.deque()
+        self._size = 0
+
+    def add(self, chunk: str) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._chunks and self._size - len(self._chunks[0]) >= self._limit:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        return "".join(self._chunks)[-self._limit :] if self._limit > 0 else ""
+
+
+def _parse_engine_time(value: object) -> datetime | None:
+    """Docker timestamps carry nanoseconds, which ``fromisoformat`` does not take; zero time means unset."""
+    if not isinstance(value, str) or value.startswith("0001-"):
+        return None
+    main, dot, rest = value.rstrip("Z").partition(".")
+    fraction = rest[:6] if dot else ""
+    try:
+        return datetime.fromisoformat(f"{main}.{fraction or '0'}+00:00")
+    except ValueError:
+        return None
+
+
+def _container_config(spec: ContainerSpec) -> dict[str, Any]:
+    host: dict[str, Any] = {
+        "Binds": [bind.to_docker() for bind in spec.binds],
+        "Privileged": False,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "ReadonlyRootfs": spec.read_only_rootfs,
+        "LogConfig": _LOG_CONFIG,
+    }
+    if spec.memory_bytes is not None:
+        # Same value for swap: the limit is a hard one, the app cannot spill to swap.
+        host["Memory"] = spec.memory_bytes
+        host["MemorySwap"] = spec.memory_bytes
+    if spec.nano_cpus is not None:
+        host["NanoCpus"] = spec.nano_cpus
+    if spec.pids_limit is not None:
+        host["PidsLimit"] = spec.pids_limit
+    if spec.network is not None:
+        host["NetworkMode"] = spec.network
+    config: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{key}={value}" for key, value in spec.env.items()],
+        "Labels": dict(spec.labels),
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "Tty": False,
+        "HostConfig": host,
+    }
+    if spec.cmd:
+        config["Cmd"] = list(spec.cmd)
+    if spec.entrypoint is not None:
+        config["Entrypoint"] = list(spec.entrypoint)
+    if spec.user is not None:
+        config["User"] = spec.user
+    return config
+
+
+class DockerEngine:
+    """Pulls images and runs containers to completion on one Docker engine.
+
+    Open it with ``await DockerEngine.open()`` (or ``async with``) inside the event loop, and ``close()`` it.
+    ``api_timeout`` bounds every short engine call (inspect, create, remove); pulls, container runs and log reads
+    have their own budgets.
+    """
+
+    def __init__(
+        self, docker: aiodocker.Docker, *, api_timeout: float = 30.0, owns_client: bool = True
+    ) -> None:
+        self._docker = docker
+        self._api_timeout = api_timeout
+        self._owns_client = owns_client
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def open(cls, url: str | None = None, *, api_timeout: float = 30.0) -> Self:
+        """Connect to the engine at ``url`` (default: DOCKER_HOST, then the local socket)."""
+        try:
+            docker = aiodocker.Docker(url=url)
+        except ValueError as exc:
+            raise DockerUnavailableError(
+                f"no Docker engine found ({exc}): start dockerd or set DOCKER_HOST"
+            ) from exc
+        return cls(docker, api_timeout=api_timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Wait for removals still in flight (started by cancelled runs), then close the connection."""
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=_CLEANUP_TIMEOUT)
+        if self._owns_client:
+            await self._docker.close()
+
+    @contextlib.asynccontextmanager
+    async def _call(self, what: str) -> AsyncIterator[None]:
+        """Bound a short engine call in time, and turn "engine unreachable" into our error."""
+        try:
+            async with asyncio.timeout(self._api_timeout):
+                yield
+        except TimeoutError as exc:
+            raise DockerUnavailableError(
+                f"Docker engine did not answer within {self._api_timeout:g}s ({what}): check that dockerd is "
+                "running and not overloaded"
+            ) from exc
+        except aiodocker.DockerError as exc:
+            if exc.status == _UNREACHABLE_STATUS:
+                raise DockerUnavailableError(
+                    f"Docker engine unreachable ({what}): {exc.message}; start dockerd or set DOCKER_HOST"
+                ) from exc
+            raise
+
+    async def ping(self) -> str:
+        """The engine's version; raises ``DockerUnavailableError`` when it does not answer."""
+        async with self._call("version"):
+            version = await self._docker.version()
+        return str(version.get("Version", "unknown"))
+
+    # ---- images ---------------------------------------------------------------------------------------------
+
+    async def image_exists(self, image: str) -> bool:
+        try:
+            async with self._call(f"inspect image {image}"):
+                await self._docker.images.inspect(image)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 400:  # an unparsable reference cannot be present
+                return False
+            raise ComputeError(f"cannot inspect image {image}: {exc.message}") from exc
+        return True
+
+    async def local_image(self, image: str) -> LocalImage | None:
+        """Id and labels of a local image, or None when it is absent."""
+        try:
+            async with self._call(f"inspect image {image}"):
+                info = await self._docker.images.inspect(image)
+        except aiodocker.DockerError as exc:
+            if exc.status in (400, 404):
+                return None
+            raise ComputeError(f"cannot inspect image {image}: {exc.message}") from exc
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        return LocalImage(id=str(info["Id"]), labels={str(key): str(value) for key, value in labels.items()})
+
+    async def pull(
+        self,
+        image: str,
+        *,
+        auth: RegistryAuth | None = None,
+        pull_timeout: float,
+        on_progress: PullProgressCallback | None = None,
+    ) -> PullOutcome:
+        """Make ``image`` available locally, following the pull policy of this module.
+
+        Raises ``ImageNotFoundError``, ``RegistryAuthError``, ``RegistryUnreachableError``,
+        ``ImagePullTimeoutError`` or ``InvalidImageReferenceError`` when the image is not available afterwards.
+        """
+        if not image or image != image.strip() or any(char.isspace() for char in image):
+            raise InvalidImageReferenceError(
+                f"app image {image!r} is not a valid image reference", image=image
+            )
+        if is_digest_reference(image) and await self.image_exists(image):
+            log.info("image %s present locally, pinned by digest: not pulled", image)
+            return PullOutcome.ALREADY_PRESENT
+        try:
+            await self._pull_within(image, auth=auth, pull_timeout=pull_timeout, on_progress=on_progress)
+        except ImagePullError as exc:
+            if await self.image_exists(image):
+                log.warning("pull of %s failed (%s); using the image present locally", image, exc)
+                return PullOutcome.LOCAL_FALLBACK
+            raise
+        if not await self.image_exists(image):
+            raise ImageNotFoundError(f"app image {image} still absent after a successful pull", image=image)
+        return PullOutcome.PULLED
+
+    async def _pull_within(
+        self,
+        image: str,
+        *,
+        auth: RegistryAuth | None,
+        pull_timeout: float,
+        on_progress: PullProgressCallback | None,
+    ) -> None:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(pull_timeout):
+                try:
+                    await self._pull_once(image, auth, on_progress)
+                except RegistryAuthError:
+                    if auth is None:
+                        raise
+                    # Wrong credentials should not block a public image: retry anonymously, as the reference
+                    # worker falls back to an anonymous client when its login fails.
+                    log.warning(
+                        "registry %s refused the credentials of %s; retrying anonymously",
+                        auth.server,
+                        auth.username,
+                    )
+                    await self._pull_once(image, None, on_progress)
+        except TimeoutError as exc:
+            raise ImagePullTimeoutError(
+                f"pull of {image} did not finish within {pull_timeout:g}s (stopped after "
+                f"{time.monotonic() - started:.0f}s): check the registry bandwidth or raise the pull timeout",
+                image=image,
+            ) from exc
+
+    async def _pull_once(
+        self, image: str, auth: RegistryAuth | None, on_progress: PullProgressCallback | None
+    ) -> None:
+        tracker = _PullTracker(image)
+        credentials = None
+        reference = image
+        if auth is not None:
+            reference = _qualified(image)
+            credentials = {"username": auth.username, "password": auth.password, "serveraddress": auth.server}
+        try:
+            async for event in self._docker.images.pull(reference, auth=credentials, stream=True):
+                progress = tracker.update(event)
+                if progress is not None and on_progress is not None:
+                    on_progress(progress)
+        except aiodocker.DockerError as exc:
+            error = classify_pull_error(image, exc.status, exc.message)
+            raise error from exc
+
+    async def build_image(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        labels: Mapping[str, str] | None = None,
+        build_timeout: float = 120.0,
+    ) -> str:
+        """Build an image from an uncompressed tar build context; returns the image id.
+
+        Used for the devnet and test images: the context must not need the network (``FROM scratch``).
+        """
+        try:
+            async with asyncio.timeout(build_timeout):
+                await self._docker.images.build(
+                    fileobj=io.BytesIO(context), encoding="identity", tag=tag, labels=labels, rm=True
+                )
+                info = await self._docker.images.inspect(tag)
+        except TimeoutError as exc:
+            raise ImageBuildError(f"build of {tag} did not finish within {build_timeout:g}s") from exc
+        except aiodocker.DockerError as exc:
+            if exc.status == _UNREACHABLE_STATUS:
+                raise DockerUnavailableError(
+                    f"Docker engine unreachable while building {tag}: {exc.message}"
+                ) from exc
+            raise ImageBuildError(f"build of {tag} failed: {exc.message}") from exc
+        return str(info["Id"])
+
+    # ---- containers -----------------------------------------------------------------------------------------
+
+    async def run(self, spec: ContainerSpec) -> ContainerResult:
+        """Run ``spec`` to completion, kill it at ``spec.timeout``, and return its exit status and log tails.
+
+        The container is removed in every case. On cancellation it is removed (in a shielded task) before the
+        ``CancelledError`` propagates. Raises ``ContainerError`` when the container cannot be created or started,
+        e.g. because the image is absent.
+        """
+        await self._remove_existing(spec.name)
+        if spec.network is not None and spec.network not in _BUILTIN_NETWORKS:
+            await self._ensure_network(spec.network)
+        try:
+            container = await self._create(spec)
+            async with self._call(f"start container {spec.name}"):
+                try:
+                    await container.start()
+                except aiodocker.DockerError as exc:
+                    if exc.status == _UNREACHABLE_STATUS:
+                        raise
+                    raise ContainerError(
+                        f"container {spec.name} could not start: {exc.message}", name=spec.name
+                    ) from exc
+            started = time.monotonic()
+            exit_code, timed_out = await self._wait(container, spec)
+            ended = time.monotonic()
+            stdout = await self._log_tail(container, spec, stdout=True)
+            stderr = await self._log_tail(container, spec, stdout=False)
+            duration = await self._engine_duration(container) or (ended - started)
+        finally:
+            # By name, so a container the engine created before a cancellation reached us is removed too.
+            await self._remove_shielded(spec.name)
+        log.info(
+            "container %s ended: exit code %s%s after %.1fs",
+            spec.name,
+            exit_code,
+            " (timed out)" if timed_out else "",
+            duration,
+        )
+        return ContainerResult(
+            name=spec.name,
+            exit_code=exit_code,
+            timed_out=timed_out,
+            stdout=stdout,
+            stderr=stderr,
+            duration=duration,
+        )
+
+    async def _create(self, spec: ContainerSpec) -> Any:
+        try:
+            async with self._call(f"create container {spec.name}"):
+                return await self._docker.containers.create(_container_config(spec), name=spec.name)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise ContainerError(
+                    f"cannot create container {spec.name}: image {spec.image} is not present locally "
+                    f"({exc.message}); pull it first",
+                    name=spec.name,
+                ) from exc
+            raise ContainerError(
+                f"cannot create container {spec.name}: {exc.message}", name=spec.name
+            ) from exc
+
+    async def _wait(self, container: Any, spec: ContainerSpec) -> tuple[int, bool]:
+        try:
+            async with asyncio.timeout(spec.timeout):
+                status = await container.wait()
+            return int(status.get("StatusCode", -1)), False
+        except TimeoutError:
+            log.warning("container %s still running after %gs: killing it", spec.name, spec.timeout)
+        except aiodocker.DockerError as exc:
+            raise ContainerError(
+                f"cannot wait for container {spec.name}: {exc.message}", name=spec.name
+            ) from exc
+        try:
+            async with self._call(f"kill container {spec.name}"):
+                await container.kill(signal="SIGKILL")
+        except aiodocker.DockerError as exc:
+            if exc.status != 409:  # 409: it ended on its own between the deadline and the kill
+                raise ContainerError(
+                    f"cannot kill container {spec.name}: {exc.message}", name=spec.name
+                ) from exc
+        try:
+            async with self._call(f"wait for killed container {spec.name}"):
+                status = await container.wait()
+        except aiodocker.DockerError as exc:
+            raise ContainerError(
+                f"cannot wait for container {spec.name}: {exc.message}", name=spec.name
+            ) from exc
+        return int(status.get("StatusCode", -1)), True
+
+    async def _log_tail(self, container: Any, spec: ContainerSpec, *, stdout: bool) -> str:
+        """The tail of one stream, read after the container ended (so ``follow`` stops at the end)."""
+        tail = _Tail(spec.log_tail_chars)
+        stream = "stdout" if stdout else "stderr"
+        try:
+            async with self._call(f"read {stream} of container {spec.name}"):
+                async for chunk in container.log(stdout=stdout, stderr=not stdout, follow=True):
+                    tail.add(chunk)
+        except DockerUnavailableError as exc:
+            log.warning("%s of container %s only partly read: %s", stream, spec.name, exc)
+        except aiodocker.DockerError as exc:
+            log.warning("cannot read %s of container %s: %s", stream, spec.name, exc.message)
+        return tail.text()
+
+    async def _engine_duration(self, container: Any) -> float | None:
+        try:
+            async with self._call("inspect container"):
+                info = await container.show()
+        except (aiodocker.DockerError, DockerUnavailableError):
+            return None
+        state = info.get("State") or {}
+        started = _parse_engine_time(state.get("StartedAt"))
+        finished = _parse_engine_time(state.get("FinishedAt"))
+        if started is None or finished is None or finished < started:
+            return None
+        return (finished - started).total_seconds()
+
+    async def _remove_existing(self, name: str) -> None:
+        """Remove a leftover container with exactly this name (inspect by name is exact, a list filter is not)."""
+        if await self._remove(name):
+            log.warning("removed leftover container %s before starting a new one", name)
+
+    async def _remove(self, name: str) -> bool:
+        """Force-remove (kill if running) the container ``name``; False when there was none."""
+        try:
+            async with self._call(f"remove container {name}"):
+                await self._docker.containers.container(name).delete(force=True, v=True)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 409 and "already in progress" in exc.message:
+                return True
+            raise ContainerError(f"cannot remove container {name}: {exc.message}", name=name) from exc
+        return True
+
+    async def _remove_shielded(self, name: str) -> None:
+        """Remove ``name`` in its own task so a cancellation of the caller cannot interrupt the removal."""
+
+        async def remove() -> None:
+            try:
+                await self._remove(name)
+            except ComputeError as exc:
+                log.error("container %s not removed: %s; it is removed at the next start", name, exc)
+
+        task = asyncio.create_task(remove(), name=f"remove-container-{name}")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(task)
+
+    async def stop_and_remove(self, name: str) -> bool:
+        """Kill and remove the container ``name`` (an aborted replicate); False when it did not exist."""
+        return await self._remove(name)
+
+    async def remove_labelled(self, worker_name: str) -> list[str]:
+        """Remove every container labelled with this worker name: leftovers of a previous run of the worker."""
+        filters = json.dumps({"label": [f"{WORKER_LABEL}={worker_name}"]})
+        try:
+            async with self._call("list containers"):
+                containers = await self._docker.containers.list(all=True, filters=filters)
+        except aiodocker.DockerError as exc:
+            raise ComputeError(f"cannot list containers of worker {worker_name}: {exc.message}") from exc
+        removed: list[str] = []
+        for container in containers:
+            names = container["Names"] or [container.id]
+            name = str(names[0]).lstrip("/")
+            if await self._remove(container.id):
+                removed.append(name)
+        if removed:
+            log.info("removed %d leftover container(s) of worker %s: %s", len(removed), worker_name, removed)
+        return removed
+
+    async def _ensure_network(self, name: str) -> None:
+        try:
+            async with self._call(f"inspect network {name}"):
+                await self._docker.networks.get(name)
+            return
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise ContainerError(f"cannot inspect network {name}: {exc.message}", name=name) from exc
+        try:
+            async with self._call(f"create network {name}"):
+                await self._docker.networks.create({"Name": name, "Driver": "bridge", "CheckDuplicate": True})
+        except aiodocker.DockerError as exc:
+            if exc.status != 409:  # created meanwhile by a concurrent run
+                raise ContainerError(f"cannot create network {name}: {exc.message}", name=name) from exc

@@ -1,0 +1,154 @@
+"""What the compute stage asks of a container engine, and what it gets back.
+
+``ContainerEngine`` is the seam between the replicate pipeline and Docker: ``DockerEngine`` implements it, and unit
+tests of the pipeline implement it with fakes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+MAX_LOG_CHARS = 100_000
+"""Characters kept from the end of each of stdout and stderr (the scheduler's ComputeLogs limit)."""
+
+IEXEC_IN = "/iexec_in"
+IEXEC_OUT = "/iexec_out"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryAuth:
+    """Credentials for one registry; ``server`` is its address as it appears in image references."""
+
+    server: str
+    username: str
+    password: str = field(repr=False)
+
+
+class PullOutcome(enum.Enum):
+    """How ``pull`` made the image available."""
+
+    PULLED = "pulled"
+    """The registry was asked and the image is now up to date with it."""
+    ALREADY_PRESENT = "already-present"
+    """A digest reference already present locally: content-addressed, so the registry was not asked."""
+    LOCAL_FALLBACK = "local-fallback"
+    """The pull failed but an image with this reference exists locally, and is used."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """Progress of one pull, summed over the image layers seen so far."""
+
+    image: str
+    layers_total: int
+    layers_done: int
+    bytes_downloaded: int
+    bytes_total: int
+    status: str
+    """The last status line of the engine, e.g. ``Downloading`` or ``Pull complete``."""
+
+
+PullProgressCallback = Callable[[PullProgress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalImage:
+    """An image present on the engine."""
+
+    id: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """A host path mounted into the container."""
+
+    host: Path
+    container: str
+    read_only: bool = False
+
+    def to_docker(self) -> str:
+        return f"{self.host}:{self.container}:{'ro' if self.read_only else 'rw'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """One container run to completion: the app of a replicate, or a devnet/test container."""
+
+    name: str
+    image: str
+    timeout: float
+    """Seconds the container may run before it is killed (the category's max execution time)."""
+    cmd: tuple[str, ...] = ()
+    """Arguments given to the image entrypoint; empty keeps the image's own CMD."""
+    entrypoint: tuple[str, ...] | None = None
+    """Replaces the image entrypoint when set."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    binds: tuple[Bind, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    memory_bytes: int | None = None
+    """Hard memory limit, swap included; None leaves the engine default (unlimited)."""
+    nano_cpus: int | None = None
+    """CPU quota in units of 1e-9 CPU (1_000_000_000 is one core); None means unlimited."""
+    pids_limit: int | None = None
+    """Maximum number of processes and threads inside the container; None means unlimited."""
+    network: str | None = None
+    """Docker network name. None keeps the engine default bridge (apps may need the internet, as with the
+    reference worker); ``"none"`` isolates the container; any other name is created as a bridge when missing."""
+    read_only_rootfs: bool = False
+    user: str | None = None
+    """``uid[:gid]`` or a user name of the image; None keeps the image's user."""
+    log_tail_chars: int = MAX_LOG_CHARS
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("ContainerSpec.name must not be empty")
+        if not self.image:
+            raise ValueError(f"ContainerSpec.image must not be empty (container {self.name})")
+        if self.timeout <= 0:
+            raise ValueError(
+                f"ContainerSpec.timeout must be > 0 seconds, got {self.timeout} (container {self.name})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerResult:
+    """How a container ended. Logs are tails: at most ``log_tail_chars`` characters each."""
+
+    name: str
+    exit_code: int
+    """The process exit status; 137 (SIGKILL) after a timeout."""
+    timed_out: bool
+    stdout: str
+    stderr: str
+    duration: float
+    """Seconds between the container start and its end, as the engine measured them."""
+
+
+class ContainerEngine(Protocol):
+    """The operations the worker needs from a container engine."""
+
+    async def ping(self) -> str: ...
+
+    async def pull(
+        self,
+        image: str,
+        *,
+        auth: RegistryAuth | None = None,
+        pull_timeout: float,
+        on_progress: PullProgressCallback | None = None,
+    ) -> PullOutcome: ...
+
+    async def image_exists(self, image: str) -> bool: ...
+
+    async def run(self, spec: ContainerSpec) -> ContainerResult: ...
+
+    async def stop_and_remove(self, name: str) -> bool: ...
+
+    async def remove_labelled(self, worker_name: str) -> list[str]: ...
+
+    async def close(self) -> None: ...
