@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -72,8 +73,12 @@ async def test_cold_deploy_then_warm_start_from_cache(tmp_path: Path) -> None:
 async def test_stale_cache_is_redeployed(tmp_path: Path) -> None:
     async with await Devnet.up(cache_dir=tmp_path):
         pass
-    (state,) = tmp_path.glob("*.state.json")
-    state.write_text('{"block": null, "accounts": {}}')
+
+    def corrupt() -> None:
+        (state,) = tmp_path.glob("*.state.json")
+        state.write_text('{"block": null, "accounts": {}}')
+
+    await asyncio.to_thread(corrupt)
 
     async with await Devnet.up(cache_dir=tmp_path) as net:
         assert not net.warm
