@@ -41,6 +41,7 @@ class FakeChain:
     deals: dict[str, ProxyDeal] = field(default_factory=dict)
     contributions: dict[tuple[str, str], ProxyContribution] = field(default_factory=dict)
     broken: bool = False
+    block_time: int = field(default_factory=lambda: int(time.time()))
 
     async def task(self, chain_task_id: str) -> ProxyTask:
         if self.broken:
@@ -53,6 +54,9 @@ class FakeChain:
     async def contribution(self, chain_task_id: str, worker: str) -> ProxyContribution:
         default = ProxyContribution(ChainContributionStatus.UNSET, "0x" + "00" * 32)
         return self.contributions.get((chain_task_id, worker.lower()), default)
+
+    async def now(self) -> int:
+        return self.block_time
 
 
 @dataclass
@@ -168,7 +172,7 @@ async def test_token_refusals(setup: Setup) -> None:
     assert (status, "enclaveChallenge" in message) == (401, True)
     setup.chain.deals[DEAL_ID] = replace(setup.chain.deals[DEAL_ID], tag="0x" + "00" * 32)
     # Past the final deadline.
-    setup.chain.tasks[TASK_ID] = replace(setup.chain.tasks[TASK_ID], final_deadline=int(time.time()) - 1)
+    setup.chain.block_time = setup.chain.tasks[TASK_ID].final_deadline + 1
     status, message = await setup.ask_token()
     assert (status, "final deadline" in message) == (401, True)
 
@@ -204,6 +208,14 @@ async def test_upload_is_stored_under_its_content_id(setup: Setup) -> None:
     assert await setup.head(token) == 204
     assert await setup.head(token, OTHER_TASK_ID) == 404
     assert await setup.head("not-a-token") == 401
+
+    restarted = ResultProxy(setup.chain, setup.storage)
+    try:
+        await restarted.start()
+        async with setup.http.get(f"{restarted.url}/v1/results/{TASK_ID}/ipfshash") as r:
+            assert (r.status, await r.text()) == (200, expected_cid)
+    finally:
+        await restarted.stop()
 
 
 async def test_double_upload_is_refused(setup: Setup) -> None:

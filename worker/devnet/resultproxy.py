@@ -86,6 +86,10 @@ class ResultProxyChain(Protocol):
 
     async def contribution(self, chain_task_id: str, worker: str) -> ProxyContribution: ...
 
+    async def now(self) -> int:
+        """Timestamp of the latest block: deadlines are the chain's, whatever the wall clock says."""
+        ...
+
 
 class ToolkitResultProxyChain:
     """``ResultProxyChain`` over the devnet toolkit's views of the real PoCo contracts."""
@@ -114,6 +118,13 @@ class ToolkitResultProxyChain:
             raise ChainError(f"viewContribution({chain_task_id}, {worker}) failed: {exc}") from exc
         return ProxyContribution(status=contribution.status, result_hash=contribution.result_hash)
 
+    async def now(self) -> int:
+        try:
+            block = await self._toolkit.w3.eth.get_block("latest")
+        except (Web3Exception, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise ChainError(f"latest block cannot be read: {exc}") from exc
+        return int(block["timestamp"])
+
 
 class _Refused(Exception):
     """Answered as ``status`` with ``message``; never carries a token or a signature."""
@@ -132,20 +143,24 @@ class _Proxy:
         *,
         max_result_bytes: int,
         max_zip_entries: int,
-        clock: Callable[[], float],
     ) -> None:
         self._chain = chain
         self._results = storage_dir / "ipfs"
         self._index = storage_dir / "tasks"
         self._max_result_bytes = max_result_bytes
         self._max_zip_entries = max_zip_entries
-        self._clock = clock
         # Tokens live as long as the process; a restarted proxy hands out new ones.
         self._secret = secrets.token_bytes(64)
         self._tokens: dict[str, str] = {}
         self._task_locks: dict[str, asyncio.Lock] = {}
         self._results.mkdir(parents=True, exist_ok=True)
         self._index.mkdir(parents=True, exist_ok=True)
+        # Stored results survive a restart; the index is read once so requests never touch the disk for it.
+        self._cids: dict[str, str] = {
+            entry.name: entry.read_text().strip()
+            for entry in self._index.iterdir()
+            if _TASK_ID.match(entry.name)
+        }
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -168,7 +183,7 @@ class _Proxy:
         task = await self._chain.task(task_id)
         if task.status is ChainTaskStatus.UNSET:
             raise _Refused(401, f"task {task_id} does not exist on chain")
-        if self._clock() > task.final_deadline:
+        if await self._chain.now() > task.final_deadline:
             raise _Refused(401, f"task {task_id} is past its final deadline")
         deal = await self._chain.deal(task.deal_id)
         tee = int(deal.tag, 16) & 1 == 1
@@ -179,7 +194,7 @@ class _Proxy:
 
         token = self._tokens.get(wallet)
         if token is None:
-            claims = {"aud": wallet, "sub": str(uuid.uuid4()), "iat": int(self._clock())}
+            claims = {"aud": wallet, "sub": str(uuid.uuid4()), "iat": int(time.time())}
             token = self._tokens[wallet] = jwt.encode(claims, self._secret, algorithm="HS256")
         return web.Response(text=token)
 
@@ -212,6 +227,7 @@ class _Proxy:
                     401, f"result digest {digest} does not match the result hash revealed for task {task_id}"
                 )
             content_id = await asyncio.to_thread(self._store, task_id, zip_bytes)
+            self._cids[task_id] = content_id
         log.info("result stored task=%s cid=%s bytes=%d", task_id, content_id, len(zip_bytes))
         return web.Response(text=f"/ipfs/{content_id}")
 
@@ -248,10 +264,7 @@ class _Proxy:
         return wallet
 
     def _stored_cid(self, task_id: str) -> str | None:
-        try:
-            return (self._index / task_id).read_text().strip() or None
-        except FileNotFoundError:
-            return None
+        return self._cids.get(task_id)
 
     def _store(self, task_id: str, zip_bytes: bytes) -> str:
         # sha2-256 multihash: function code 0x12, digest length 0x20.
@@ -309,11 +322,8 @@ def create_result_proxy_app(
     *,
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     max_zip_entries: int = DEFAULT_MAX_ZIP_ENTRIES,
-    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    proxy = _Proxy(
-        chain, storage_dir, max_result_bytes=max_result_bytes, max_zip_entries=max_zip_entries, clock=clock
-    )
+    proxy = _Proxy(chain, storage_dir, max_result_bytes=max_result_bytes, max_zip_entries=max_zip_entries)
     # Base64 grows the zip by a third; the rest of the JSON body is small.
     app = web.Application(client_max_size=max_result_bytes * 4 // 3 + 64 * 1024, middlewares=[_answer_errors])
     app.router.add_post("/v1/results/token", proxy.token)
