@@ -116,3 +116,12 @@ async def test_claim_after_final_deadline_refunds_and_unlocks(private_devnet: De
     assert (await toolkit.view_task(task_id)).status is ChainTaskStatus.FAILED
     assert await toolkit.view_account(requester.address) == requester_before
     assert await toolkit.view_account(worker.address) == worker_before
+
+
+async def test_block_time_devnet_mines_without_transactions() -> None:
+    async with await Devnet.up(cache_dir=devnet_cache_dir(), block_time=1) as net:
+        first = await net.w3.eth.block_number
+        deadline = time.monotonic() + 5
+        while await net.w3.eth.block_number <= first:
+            assert time.monotonic() < deadline, "no block mined within 5 s with --block-time 1"
+            await asyncio.sleep(0.1)
