@@ -108,13 +108,13 @@ class SchedulerApi:
     def _wallet(self, request: web.Request) -> str:
         wallet = self._auth.bearer_subject(request.headers.get("Authorization"))
         if wallet is None:
-            raise web.HTTPUnauthorized()
+            raise web.HTTPUnauthorized(text="")
         return wallet
 
     def _require_chain(self) -> None:
         last = self._state.last_chain_ok
         if last is None or time.monotonic() - last > self.settings.out_of_service_s:
-            raise web.HTTPServiceUnavailable()
+            raise web.HTTPServiceUnavailable(text="")
 
     @staticmethod
     def _query(request: web.Request, name: str) -> str:
@@ -160,7 +160,7 @@ class SchedulerApi:
     async def challenge(self, request: web.Request) -> web.Response:
         wallet = self._query(request, "walletAddress")
         if not self._auth.is_allowed(wallet):
-            raise web.HTTPUnauthorized()
+            raise web.HTTPUnauthorized(text="")
         return web.Response(text=self._auth.challenge(wallet))
 
     async def login(self, request: web.Request) -> web.Response:
@@ -171,14 +171,14 @@ class SchedulerApi:
         except ValidationError as exc:
             raise web.HTTPBadRequest(text=f'login body must be {{"value": "0x…"}}: {exc}') from None
         if not self._auth.is_allowed(wallet):
-            raise web.HTTPUnauthorized()
+            raise web.HTTPUnauthorized(text="")
         try:
             token = self._auth.login(wallet, signature.value)
         except ValueError:  # not hex
             token = None
         if token is None:
             log.info("login refused for %s: the signature does not match its challenge", wallet)
-            raise web.HTTPUnauthorized()
+            raise web.HTTPUnauthorized(text="")
         return web.Response(text=token)
 
     async def ping(self, request: web.Request) -> web.Response:
