@@ -371,7 +371,7 @@ class PushChannel:
                 serve.cancel()
                 # asyncio.wait neither raises the task's error nor swallows our own cancellation.
                 await asyncio.wait({serve, stopped})
-                self._drop_link()
+                self._drop_link(quietly=stop.is_set())
                 if not serve.cancelled():
                     error = serve.exception()
             if stop.is_set():
@@ -627,8 +627,8 @@ class PushChannel:
         except (aiohttp.ClientError, TimeoutError, PushChannelError) as exc:
             log.debug("push channel DISCONNECT not acknowledged: %s", _describe(exc))
 
-    def _drop_link(self) -> None:
-        if self._ready.is_set():
+    def _drop_link(self, *, quietly: bool) -> None:
+        if self._ready.is_set() and not quietly:
             log.info("push channel to %s lost", self._endpoint)
         self._ready.clear()
         link, self._link = self._link, None

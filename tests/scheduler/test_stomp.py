@@ -1,0 +1,362 @@
+"""The worker's push channel (STOMP over SockJS) and its frame codec.
+
+Codec tests are pure unit tests. Channel tests are end-to-end over real HTTP on 127.0.0.1: the
+development scheduler's SockJS endpoint and broker served by aiohttp ``AppRunner`` + ``TCPSite``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from tests.support import until
+from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
+from worker.replicate.status import TaskAbortCause, TaskNotificationType
+from worker.scheduler.models import TaskNotification, TaskNotificationExtra
+from worker.scheduler.stomp import (
+    CLIENT_COMMANDS,
+    SERVER_COMMANDS,
+    FrameDecoder,
+    PushChannel,
+    StompFrame,
+    StompProtocolError,
+    encode_frame,
+)
+
+TASK = "0x" + "c3" * 32
+TOPIC = f"/topic/task/{TASK}"
+WALLET = "0x" + "42" * 20
+
+
+# -- codec ------------------------------------------------------------------------------------
+
+
+def test_headers_are_escaped_except_in_connect_frames() -> None:
+    frame = StompFrame("SEND", {"destination": "/topic/a:b", "note": "line1\nline2\\end\r"}, b"{}")
+    wire = encode_frame(frame)
+    assert wire == b"SEND\ndestination:/topic/a\\cb\nnote:line1\\nline2\\\\end\\r\ncontent-length:2\n\n{}\x00"
+    decoder = FrameDecoder(CLIENT_COMMANDS)
+    decoder.feed(wire)
+    assert decoder.frames() == [StompFrame("SEND", {**frame.headers, "content-length": "2"}, b"{}")]
+
+    connect = encode_frame(StompFrame("CONNECT", {"host": "127.0.0.1:8080"}))
+    assert connect == b"CONNECT\nhost:127.0.0.1:8080\n\n\x00"
+
+
+def test_decoder_handles_split_frames_heartbeats_crlf_and_repeated_headers() -> None:
+    decoder = FrameDecoder(SERVER_COMMANDS)
+    wire = b"\n\r\nMESSAGE\r\nsubscription:s\r\nsubscription:ignored\r\n\r\nbody\x00\nRECEIPT\nreceipt-id:r\n\n\x00"
+    for index in range(0, len(wire), 7):
+        decoder.feed(wire[index : index + 7])
+    frames = decoder.frames()
+    assert [f.command for f in frames] == ["MESSAGE", "RECEIPT"]
+    assert frames[0].headers == {"subscription": "s"}
+    assert frames[0].body == b"body"
+    assert decoder.next_frame() is None
+
+
+def test_content_length_allows_nul_in_body() -> None:
+    decoder = FrameDecoder(SERVER_COMMANDS)
+    decoder.feed(b"MESSAGE\ncontent-length:3\n\na\x00b\x00")
+    assert decoder.frames()[0].body == b"a\x00b"
+
+
+@pytest.mark.parametrize(
+    ("wire", "complaint"),
+    [
+        (b"NOPE\n\n\x00", "unknown STOMP command"),
+        (b"MESSAGE\nbad\\x:1\n\n\x00", "undefined escape"),
+        (b"MESSAGE\njust-a-name\n\n\x00", "name:value"),
+        (b"MESSAGE\ncontent-length:-1\n\n\x00", "content-length"),
+        (b"MESSAGE\ncontent-length:1\n\nab\x00", "not followed by NUL"),
+        (b"MESSAGE\n\n" + b"x" * 200, "larger than 100 bytes"),
+    ],
+)
+def test_decoder_rejects_malformed_frames(wire: bytes, complaint: str) -> None:
+    decoder = FrameDecoder(SERVER_COMMANDS, max_frame_bytes=100)
+    decoder.feed(wire)
+    with pytest.raises(StompProtocolError, match=complaint):
+        decoder.frames()
+
+
+# -- channel against the development broker ---------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(
+    broker: StompBroker, *, port: int = 0, middlewares: tuple[Middleware, ...] = (), **options: Any
+) -> AsyncIterator[str]:
+    options.setdefault("heartbeat", 0.5)
+    app = web.Application(middlewares=list(middlewares))
+    add_sockjs_routes(app, broker, **options)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    host, bound = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def running(channel: PushChannel) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(channel.run(stop), name="push-channel-under-test")
+    try:
+        yield task
+    finally:
+        stop.set()
+        async with asyncio.timeout(5):
+            await task
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    async def __call__(self, body: str) -> None:
+        self.bodies.append(body)
+
+    async def wait_for(self, count: int) -> list[str]:
+        await until(lambda: len(self.bodies) >= count, within=5, what=f"{count} message(s)")
+        return self.bodies
+
+
+def notification(kind: TaskNotificationType = TaskNotificationType.PLEASE_ABORT) -> TaskNotification:
+    return TaskNotification(
+        chain_task_id=TASK,
+        workers_address=[WALLET],
+        task_notification_type=kind,
+        task_notification_extra=TaskNotificationExtra(task_abort_cause=TaskAbortCause.CONSENSUS_REACHED),
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def fast_channel(http: aiohttp.ClientSession, base: str, **options: Any) -> PushChannel:
+    options.setdefault("reconnect_delay", 0.05)
+    options.setdefault("idle_timeout", 3.0)
+    return PushChannel(http, base, **options)
+
+
+async def test_subscribed_topic_receives_the_published_notification_verbatim(
+    http: aiohttp.ClientSession,
+) -> None:
+    broker = StompBroker()
+    seen_headers: list[dict[str, str]] = []
+
+    @web.middleware
+    async def record(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        seen_headers.append(dict(request.headers))
+        return await handler(request)
+
+    inbox = Inbox()
+    body = notification().to_json()
+    async with serving(broker, middlewares=(record,)) as base:
+        channel = fast_channel(http, base)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            assert channel.transport == "xhr_streaming"
+            await channel.subscribe(TOPIC, inbox)
+            assert broker.subscriber_count(TOPIC) == 1
+            await broker.publish(TOPIC, body)
+            [received] = await inbox.wait_for(1)
+    assert received == body
+    parsed = TaskNotification.model_validate_json(received)
+    assert parsed == notification()
+    assert parsed.task_abort_cause is TaskAbortCause.CONSENSUS_REACHED
+    assert seen_headers, "the channel talked to the endpoint"
+    assert all("Origin" not in headers for headers in seen_headers)
+
+
+async def test_topics_wanted_before_connecting_are_subscribed_on_connect(http: aiohttp.ClientSession) -> None:
+    broker = StompBroker()
+    inbox = Inbox()
+    async with serving(broker) as base:
+        channel = fast_channel(http, base)
+        await channel.subscribe(TOPIC, inbox)
+        assert not channel.is_connected
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            assert broker.subscriber_count(TOPIC) == 1
+            await broker.publish(TOPIC, "{}")
+            assert await inbox.wait_for(1) == ["{}"]
+
+
+async def test_channel_reconnects_and_resubscribes_after_the_server_drops_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    broker = StompBroker()
+    inbox = Inbox()
+    async with serving(broker) as base:
+        channel = fast_channel(http, base)
+        await channel.subscribe(TOPIC, inbox)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            assert channel.reconnects == 0
+            assert await broker.drop_sessions() == 1
+            await until(lambda: channel.reconnects == 1 and channel.is_connected, within=5, what="reconnect")
+            await until(lambda: broker.subscriber_count(TOPIC) == 1, within=5, what="re-subscription")
+            await broker.publish(TOPIC, "after the drop")
+            assert await inbox.wait_for(1) == ["after the drop"]
+
+
+async def test_long_polling_transport_delivers_notifications(http: aiohttp.ClientSession) -> None:
+    broker = StompBroker()
+    inbox = Inbox()
+    body = notification(TaskNotificationType.PLEASE_COMPLETE).to_json()
+    async with serving(broker, heartbeat=0.2) as base:
+        channel = fast_channel(http, base, transports=("xhr",))
+        await channel.subscribe(TOPIC, inbox)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            assert channel.transport == "xhr"
+            await broker.publish(TOPIC, body)
+            await broker.publish(TOPIC, body)
+            assert await inbox.wait_for(2) == [body, body]
+            assert channel.reconnects == 0, "heartbeat polls are not reconnects"
+
+
+async def test_falls_back_to_polling_when_streaming_is_refused(http: aiohttp.ClientSession) -> None:
+    @web.middleware
+    async def no_streaming(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.endswith("/xhr_streaming"):
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+    broker = StompBroker()
+    inbox = Inbox()
+    async with serving(broker, middlewares=(no_streaming,)) as base:
+        channel = fast_channel(http, base)
+        await channel.subscribe(TOPIC, inbox)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            assert channel.transport == "xhr"
+            await broker.publish(TOPIC, "polled")
+            assert await inbox.wait_for(1) == ["polled"]
+
+
+async def test_streaming_response_reopened_after_its_byte_limit_keeps_the_session(
+    http: aiohttp.ClientSession,
+) -> None:
+    streams: list[str] = []
+
+    @web.middleware
+    async def count_streams(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.endswith("/xhr_streaming"):
+            streams.append(request.path)
+        return await handler(request)
+
+    broker = StompBroker()
+    inbox = Inbox()
+    async with serving(broker, stream_limit=400, middlewares=(count_streams,)) as base:
+        channel = fast_channel(http, base)
+        await channel.subscribe(TOPIC, inbox)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            for index in range(6):
+                await broker.publish(TOPIC, f'{{"n":{index},"pad":"{"p" * 200}"}}')
+                await inbox.wait_for(index + 1)
+            assert channel.reconnects == 0
+    assert [body[:7] for body in inbox.bodies] == [f'{{"n":{i},' for i in range(6)]
+    assert len(streams) >= 3, "each response ends past 400 bytes and is reopened"
+    assert len(set(streams)) == 1, "reopened on the same SockJS session"
+
+
+async def test_silent_server_is_detected_and_the_channel_reconnects(http: aiohttp.ClientSession) -> None:
+    broker = StompBroker()
+    async with serving(broker, heartbeat=30.0) as base:
+        channel = fast_channel(http, base, idle_timeout=0.3)
+        async with running(channel):
+            await until(lambda: channel.reconnects >= 1, within=5, what="reconnect after silence")
+            assert await channel.wait_connected(5)
+
+
+async def test_unsubscribe_stops_delivery_and_subscribe_again_resumes(http: aiohttp.ClientSession) -> None:
+    broker = StompBroker()
+    inbox = Inbox()
+    other = "/topic/task/0x" + "d4" * 32
+    async with serving(broker) as base:
+        channel = fast_channel(http, base)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            await channel.subscribe(TOPIC, inbox)
+            await channel.subscribe(other, inbox)
+            await channel.unsubscribe(TOPIC)
+            assert broker.subscriber_count(TOPIC) == 0
+            assert channel.topics == {other}
+            await broker.publish(TOPIC, "dropped")
+            await broker.publish(other, "kept")
+            assert await inbox.wait_for(1) == ["kept"]
+            await channel.subscribe(TOPIC, inbox)
+            await broker.publish(TOPIC, "again")
+            assert await inbox.wait_for(2) == ["kept", "again"]
+
+
+async def test_failing_handler_does_not_break_the_channel(http: aiohttp.ClientSession) -> None:
+    broker = StompBroker()
+    inbox = Inbox()
+
+    async def flaky(body: str) -> None:
+        if body == "boom":
+            raise RuntimeError("handler bug")
+        await inbox(body)
+
+    async with serving(broker) as base:
+        channel = fast_channel(http, base)
+        await channel.subscribe(TOPIC, flaky)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            await broker.publish(TOPIC, "boom")
+            await broker.publish(TOPIC, "fine")
+            assert await inbox.wait_for(1) == ["fine"]
+            assert channel.reconnects == 0
+
+
+async def test_stop_disconnects_cleanly(http: aiohttp.ClientSession) -> None:
+    broker = StompBroker()
+    async with serving(broker) as base:
+        channel = fast_channel(http, base)
+        await channel.subscribe(TOPIC, Inbox())
+        async with running(channel) as task:
+            assert await channel.wait_connected(5)
+            assert broker.subscriber_count(TOPIC) == 1
+        assert task.done()
+        assert not channel.is_connected
+        assert broker.subscriber_count(TOPIC) == 0, "DISCONNECT ends the server-side session at once"
+
+
+async def test_channel_waits_for_a_scheduler_that_starts_late(http: aiohttp.ClientSession) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = StompBroker()
+    inbox = Inbox()
+    channel = fast_channel(http, f"http://127.0.0.1:{port}", max_reconnect_delay=0.2)
+    await channel.subscribe(TOPIC, inbox)
+    async with running(channel):
+        assert not await channel.wait_connected(0.3)
+        async with serving(broker, port=port):
+            assert await channel.wait_connected(5)
+            await broker.publish(TOPIC, "late")
+            assert await inbox.wait_for(1) == ["late"]
