@@ -33,7 +33,7 @@ FAKE_DEPLOYMENT = Deployment(
 
 @dataclass
 class FakeChain:
-    block: BlockRef = BlockRef(number=100, timestamp=1_000_000)
+    block: BlockRef = field(default_factory=lambda: BlockRef(number=100, timestamp=1_000_000))
     deals: dict[str, DealView] = field(default_factory=dict)
     timerefs: dict[str, int] = field(default_factory=dict)
     notices: list[tuple[int, str, str]] = field(default_factory=list)  # (block, workerpool, deal)

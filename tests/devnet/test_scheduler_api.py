@@ -19,7 +19,14 @@ from eth_account.signers.local import LocalAccount
 
 from tests.devnet.scheduler_support import FAKE_DEPLOYMENT, WORKERPOOL, FakeChain, FakeResults, WorkerClient
 from tests.support import until
-from worker.chain.crypto import authorization_hash, chain_task_id, keccak_hex, recover_eip191, to_hex
+from worker.chain.crypto import (
+    authorization_hash,
+    chain_task_id,
+    keccak_hex,
+    recover_eip191,
+    sign_login_challenge,
+    to_hex,
+)
 from worker.devnet.scheduler import DevScheduler, TaskStatus
 from worker.replicate.status import ReplicateStatus
 from worker.scheduler.models import PublicConfiguration
@@ -39,7 +46,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def scheduler_key() -> LocalAccount:
-    return Account.create()
+    key: LocalAccount = Account.create()
+    return key
 
 
 @pytest_asyncio.fixture
@@ -140,7 +148,9 @@ async def test_challenge_is_base64_and_stable_until_login(
     worker = WorkerClient(session, scheduler.url, Account.create())
     first = await worker.call("GET", "/workers/challenge", auth=False, walletAddress=worker.wallet)
     again = await worker.call("GET", "/workers/challenge", auth=False, walletAddress=worker.wallet)
-    assert first.status == 200 and len(first.text) == 44 and len(base64.b64decode(first.text)) == 32
+    assert first.status == 200
+    assert len(first.text) == 44
+    assert len(base64.b64decode(first.text)) == 32
     assert again.text == first.text
     await worker.login()
     after = await worker.call("GET", "/workers/challenge", auth=False, walletAddress=worker.wallet)
@@ -166,8 +176,6 @@ async def test_login_refuses_bad_signature_and_malformed_body(
     worker = WorkerClient(session, scheduler.url, Account.create())
     impostor = Account.create()
     challenge = await worker.call("GET", "/workers/challenge", auth=False, walletAddress=worker.wallet)
-    from worker.chain.crypto import sign_login_challenge
-
     forged = sign_login_challenge(challenge.text, impostor.key)
     refused = await worker.call(
         "POST", "/workers/login", body={"value": forged}, auth=False, walletAddress=worker.wallet
@@ -180,7 +188,8 @@ async def test_login_refuses_bad_signature_and_malformed_body(
     malformed = await worker.call(
         "POST", "/workers/login", raw="{not json", auth=False, walletAddress=worker.wallet
     )
-    assert malformed.status == 400 and "JSON" in malformed.text
+    assert malformed.status == 400
+    assert "JSON" in malformed.text
     missing = await worker.call("POST", "/workers/login", body={"value": forged}, auth=False)
     assert missing.status == 400
 
@@ -255,7 +264,8 @@ async def test_register_uses_the_jwt_identity(session: aiohttp.ClientSession, st
     assert registered["excludedTags"] == ["0x" + "0" * 63 + "9", "0x" + "0" * 63 + "3", "0x" + "0" * 63 + "5"]
     assert registered["computingChainTaskIds"] == []
     bad = await worker.call("POST", "/workers/register", body={"name": "w", "cpuNb": "many"})
-    assert bad.status == 400 and "WorkerModel" in bad.text
+    assert bad.status == 400
+    assert "WorkerModel" in bad.text
     computing = await worker.call("GET", "/workers/computing")
     assert (computing.status, computing.json()) == (200, [])
 
@@ -305,14 +315,15 @@ async def test_available_rate_limit_and_preconditions(session: aiohttp.ClientSes
     assert (await worker.available()).status == 204
     assert scheduler.state.tasks[TASK].replicates == {}
     missing = await worker.call("GET", "/replicates/available")
-    assert missing.status == 400 and "blockNumber" in missing.text
+    assert missing.status == 400
+    assert "blockNumber" in missing.text
 
 
 async def test_available_refuses_poor_or_busy_workers(session: aiohttp.ClientSession, start: Starter) -> None:
     chain = FakeChain()
     scheduler = await start(chain)
     poor = await joined(session, scheduler)
-    chain.balances[poor.wallet] = 10**15  # below 1e6 × 22 gwei
+    chain.balances[poor.wallet] = 10**15  # below 1e6 x 22 gwei
     busy = await joined(session, scheduler, cpu_nb=0)
     unregistered = WorkerClient(session, scheduler.url, Account.create())
     await unregistered.login()
@@ -373,7 +384,8 @@ async def test_update_status_codes(session: aiohttp.ClientSession, start: Starte
 
     assert (await worker.call("POST", f"/replicates/{TASK}/updateStatus", raw="nope")).status == 400
     bad_status = await worker.call("POST", f"/replicates/{TASK}/updateStatus", body={"status": "DANCING"})
-    assert bad_status.status == 400 and "ReplicateStatusUpdate" in bad_status.text
+    assert bad_status.status == 400
+    assert "ReplicateStatusUpdate" in bad_status.text
 
     failed_download = await worker.update(TASK, "APP_DOWNLOADING")
     assert failed_download.json() == "PLEASE_CONTINUE"
