@@ -1,0 +1,78 @@
+"""Fixtures of the chain tests: a ChainClient on the shared devnet, a journal fake, deal helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest_asyncio
+from eth_account.signers.local import LocalAccount
+
+from worker.chain.client import ChainClient
+from worker.chain.models import SentTx, TxKind
+from worker.devnet.accounts import Role, account
+from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
+from worker.devnet.toolkit import Toolkit
+
+APP_IMAGE = "docker.io/iexechub/python-hello-world:8.0.0"
+
+
+@dataclass
+class MemoryJournal:
+    """The TxJournal Protocol in memory; ``crash_after_record`` makes the next record_sent fail after storing."""
+
+    entries: dict[tuple[str, TxKind], SentTx] = field(default_factory=dict)
+    records: int = 0
+    crash_after_record: bool = False
+
+    async def record_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
+        self.entries[(task_id.lower(), kind)] = SentTx(task_id, kind, tx_hash, nonce, raw_tx)
+        self.records += 1
+        if self.crash_after_record:
+            self.crash_after_record = False
+            raise RuntimeError("simulated crash between journal write and broadcast")
+
+    async def sent(self, task_id: str, kind: TxKind) -> SentTx | None:
+        return self.entries.get((task_id.lower(), kind))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def chain(devnet: Devnet) -> AsyncIterator[ChainClient]:
+    async with await ChainClient.connect(devnet.rpc_url, devnet.deployment.hub) as client:
+        yield client
+
+
+async def new_task(
+    net: Devnet,
+    toolkit: Toolkit,
+    *,
+    workerpool_price: int = 0,
+    params: dict[str, Any] | str = "",
+    **buy: Any,
+) -> tuple[str, str]:
+    """Buy a one-task deal on the devnet workerpool and initialize it: (task id, workerpool address)."""
+    scheduler, requester = account(Role.SCHEDULER), account(Role.REQUESTER)
+    app = await toolkit.create_app(account(Role.APP_PROVIDER), "hello-world", APP_IMAGE, "0x" + "11" * 32)
+    pool = await toolkit.create_workerpool(scheduler, "devnet-workerpool")
+    if workerpool_price:
+        await toolkit.fund(requester, workerpool_price)
+        await toolkit.fund(scheduler, workerpool_price * 30 // 100)
+    deal = await toolkit.buy(
+        requester=requester,
+        app=app,
+        app_owner=account(Role.APP_PROVIDER),
+        workerpool=pool,
+        workerpool_owner=scheduler,
+        category=net.deployment.categories[DEVNET_CATEGORY],
+        params=params,
+        workerpool_price=workerpool_price,
+        **buy,
+    )
+    task_id = await toolkit.initialize(deal.deal_id, 0, scheduler)
+    return task_id, pool
+
+
+def worker_account(index: int) -> LocalAccount:
+    """Spare devnet workers (12..19), so that the nonces of these tests are theirs alone."""
+    return account(index)

@@ -1,0 +1,197 @@
+"""End-to-end tests of TransactionSender on real anvil + PoCo 6.1.0, with an in-memory journal fake.
+
+Tests that move the chain clock run on their own devnet (tests/conftest.py asks not to move the shared one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from eth_account.signers.local import LocalAccount
+
+from tests.conftest import devnet_cache_dir
+from worker.chain.client import ChainClient
+from worker.chain.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
+from worker.chain.errors import ContractReverted, TransactionRefused
+from worker.chain.gas import GasPolicy
+from worker.chain.models import TxKind
+from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _revert_cause
+from worker.devnet.accounts import Role, account
+from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
+from worker.devnet.toolkit import Toolkit
+from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
+
+from .conftest import MemoryJournal, new_task, worker_account
+
+pytestmark = pytest.mark.e2e
+
+DIGEST = "0x" + hashlib.sha256(b"hello").hexdigest()
+
+
+def _auth(task_id: str, worker: LocalAccount) -> str:
+    return sign_eip191(authorization_hash(worker.address, task_id), bytes(account(Role.SCHEDULER).key))
+
+
+def _sender(chain: ChainClient, worker: LocalAccount, journal: MemoryJournal) -> TransactionSender:
+    return TransactionSender(chain, worker, journal, receipt_timeout=20, poll_interval=0.05)
+
+
+async def test_contribute_then_reveal_proves_the_contribution(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal = worker_account(12), MemoryJournal()
+    task_id, _ = await new_task(devnet, toolkit)
+    sender = _sender(chain, worker, journal)
+
+    contributed = await sender.contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert contributed.tx_hash == journal.entries[(task_id, TxKind.CONTRIBUTE)].tx_hash
+    assert contributed.block_number > 0
+    contribution = await chain.contribution(task_id, worker.address)
+    assert contribution.status is ChainContributionStatus.CONTRIBUTED
+    assert contribution.result_hash == result_hash(task_id, DIGEST)
+    assert contribution.result_seal == result_seal(worker.address, task_id, DIGEST)
+    assert (await chain.task(task_id)).status is ChainTaskStatus.REVEALING
+
+    revealed = await sender.reveal(task_id, DIGEST)
+
+    assert revealed.block_number >= contributed.block_number
+    assert (await chain.contribution(task_id, worker.address)).status is ChainContributionStatus.PROVED
+    receipt = await devnet.w3.eth.get_transaction_receipt(revealed.tx_hash)  # type: ignore[arg-type]
+    assert receipt["blockNumber"] == revealed.block_number
+    assert journal.records == 2
+    sent = await devnet.w3.eth.get_transaction(contributed.tx_hash)  # type: ignore[arg-type]
+    assert sent["type"] == 2  # anvil has a base fee: EIP-1559 fees, within the policy's cap
+    assert 0 < sent["maxFeePerGas"] <= GasPolicy().cap
+    assert sent["gas"] >= CONTRIBUTE_GAS_FLOOR
+
+
+async def test_a_second_contribute_for_the_same_task_sends_nothing(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal = worker_account(13), MemoryJournal()
+    task_id, _ = await new_task(devnet, toolkit)
+    first = await _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+    count = await chain.nonce(worker.address, "pending")
+
+    again = await _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert again == first
+    assert await chain.nonce(worker.address, "pending") == count
+    assert journal.records == 1
+
+
+async def test_a_crash_after_the_journal_write_broadcasts_the_recorded_tx_on_retry(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal = worker_account(14), MemoryJournal(crash_after_record=True)
+    task_id, _ = await new_task(devnet, toolkit)
+    count = await chain.nonce(worker.address, "pending")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        await _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+    assert await chain.nonce(worker.address, "pending") == count  # signed and recorded, never sent
+
+    receipt = await _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert receipt.tx_hash == journal.entries[(task_id, TxKind.CONTRIBUTE)].tx_hash
+    assert await chain.nonce(worker.address, "pending") == count + 1
+    assert (await chain.contribution(task_id, worker.address)).status is ChainContributionStatus.CONTRIBUTED
+    assert journal.records == 1
+
+
+async def test_a_forged_authorization_is_refused_before_sending(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal = worker_account(15), MemoryJournal()
+    task_id, _ = await new_task(devnet, toolkit)
+    forged = sign_eip191(authorization_hash(worker.address, task_id), bytes(account(Role.ANYONE).key))
+    count = await chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused) as refused:
+        await _sender(chain, worker, journal).contribute(task_id, DIGEST, forged)
+
+    assert refused.value.cause is ReplicateStatusCause.WORKERPOOL_AUTHORIZATION_NOT_FOUND
+    assert not refused.value.sent
+    assert await chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
+
+
+async def test_reveal_before_consensus_is_refused_before_sending(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal = worker_account(15), MemoryJournal()
+    task_id, _ = await new_task(devnet, toolkit)
+    count = await chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused) as refused:
+        await _sender(chain, worker, journal).reveal(task_id, DIGEST)
+
+    assert refused.value.cause is ReplicateStatusCause.CANNOT_REVEAL
+    assert await chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
+
+
+# -- on a private devnet: these move the chain clock or need an unfunded worker -------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def private_net() -> AsyncIterator[Devnet]:
+    async with await Devnet.up(cache_dir=devnet_cache_dir()) as net:
+        yield net
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def private_chain(private_net: Devnet) -> AsyncIterator[ChainClient]:
+    async with await ChainClient.connect(private_net.rpc_url, private_net.deployment.hub) as client:
+        yield client
+
+
+async def test_contributing_without_stake_is_refused_with_stake_too_low(
+    private_net: Devnet, private_chain: ChainClient
+) -> None:
+    toolkit = Toolkit(private_net.w3, private_net.deployment)
+    worker, journal = worker_account(16), MemoryJournal()  # never deposits RLC on this chain
+    task_id, _ = await new_task(private_net, toolkit, workerpool_price=2 * 10**9)
+    assert (await private_chain.task_description(task_id)).worker_stake == 600_000_000
+    count = await private_chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused) as refused:
+        await _sender(private_chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert refused.value.cause is ReplicateStatusCause.STAKE_TOO_LOW
+    assert await private_chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
+    # The contract agrees: the simulation reverts with the escrow's reason, which maps to the same cause.
+    data = private_chain.encode(
+        "contribute",
+        to_bytes(task_id),
+        to_bytes(result_hash(task_id, DIGEST)),
+        to_bytes(result_seal(worker.address, task_id, DIGEST)),
+        private_net.w3.to_checksum_address("0x" + "00" * 20),
+        bytes(32),
+        to_bytes(_auth(task_id, worker)),
+    )
+    with pytest.raises(ContractReverted) as reverted:
+        await private_chain.simulate(worker.address, data, "contribute without stake")
+    assert _revert_cause(TxKind.CONTRIBUTE, reverted.value.reason) is ReplicateStatusCause.STAKE_TOO_LOW
+
+
+async def test_contributing_after_the_deadline_is_refused_with_contribution_timeout(
+    private_net: Devnet, private_chain: ChainClient
+) -> None:
+    toolkit = Toolkit(private_net.w3, private_net.deployment)
+    worker, journal = worker_account(17), MemoryJournal()
+    task_id, _ = await new_task(private_net, toolkit)
+    await private_net.anvil.increase_time(7 * DEVNET_TIMEREF + 1)
+    await private_net.anvil.mine()
+    count = await private_chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused) as refused:
+        await _sender(private_chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert refused.value.cause is ReplicateStatusCause.CONTRIBUTION_TIMEOUT
+    assert await private_chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
