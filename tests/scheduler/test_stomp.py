@@ -1,12 +1,15 @@
 """The worker's push channel (STOMP over SockJS) and its frame codec.
 
 Codec tests are pure unit tests. Channel tests are end-to-end over real HTTP on 127.0.0.1: the
-development scheduler's SockJS endpoint and broker served by aiohttp ``AppRunner`` + ``TCPSite``.
+development scheduler's SockJS endpoint and broker served by aiohttp ``AppRunner`` + ``TCPSite``;
+one test serves a minimal hand-written endpoint that asks for STOMP heart-beats, which the
+development broker (like iexec-core's) never does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -360,3 +363,51 @@ async def test_channel_waits_for_a_scheduler_that_starts_late(http: aiohttp.Clie
             assert await channel.wait_connected(5)
             await broker.publish(TOPIC, "late")
             assert await inbox.wait_for(1) == ["late"]
+
+
+async def test_client_sends_heart_beats_when_the_server_asks_for_them(http: aiohttp.ClientSession) -> None:
+    # The development broker never asks for heart-beats (like iexec-core's simple broker), so a
+    # minimal hand-written SockJS endpoint plays a broker that does: heart-beat:0,100.
+    sent: list[str] = []
+    polls = 0
+
+    async def info(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {"websocket": False, "cookie_needed": True, "origins": ["*:*"], "entropy": 1}
+        )
+
+    async def xhr(_request: web.Request) -> web.Response:
+        nonlocal polls
+        polls += 1
+        if polls == 1:
+            return web.Response(text="o\n")
+        if polls == 2:
+            connected = "CONNECTED\nversion:1.2\nheart-beat:0,100\n\n\x00"
+            return web.Response(text="a" + json.dumps([connected]) + "\n")
+        # Held open until the client says goodbye, then acknowledged so it stops at once.
+        await until(lambda: any(m.startswith("DISCONNECT") for m in sent), within=5, what="DISCONNECT")
+        receipt_id = next(m for m in sent if m.startswith("DISCONNECT")).split("receipt:")[1].split("\n")[0]
+        return web.Response(text="a" + json.dumps([f"RECEIPT\nreceipt-id:{receipt_id}\n\n\x00"]) + "\n")
+
+    async def xhr_send(request: web.Request) -> web.Response:
+        sent.extend(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_get("/connect/info", info)
+    app.router.add_post("/connect/{server}/{session}/xhr", xhr)
+    app.router.add_post("/connect/{server}/{session}/xhr_send", xhr_send)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        channel = fast_channel(http, f"http://{host}:{port}", transports=("xhr",), heartbeat_ms=50)
+        async with running(channel):
+            assert await channel.wait_connected(5)
+            await until(lambda: sent.count("\n") >= 2, within=5, what="two heart-beats")
+    finally:
+        await runner.cleanup()
+    assert sent[0].startswith("CONNECT\naccept-version:1.1,1.2\n")
+    assert "heart-beat:50,50\n" in sent[0]

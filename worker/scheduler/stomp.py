@@ -233,6 +233,11 @@ class _TransportRefused(PushChannelError):
     """The server answered the first receive request of a transport with an error status."""
 
 
+# What a broken link raises: worth a reconnect, never a crash. OSError covers sockets reset
+# underneath aiohttp's own exceptions.
+_LINK_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError, PushChannelError)
+
+
 class _Link:
     """One SockJS session carrying one STOMP session."""
 
@@ -378,7 +383,7 @@ class PushChannel:
                 break
             if self._sessions > sessions_before:
                 delay = self._reconnect_delay
-            if isinstance(error, aiohttp.ClientError | TimeoutError | PushChannelError):
+            if isinstance(error, _LINK_ERRORS):
                 log.warning(
                     "push channel to %s down (%s), retry in %.1f s", self._endpoint, _describe(error), delay
                 )
@@ -608,7 +613,7 @@ class PushChannel:
     async def _send_or_abort(self, link: _Link, frames: Iterable[StompFrame | str], what: str) -> None:
         try:
             await self._send(link, frames)
-        except (aiohttp.ClientError, TimeoutError, PushChannelError) as exc:
+        except _LINK_ERRORS as exc:
             # The topic stays wanted: breaking the link makes run() reconnect and subscribe again.
             log.warning("push channel could not send %s (%s), reconnecting", what, _describe(exc))
             link.abort()
@@ -624,7 +629,7 @@ class PushChannel:
             async with asyncio.timeout(2.0):
                 await self._send(link, [StompFrame("DISCONNECT", {"receipt": receipt})])
                 await waiter
-        except (aiohttp.ClientError, TimeoutError, PushChannelError) as exc:
+        except _LINK_ERRORS as exc:
             log.debug("push channel DISCONNECT not acknowledged: %s", _describe(exc))
 
     def _drop_link(self, *, quietly: bool) -> None:
