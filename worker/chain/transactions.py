@@ -43,6 +43,7 @@ from worker.chain.errors import ContractReverted, NonceTooLow, TransactionRefuse
 from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees, gas_limit
 from worker.chain.models import SentTx, TxKind, TxReceipt
 from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
+from worker.errors import ChainError
 from worker.replicate.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,11 @@ class TransactionSender:
     ) -> SentTx:
         what = f"{kind.value.lower()} of task {task_id}"
         cause = await precheck()
+        if cause is ReplicateStatusCause.CHAIN_UNREACHABLE:
+            # Not a verdict on the task: the caller retries, or reports CHAIN_UNREACHABLE itself.
+            raise ChainError(
+                f"{what}: the chain node did not answer the pre-checks on {self._client.rpc_url}"
+            )
         if cause is not None:
             raise TransactionRefused(
                 f"{what}: not sent, {cause.value}", cause=cause, task_id=task_id, sent=False
