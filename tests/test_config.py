@@ -124,6 +124,13 @@ def test_unknown_iexec_key_is_refused_with_its_name(
         load_settings(host_cpus=2)
 
 
+def test_development_network_keys_are_not_ours_to_refuse(
+    monkeypatch: pytest.MonkeyPatch, wallet_env: Path
+) -> None:
+    monkeypatch.setenv("IEXEC_DEVNET_CACHE", "/tmp/cache")
+    assert load_settings(host_cpus=2).node.name == "worker"
+
+
 def test_unknown_iexec_key_in_env_file_is_refused(wallet_env: Path, tmp_path: Path) -> None:
     env_file = tmp_path / "worker.env"
     env_file.write_text("IEXEC_NOT_A_SETTING=1\n")

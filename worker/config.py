@@ -543,7 +543,10 @@ def load_settings(
 
 def _reject_unknown_keys(keys: list[str], env_file: Path | None) -> None:
     known = known_keys()
-    unknown = sorted({k for k in keys if k.startswith("IEXEC_") and k not in known})
+    # IEXEC_DEVNET_* belong to the development network (worker.devnet), which may share the environment.
+    unknown = sorted(
+        {k for k in keys if k.startswith("IEXEC_") and not k.startswith("IEXEC_DEVNET_") and k not in known}
+    )
     if not unknown:
         return
     lines = []
