@@ -1,0 +1,278 @@
+"""Unit tests of SchedulerClient against a fake iexec-core served by aiohttp on 127.0.0.1 (conftest.py).
+
+The fake checks the login signature exactly as the real scheduler does; the end-to-end tests
+against the development scheduler live with the devnet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+
+import aiohttp
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from tests.scheduler.conftest import PUBLIC_CONFIGURATION, FakeCore
+from worker.errors import SchedulerError
+from worker.replicate.status import (
+    ReplicateStatus,
+    ReplicateStatusCause,
+    TaskAbortCause,
+    TaskNotificationType,
+)
+from worker.scheduler.client import SchedulerClient, UpdateKind
+from worker.scheduler.models import (
+    ChainReceipt,
+    ReplicateStatusDetails,
+    ReplicateStatusUpdate,
+    WorkerModel,
+)
+
+TASK = "0x" + "7a" * 32
+STARTING = ReplicateStatusUpdate(status=ReplicateStatus.STARTING)
+
+
+def summary(worker: str) -> str:
+    return json.dumps(
+        {
+            "workerpoolAuthorization": {
+                "chainTaskId": TASK,
+                "dealId": "0x" + "de" * 32,
+                "taskIndex": 0,
+                "workerWallet": worker,
+                "enclaveChallenge": "0x" + "00" * 20,
+                "signature": {"value": "0x" + "11" * 65},
+            },
+            "smsUrl": None,
+        }
+    )
+
+
+async def test_public_endpoints_answer_raw_text_and_json(client: SchedulerClient, core: FakeCore) -> None:
+    assert await client.get_version() == "9.3.0"
+    assert await client.get_public_configuration() == PUBLIC_CONFIGURATION
+    chain = await client.get_chain_config(core.url + "/config-server/")
+    assert chain.chain_id == 65535
+    assert chain.block_time == timedelta(seconds=5)
+    assert core.missing_content_type == 0
+
+
+async def test_login_signs_the_challenge_the_way_the_scheduler_checks_it(
+    client: SchedulerClient, core: FakeCore, account: LocalAccount, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await client.login()
+
+    assert core.logins == 1
+    [(token, wallet)] = core.tokens.items()
+    assert wallet == account.address.lower()
+    assert token not in caplog.text
+    assert token not in repr(client)
+
+
+async def test_authenticated_call_logs_in_first(client: SchedulerClient, core: FakeCore) -> None:
+    assert await client.ping() == core.ping_answer
+    assert core.logins == 1
+    assert core.count("POST /workers/ping") == 1
+    assert core.missing_content_type == 0
+
+
+async def test_refused_token_means_one_new_login_and_a_retry(client: SchedulerClient, core: FakeCore) -> None:
+    await client.ping()
+    core.restart()
+
+    assert await client.get_computing_tasks() == []
+
+    assert core.logins == 2
+    assert core.count("GET /workers/computing") == 2
+
+
+async def test_concurrent_401s_share_one_login(client: SchedulerClient, core: FakeCore) -> None:
+
+    await client.login()
+    core.restart()
+    await asyncio.gather(client.ping(), client.get_computing_tasks(), client.get_interrupted(1))
+    assert core.logins == 2
+
+
+async def test_wallet_not_whitelisted_is_a_clear_error(client: SchedulerClient, core: FakeCore) -> None:
+    core.whitelist = {"0x" + "99" * 20}
+    with pytest.raises(SchedulerError, match=r"not allowed by the scheduler.*whitelist") as caught:
+        await client.ping()
+    assert caught.value.status == 401
+
+
+async def test_empty_ping_answer_is_none(client: SchedulerClient, core: FakeCore) -> None:
+    core.ping_answer = ""
+    assert await client.ping() is None
+
+
+async def test_register_sends_the_lowercase_wallet(
+    client: SchedulerClient, core: FakeCore, account: LocalAccount
+) -> None:
+    model = WorkerModel(
+        name="w1", wallet_address=account.address, os="Linux", cpu="amd64", cpu_nb=3, memory_size=7
+    )
+    await client.register(model)
+    [body] = core.bodies
+    assert body == {**model.to_wire(), "walletAddress": account.address.lower()}
+
+
+async def test_no_work_is_none_and_work_is_a_summary(client: SchedulerClient, core: FakeCore) -> None:
+    assert await client.ask_for_replicate(12) is None
+
+    core.available = (200, summary(client.address))
+    got = await client.ask_for_replicate(12)
+    assert got is not None
+    assert got.workerpool_authorization.chain_task_id == TASK
+    assert got.workerpool_authorization.worker_wallet == client.address
+
+
+async def test_scheduler_chain_down_is_an_error_with_status(client: SchedulerClient, core: FakeCore) -> None:
+    core.available = (503, "")
+    with pytest.raises(SchedulerError, match="out of service") as caught:
+        await client.ask_for_replicate(12)
+    assert caught.value.status == 503
+
+
+async def test_interrupted_notifications_tolerate_extra_fields(
+    client: SchedulerClient, core: FakeCore
+) -> None:
+    core.interrupted = json.dumps(
+        [
+            {
+                "chainTaskId": TASK,
+                "workersAddress": [client.address],
+                "taskNotificationType": "PLEASE_ABORT",
+                "taskNotificationExtra": {"blockNumber": 0, "taskAbortCause": "CONSENSUS_REACHED"},
+                "taskAbortCause": "CONSENSUS_REACHED",
+            }
+        ]
+    )
+    [notification] = await client.get_interrupted(5)
+    assert notification.task_notification_type is TaskNotificationType.PLEASE_ABORT
+    assert notification.task_abort_cause is TaskAbortCause.CONSENSUS_REACHED
+    assert notification.concerns(client.address)
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "action", "recorded"),
+    [
+        (
+            (200, '"PLEASE_DOWNLOAD_APP"'),
+            UpdateKind.NEXT_ACTION,
+            TaskNotificationType.PLEASE_DOWNLOAD_APP,
+            True,
+        ),
+        ((200, ""), UpdateKind.ACCEPTED, None, True),
+        ((208, '"PLEASE_WAIT"'), UpdateKind.ALREADY_REPORTED, TaskNotificationType.PLEASE_WAIT, True),
+        ((202, '"PLEASE_ABORT"'), UpdateKind.ABORT, TaskNotificationType.PLEASE_ABORT, False),
+    ],
+)
+async def test_update_outcomes(
+    client: SchedulerClient,
+    core: FakeCore,
+    answer: tuple[int, str],
+    kind: UpdateKind,
+    action: TaskNotificationType | None,
+    recorded: bool,
+) -> None:
+    core.update_answers = [answer]
+    outcome = await client.update_status(TASK, STARTING)
+    assert (outcome.kind, outcome.action, outcome.recorded) == (kind, action, recorded)
+    assert core.count(f"POST /replicates/{TASK}/updateStatus") == 1
+
+
+async def test_update_body_is_the_java_json(client: SchedulerClient, core: FakeCore) -> None:
+    update = ReplicateStatusUpdate(
+        status=ReplicateStatus.CONTRIBUTED,
+        details=ReplicateStatusDetails(chain_receipt=ChainReceipt(block_number=42, tx_hash="0x" + "ab" * 32)),
+    )
+    await client.update_status(TASK, update)
+    [body] = core.bodies
+    assert body == update.to_wire()
+    assert body["details"]["chainReceipt"] == {"blockNumber": 42, "txHash": "0x" + "ab" * 32}
+
+
+async def test_update_retries_5xx_with_growing_backoff(
+    client: SchedulerClient, core: FakeCore, delays: list[float]
+) -> None:
+    core.update_answers = [(503, ""), (500, ""), (503, ""), (503, ""), (200, '"PLEASE_COMPUTE"')]
+    outcome = await client.update_status(TASK, STARTING)
+
+    assert outcome.action is TaskNotificationType.PLEASE_COMPUTE
+    assert core.count(f"POST /replicates/{TASK}/updateStatus") == 5
+    assert delays == [0.5, 1.0, 2.0, 2.0]  # doubles, capped by backoff_max
+
+
+async def test_update_retries_401_after_a_new_login(client: SchedulerClient, core: FakeCore) -> None:
+    await client.login()
+    core.restart()
+    outcome = await client.update_status(TASK, STARTING)
+    assert outcome.kind is UpdateKind.NEXT_ACTION
+    assert core.logins == 2
+
+
+async def test_update_gives_up_at_the_deadline(
+    session: aiohttp.ClientSession, core: FakeCore, account: LocalAccount
+) -> None:
+    now = [1_000.0]
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    client = SchedulerClient(
+        session, core.url, account, backoff_initial=4, backoff_max=8, sleep=advance, clock=lambda: now[0]
+    )
+    core.update_answers = [(500, "")] * 10
+    with pytest.raises(
+        SchedulerError, match="gave up at the deadline after 3 attempts; last error: HTTP 500"
+    ) as caught:
+        await client.update_status(TASK, STARTING, deadline=1_010.0)
+    assert caught.value.status == 500
+    # Slept 4 then 6, not 8: the last attempt happens at the deadline, none after it.
+    assert now[0] == 1_010.0
+    assert core.count(f"POST /replicates/{TASK}/updateStatus") == 3
+
+
+async def test_update_client_error_is_not_retried(
+    client: SchedulerClient, core: FakeCore, delays: list[float]
+) -> None:
+    core.update_answers = [(400, "")]
+    with pytest.raises(SchedulerError) as caught:
+        await client.update_status(TASK, STARTING)
+    assert caught.value.status == 400
+    assert delays == []
+
+
+async def test_unreachable_scheduler_is_a_scheduler_error(
+    session: aiohttp.ClientSession, account: LocalAccount, delays: list[float]
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens there, the connection is refused at once.
+    client = SchedulerClient(session, "http://127.0.0.1:9", account)
+    with pytest.raises(SchedulerError, match="is up and reachable") as caught:
+        await client.get_version()
+    assert caught.value.status is None
+
+
+async def test_unreachable_scheduler_update_is_retried_until_the_deadline(
+    session: aiohttp.ClientSession, account: LocalAccount
+) -> None:
+    now = [0.0]
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    client = SchedulerClient(
+        session, "http://127.0.0.1:9", account, backoff_initial=1, sleep=advance, clock=lambda: now[0]
+    )
+    update = ReplicateStatusUpdate(
+        status=ReplicateStatus.COMPUTE_FAILED,
+        details=ReplicateStatusDetails(cause=ReplicateStatusCause.APP_COMPUTE_FAILED),
+    )
+    with pytest.raises(SchedulerError, match="gave up at the deadline") as caught:
+        await client.update_status(TASK, update, deadline=10.0)
+    assert caught.value.status is None
