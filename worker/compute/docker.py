@@ -327,6 +327,17 @@ class DockerEngine:
         labels = (info.get("Config") or {}).get("Labels") or {}
         return LocalImage(id=str(info["Id"]), labels={str(key): str(value) for key, value in labels.items()})
 
+    async def remove_image(self, image: str) -> bool:
+        """Remove a local image (by reference or id) with all its tags; False when it was absent."""
+        try:
+            async with self._call(f"remove image {image}"):
+                await self._docker.images.delete(image, force=True)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise ComputeError(f"cannot remove image {image}: {exc.message}") from exc
+        return True
+
     async def pull(
         self,
         image: str,
