@@ -195,3 +195,20 @@ async def test_contributing_after_the_deadline_is_refused_with_contribution_time
     assert refused.value.cause is ReplicateStatusCause.CONTRIBUTION_TIMEOUT
     assert await private_chain.nonce(worker.address, "pending") == count
     assert journal.records == 0
+
+
+async def test_a_wallet_without_gas_money_is_refused_with_out_of_gas(
+    private_net: Devnet, private_chain: ChainClient
+) -> None:
+    toolkit = Toolkit(private_net.w3, private_net.deployment)
+    worker, journal = worker_account(18), MemoryJournal()
+    task_id, _ = await new_task(private_net, toolkit)
+    await private_net.anvil.rpc("anvil_setBalance", worker.address, hex(10**9))
+    count = await private_chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused, match="fund the worker wallet") as refused:
+        await _sender(private_chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert refused.value.cause is ReplicateStatusCause.OUT_OF_GAS
+    assert await private_chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
