@@ -385,12 +385,12 @@ class PushChannel:
                 delay = self._reconnect_delay
             if isinstance(error, _LINK_ERRORS):
                 log.warning(
-                    "push channel to %s down (%s), retry in %.1f s", self._endpoint, _describe(error), delay
+                    "push channel to %s down (%s), retry in %.3g s", self._endpoint, _describe(error), delay
                 )
             elif error is not None:
                 raise error
             else:
-                log.info("push channel to %s ended, reconnecting in %.1f s", self._endpoint, delay)
+                log.info("push channel to %s ended, reconnecting in %.3g s", self._endpoint, delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()
@@ -426,33 +426,37 @@ class PushChannel:
         heartbeat: asyncio.Task[None] | None = None
         opened = False
         try:
-            async with asyncio.timeout(self._connect_timeout) as connect_deadline:
-                async with contextlib.aclosing(self._sockjs_frames(link)) as frames:
-                    async for sockjs in frames:
-                        kind = sockjs[:1]
-                        if kind == "h":
-                            continue
-                        if kind == "o":
-                            if opened:
-                                raise PushChannelError("SockJS 'o' frame received twice on one session")
-                            opened = True
-                            await self._send(link, [self._connect_frame()])
-                        elif not opened:
-                            raise PushChannelError(
-                                f"SockJS session did not start with 'o' but {sockjs[:40]!r}"
-                            )
-                        elif kind == "a":
-                            for frame in self._stomp_frames(link, sockjs):
-                                if frame.command == "CONNECTED":
-                                    connect_deadline.reschedule(None)
-                                    heartbeat = self._on_connected(link, frame)
-                                    await self._resubscribe(link)
-                                else:
-                                    await self._on_frame(link, frame)
-                        elif kind == "c":
-                            raise PushChannelError(f"scheduler closed the SockJS session: {sockjs[1:80]}")
-                        else:
-                            raise PushChannelError(f"unknown SockJS frame {sockjs[:40]!r}")
+            connect_deadline = asyncio.timeout(self._connect_timeout)
+            async with connect_deadline, contextlib.aclosing(self._sockjs_frames(link)) as frames:
+                async for sockjs in frames:
+                    kind = sockjs[:1]
+                    if kind == "h":
+                        continue
+                    if kind == "o":
+                        if opened:
+                            raise PushChannelError("SockJS 'o' frame received twice on one session")
+                        opened = True
+                        await self._send(link, [self._connect_frame()])
+                    elif not opened:
+                        raise PushChannelError(f"SockJS session did not start with 'o' but {sockjs[:40]!r}")
+                    elif kind == "a":
+                        for frame in self._stomp_frames(link, sockjs):
+                            if frame.command == "CONNECTED":
+                                connect_deadline.reschedule(None)
+                                heartbeat = self._on_connected(link, frame)
+                                await self._resubscribe(link)
+                            else:
+                                await self._on_frame(link, frame)
+                    elif kind == "c":
+                        raise PushChannelError(f"scheduler closed the SockJS session: {sockjs[1:80]}")
+                    else:
+                        raise PushChannelError(f"unknown SockJS frame {sockjs[:40]!r}")
+        except TimeoutError as exc:
+            if connect_deadline.expired():
+                raise PushChannelError(
+                    f"no STOMP CONNECTED from the scheduler within {self._connect_timeout} s"
+                ) from exc
+            raise
         finally:
             link.dead = True
             if heartbeat is not None:
@@ -474,8 +478,13 @@ class PushChannel:
                 first = False
                 pending = bytearray()
                 while True:
-                    async with asyncio.timeout(self._idle_timeout):
-                        chunk = await resp.content.readany()
+                    try:
+                        async with asyncio.timeout(self._idle_timeout):
+                            chunk = await resp.content.readany()
+                    except TimeoutError as exc:
+                        raise PushChannelError(
+                            f"scheduler silent for {self._idle_timeout} s (SockJS heartbeats expected)"
+                        ) from exc
                     if not chunk:
                         break  # the server ends a streaming response after its byte limit
                     pending += chunk
