@@ -229,3 +229,23 @@ async def test_stop_and_remove_reports_whether_a_container_existed(engine: Docke
     assert await engine.stop_and_remove(unique) is True
     assert not await container_exists(unique)
     assert await engine.stop_and_remove(unique) is False
+
+
+async def test_user_and_named_network_are_applied(engine: DockerEngine, unique: str) -> None:
+    network = f"{unique}-net"
+    spec = ContainerSpec(
+        name=unique,
+        image=SHELL.tag,
+        timeout=30,
+        cmd=("id -u; id -g; ls /sys/class/net",),
+        user="1000:1000",
+        network=network,
+    )
+    try:
+        result = await engine.run(spec)
+
+        assert result.stdout.split() == ["1000", "1000", "eth0", "lo"]
+        _, driver = await docker_cli("network", "inspect", "--format", "{{.Driver}}", network)
+        assert driver.strip() == "bridge"
+    finally:
+        await docker_cli("network", "rm", network, check=False)

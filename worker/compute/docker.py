@@ -517,6 +517,10 @@ class DockerEngine:
         except TimeoutError:
             log.warning("container %s still running after %gs: killing it", spec.name, spec.timeout)
         except aiodocker.DockerError as exc:
+            if exc.status == _UNREACHABLE_STATUS:
+                raise DockerUnavailableError(
+                    f"Docker engine unreachable while container {spec.name} runs: {exc.message}"
+                ) from exc
             raise ContainerError(
                 f"cannot wait for container {spec.name}: {exc.message}", name=spec.name
             ) from exc
