@@ -1,0 +1,149 @@
+"""Streamed downloads against a real HTTP server on 127.0.0.1 (see conftest): limits, redirects, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.data.conftest import GOOD, HUGE, FileServer
+from tests.support import until
+from worker.data import DownloadError, DownloadLimits, display_url, download
+
+FAST = DownloadLimits(max_bytes=HUGE * 2, total_timeout=10.0, stall_timeout=0.3, max_redirects=3)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir())
+
+
+async def test_good_file_is_written_with_its_sha256(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    seen: list[tuple[int, int | None]] = []
+
+    done = await download(
+        session,
+        f"{server.url}/good",
+        tmp_path / "file",
+        FAST,
+        on_progress=lambda written, total: seen.append((written, total)),
+    )
+
+    assert (tmp_path / "file").read_bytes() == GOOD
+    assert (done.size, done.sha256) == (len(GOOD), hashlib.sha256(GOOD).hexdigest())
+    assert seen[-1] == (len(GOOD), len(GOOD))
+    assert _files(tmp_path) == ["file"]
+
+
+async def test_a_redirect_is_followed(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    done = await download(session, f"{server.url}/moved", tmp_path / "file", FAST)
+    assert done.path.read_bytes() == GOOD
+
+
+async def test_an_existing_file_is_replaced(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_bytes(b"stale")
+    await download(session, f"{server.url}/good", tmp_path / "file", FAST)
+    assert (tmp_path / "file").read_bytes() == GOOD
+
+
+async def test_404_names_the_status_and_leaves_nothing(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    with pytest.raises(DownloadError) as caught:
+        await download(session, f"{server.url}/missing", tmp_path / "file", FAST)
+    assert caught.value.status == 404
+    assert "HTTP 404" in str(caught.value)
+    assert f"{server.url}/missing" in str(caught.value)
+    assert _files(tmp_path) == []
+
+
+async def test_a_stalled_server_times_out(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    with pytest.raises(DownloadError, match=r"no data received for 0.3 s"):
+        await download(session, f"{server.url}/stall", tmp_path / "file", FAST)
+    assert _files(tmp_path) == []
+
+
+async def test_a_slow_but_steady_server_hits_the_total_timeout(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    limits = DownloadLimits(max_bytes=HUGE, total_timeout=0.5, stall_timeout=5.0)
+    with pytest.raises(DownloadError, match=r"not finished within 0.5 s"):
+        await download(session, f"{server.url}/trickle", tmp_path / "file", limits)
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", ["/huge-declared", "/huge-chunked"])
+async def test_too_large_is_aborted_and_never_overruns_the_disk(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path, path: str
+) -> None:
+    limit = 1536 * 1024
+    limits = DownloadLimits(max_bytes=limit, total_timeout=10.0, stall_timeout=2.0)
+    on_disk: list[int] = []
+
+    def measure(_written: int, _total: int | None) -> None:
+        # What is really on disk, not what the downloader says it wrote.
+        on_disk.append(sum(entry.stat().st_size for entry in tmp_path.iterdir()))
+
+    with pytest.raises(DownloadError, match=rf"over the {limit} bytes") as caught:
+        await download(session, f"{server.url}{path}", tmp_path / "file", limits, on_progress=measure)
+
+    if path == "/huge-declared":
+        assert f"announces {HUGE} bytes" in str(caught.value)
+        assert on_disk == []  # refused from the Content-Length, before a byte was written
+    else:
+        assert on_disk, "the chunked body should have been written in part before the limit was hit"
+        assert max(on_disk) <= limit
+    assert _files(tmp_path) == []
+
+
+async def test_a_redirect_loop_fails_cleanly(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    with pytest.raises(DownloadError, match=r"more than 3 redirects"):
+        await download(session, f"{server.url}/loop", tmp_path / "file", FAST)
+    assert _files(tmp_path) == []
+
+
+async def test_connection_refused_names_the_host(session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    # Port 1 on loopback: nothing listens there.
+    with pytest.raises(DownloadError, match=r"cannot connect to 127.0.0.1:1"):
+        await download(session, "http://127.0.0.1:1/file", tmp_path / "file", FAST)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/file", "file:///etc/passwd", "not a url", ""])
+async def test_only_http_urls_are_downloaded(
+    session: aiohttp.ClientSession, tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(DownloadError, match=r"http:// and https://|not a valid URL"):
+        await download(session, url, tmp_path / "file", FAST)
+    assert _files(tmp_path) == []
+
+
+def test_display_url_hides_credentials_and_query() -> None:
+    shown = display_url("https://alice:s3cret@example.com/data.bin?X-Amz-Signature=abcd#frag")
+    assert shown == "https://example.com/data.bin?…"
+    assert display_url("https://example.com/data.bin") == "https://example.com/data.bin"
+
+
+async def test_a_cancelled_download_leaves_nothing(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    limits = DownloadLimits(max_bytes=HUGE, total_timeout=30.0, stall_timeout=30.0)
+    running = asyncio.create_task(download(session, f"{server.url}/stall", tmp_path / "file", limits))
+    await until(lambda: bool(_files(tmp_path)), what="the partial file is created")
+    assert _files(tmp_path)[0].endswith(".part")
+
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert _files(tmp_path) == []

@@ -1,0 +1,266 @@
+"""Streamed HTTP(S) download of one file to disk, bounded in time, size and redirects.
+
+The body is never held in memory: it is read in chunks, counted, hashed and written as it arrives, to a
+hidden temporary name in the destination folder that is renamed once complete. A download that fails for
+any reason (including cancellation) leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import aiohttp
+from yarl import URL
+
+from worker.errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+"""Bytes gathered in memory before one write to disk; also the most a download can overrun its limit by
+before it is noticed, were it not checked before every write."""
+
+Progress = Callable[[int, int | None], None]
+"""Called with (bytes written so far, announced total or None) after every write to disk."""
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    max_bytes: int = 10 * 1024**3
+    """Most bytes one task may download (dataset and input files together)."""
+    total_timeout: float = 1800.0
+    """Seconds one file may take from the first connection to the last byte."""
+    stall_timeout: float = 60.0
+    """Seconds without a single byte from the server (connection or body) before giving up."""
+    max_redirects: int = 5
+    """Redirects followed for one file; a redirect loop fails at this count."""
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 0 or self.total_timeout <= 0 or self.stall_timeout <= 0 or self.max_redirects < 0:
+            raise ValueError(f"download limits must be positive: {self}")
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    sha256: str
+    """Hex digest of the bytes written, without ``0x``."""
+
+
+class DownloadError(WorkerError):
+    """One file could not be downloaded; ``url`` is safe to log (no credentials, no query)."""
+
+    def __init__(self, url: str, reason: str, *, status: int | None = None) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status = status
+
+
+def display_url(url: str) -> str:
+    """``url`` without user, password, query or fragment, which may hold secrets (signed URLs, tokens)."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return "<unparsable URL>"
+    if not parsed.is_absolute():
+        return str(parsed.with_query(None).with_fragment(None))
+    shown = parsed.with_user(None).with_password(None).with_query(None).with_fragment(None)
+    return str(shown) + ("?…" if parsed.query_string else "")
+
+
+async def download(
+    session: aiohttp.ClientSession,
+    url: str,
+    destination: Path,
+    limits: DownloadLimits,
+    *,
+    max_bytes: int | None = None,
+    on_progress: Progress | None = None,
+) -> Downloaded:
+    """Download ``url`` to ``destination`` (replaced atomically); raise ``DownloadError`` on any failure.
+
+    ``max_bytes`` narrows ``limits.max_bytes`` for this file (what is left of a task's budget).
+    """
+    shown = display_url(url)
+    limit = limits.max_bytes if max_bytes is None else min(max_bytes, limits.max_bytes)
+    parsed = _http_url(url, shown)
+    started = time.monotonic()
+    part = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
+    try:
+        async with asyncio.timeout(limits.total_timeout) as deadline:
+            try:
+                result = await _fetch(session, parsed, shown, part, limit, limits, on_progress)
+            except TimeoutError as exc:
+                if deadline.expired():
+                    raise
+                raise DownloadError(
+                    shown,
+                    f"no data received for {limits.stall_timeout:g} s; the server is unreachable or stalled",
+                ) from exc
+    except TimeoutError as exc:
+        await _remove(part)
+        raise DownloadError(
+            shown,
+            f"not finished within {limits.total_timeout:g} s; the server is too slow or the file too large "
+            "for the configured download timeout",
+        ) from exc
+    except BaseException:
+        # Cancellation included: a half-written file must never be mistaken for a complete one.
+        await _remove(part)
+        raise
+    size, digest = result
+    try:
+        await asyncio.to_thread(os.replace, part, destination)
+    except OSError as exc:
+        await _remove(part)
+        raise DownloadError(shown, f"cannot move the file to {destination}: {exc.strerror}") from exc
+    log.info(
+        "downloaded %s to %s bytes=%d seconds=%.2f", shown, destination, size, time.monotonic() - started
+    )
+    return Downloaded(path=destination, size=size, sha256=digest)
+
+
+async def _fetch(
+    session: aiohttp.ClientSession,
+    url: URL,
+    shown: str,
+    part: Path,
+    limit: int,
+    limits: DownloadLimits,
+    on_progress: Progress | None,
+) -> tuple[int, str]:
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=limits.stall_timeout, sock_read=limits.stall_timeout
+    )
+    try:
+        async with session.get(
+            url,
+            timeout=timeout,
+            allow_redirects=limits.max_redirects > 0,
+            max_redirects=max(limits.max_redirects, 1),
+            raise_for_status=False,
+        ) as response:
+            if not 200 <= response.status < 300 or response.status == 206:
+                raise DownloadError(
+                    shown, _status_reason(response.status, response.reason), status=response.status
+                )
+            announced = response.content_length
+            if announced is not None and announced > limit:
+                raise DownloadError(shown, _too_large(f"announces {announced} bytes", limit))
+            sink = await asyncio.to_thread(_Sink.open, part)
+            try:
+                buffer = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    buffer += chunk
+                    if sink.size + len(buffer) > limit:
+                        raise DownloadError(shown, _too_large("sends more than that", limit))
+                    if len(buffer) >= CHUNK_BYTES:
+                        await _flush(sink, buffer, announced, on_progress)
+                if buffer:
+                    await _flush(sink, buffer, announced, on_progress)
+                return sink.size, await asyncio.to_thread(sink.finish)
+            finally:
+                await asyncio.to_thread(sink.close)
+    except aiohttp.TooManyRedirects as exc:
+        raise DownloadError(
+            shown,
+            f"more than {limits.max_redirects} redirects (a redirect loop?); "
+            "use the final URL of the file instead",
+        ) from exc
+    except aiohttp.InvalidUrlRedirectClientError as exc:
+        raise DownloadError(shown, "redirected to an invalid or non-HTTP(S) URL") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise DownloadError(shown, _status_reason(exc.status, exc.message), status=exc.status) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise DownloadError(
+            shown, f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+        ) from exc
+    except aiohttp.ServerTimeoutError as exc:
+        raise TimeoutError from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise DownloadError(shown, "the connection closed before the end of the file; retry later") from exc
+    except aiohttp.ClientError as exc:
+        raise DownloadError(shown, f"HTTP request failed ({type(exc).__name__})") from exc
+    except TimeoutError:
+        # Also an OSError, but a timeout, not a disk problem.
+        raise
+    except OSError as exc:
+        raise DownloadError(shown, f"cannot write {part.parent}: {exc.strerror or exc}") from exc
+
+
+async def _flush(sink: _Sink, buffer: bytearray, announced: int | None, on_progress: Progress | None) -> None:
+    data = bytes(buffer)
+    buffer.clear()
+    await asyncio.to_thread(sink.write, data)
+    if on_progress is not None:
+        on_progress(sink.size, announced)
+
+
+class _Sink:
+    """File and running sha256 of what was written; used from worker threads only."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    @classmethod
+    def open(cls, path: Path) -> _Sink:
+        return cls(open(path, "xb"))
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self) -> str:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _http_url(url: str, shown: str) -> URL:
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise DownloadError(shown, "not a valid URL") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise DownloadError(shown, "only http:// and https:// URLs can be downloaded")
+    return parsed
+
+
+def _status_reason(status: int, reason: str | None) -> str:
+    text = f"HTTP {status}{f' {reason}' if reason else ''}"
+    if status in (401, 403):
+        return f"{text}; the file is not public: make it readable without credentials"
+    if status == 404:
+        return f"{text}; no file at this URL: check the URL"
+    if status == 429 or status >= 500:
+        return f"{text}; the server is failing or overloaded, retry later"
+    return text
+
+
+def _too_large(what: str, limit: int) -> str:
+    return (
+        f"the file {what}, over the {limit} bytes this task may still download; "
+        "raise IEXEC_WORKER_DATA_MAX_BYTES or use a smaller file"
+    )
+
+
+async def _remove(path: Path) -> None:
+    # Shielded so that a cancelled download still cleans up after itself.
+    await asyncio.shield(asyncio.to_thread(path.unlink, missing_ok=True))
