@@ -1,0 +1,185 @@
+"""``iexec-worker``: run the worker, manage its wallet, and drive a local devnet.
+
+Exit codes: 0 done, 1 runtime failure (an orchestrator should restart), 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from worker import __version__
+from worker.errors import ConfigurationError
+
+DEFAULT_DEVNET_DIR = Path(".devnet")
+
+
+def _password(args: argparse.Namespace, *, confirm: bool = False) -> SecretStr:
+    from worker.wallet import read_password
+
+    env_value = os.environ.get("IEXEC_WORKER_WALLET_PASSWORD")
+    file_name: str | None = args.password_file or os.environ.get("IEXEC_WORKER_WALLET_PASSWORD_FILE")
+    return read_password(
+        password=SecretStr(env_value) if env_value else None,
+        password_file=Path(file_name) if file_name else None,
+        prompt=True,
+        confirm=confirm,
+    )
+
+
+def _wallet_path(args: argparse.Namespace) -> Path:
+    value = args.wallet or os.environ.get("IEXEC_WORKER_WALLET_PATH")
+    if not value:
+        raise ConfigurationError("no wallet file: pass --wallet PATH or set IEXEC_WORKER_WALLET_PATH")
+    return Path(value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.app import run_worker
+    from worker.config import load_settings
+    from worker.logs import setup_logging
+
+    settings = load_settings(Path(args.env_file) if args.env_file else Path(".env"))
+    setup_logging(settings.log.level, json_lines=settings.log.json_logs)
+    return asyncio.run(run_worker(settings))
+
+
+def cmd_wallet(args: argparse.Namespace) -> int:
+    from worker.wallet import create_wallet, import_wallet, read_private_key, show_wallet
+
+    path = _wallet_path(args)
+    if args.wallet_command == "create":
+        address = create_wallet(path, _password(args, confirm=True))
+        print(f"created wallet {address} in {path}")
+    elif args.wallet_command == "import":
+        key = read_private_key(sys.stdin)
+        address = import_wallet(path, _password(args, confirm=True), key)
+        print(f"imported wallet {address} into {path}")
+    else:
+        print(show_wallet(path))
+    return 0
+
+
+def cmd_devnet_up(args: argparse.Namespace) -> int:
+    from worker.devnet.platform import Platform
+    from worker.logs import setup_logging
+
+    setup_logging("WARNING")
+
+    base = Path(args.dir).resolve()
+
+    async def main() -> None:
+        async with await Platform.up(base, workers=args.workers) as platform:
+            info = platform.info()
+            print(f"RPC URL:            {info.rpc_url} (chain id {info.chain_id})")
+            print(f"iExec hub:          {info.hub}")
+            print(f"workerpool:         {info.workerpool}")
+            print(f"scheduler:          {info.scheduler_url}")
+            print(f"result proxy:       {info.result_proxy_url}")
+            for wallet in info.workers:
+                print(
+                    f"worker wallet:      {wallet.address}  keystore {wallet.keystore}  password file {wallet.password_file}"
+                )
+            print(f"description:        {base / 'platform.json'}")
+            print("devnet running; Ctrl-C stops it")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            import signal
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            print("stopping devnet")
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_devnet_buy(args: argparse.Namespace) -> int:
+    from worker.chain.crypto import ZERO_ADDRESS
+    from worker.devnet.platform import PlatformInfo, buy
+
+    info = PlatformInfo.read(Path(args.dir).resolve())
+    purchase = asyncio.run(
+        buy(
+            info,
+            image=args.image,
+            args=" ".join(args.args or []),
+            input_files=args.input_file or None,
+            dataset_url=args.dataset,
+            trust=args.trust,
+            callback=args.callback or ZERO_ADDRESS,
+            volume=args.volume,
+        )
+    )
+    print(
+        json.dumps(
+            {
+                "dealId": purchase.deal_id,
+                "taskIds": purchase.task_ids,
+                "app": purchase.app,
+                "dataset": purchase.dataset,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iexec-worker", description="iExec worker")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="join the workerpool and compute replicates")
+    run.add_argument("--env-file", help="settings file (default: ./.env)")
+    run.set_defaults(handler=cmd_run)
+
+    wallet = commands.add_parser("wallet", help="create, import or show the worker wallet")
+    wallet.add_argument("wallet_command", choices=["create", "import", "show"])
+    wallet.add_argument("--wallet", help="keystore path (default: IEXEC_WORKER_WALLET_PATH)")
+    wallet.add_argument("--password-file", help="file holding the keystore password")
+    wallet.set_defaults(handler=cmd_wallet)
+
+    devnet = commands.add_parser("devnet", help="a local iExec platform on loopback")
+    devnet_commands = devnet.add_subparsers(dest="devnet_command", required=True)
+    up = devnet_commands.add_parser("up", help="start anvil with PoCo, a scheduler and a result proxy")
+    up.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR), help="state folder (default: .devnet)")
+    up.add_argument("--workers", type=int, default=2, help="worker wallets to create and fund")
+    up.set_defaults(handler=cmd_devnet_up)
+    purchase = devnet_commands.add_parser("buy", help="buy a task on the running devnet")
+    purchase.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR))
+    purchase.add_argument("--image", required=True, help="docker image of the app")
+    purchase.add_argument("--args", nargs="*", help="app arguments")
+    purchase.add_argument("--dataset", help="dataset URL")
+    purchase.add_argument("--input-file", action="append", help="input file URL (repeatable)")
+    purchase.add_argument("--trust", type=int, default=1)
+    purchase.add_argument("--callback", help="callback contract address")
+    purchase.add_argument("--volume", type=int, default=1)
+    purchase.set_defaults(handler=cmd_devnet_buy)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

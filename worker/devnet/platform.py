@@ -1,0 +1,309 @@
+"""The whole local platform on loopback: chain, workerpool, result proxy and development scheduler.
+
+``Platform.up`` is what ``iexec-worker devnet up`` and the end-to-end tests start; ``Platform.buy``
+is the requester's side of ``iexec-worker devnet buy``. A running platform writes a description of
+itself (URLs, addresses, wallets) to ``<base>/platform.json`` so other commands can reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import aiohttp
+from pydantic import SecretStr
+
+from worker.chain.crypto import ZERO_ADDRESS
+from worker.devnet.accounts import Role, account
+from worker.devnet.contracts import DEVNET_CATEGORY, Deployment, Devnet, new_web3
+from worker.devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
+from worker.devnet.scheduler import DevScheduler
+from worker.devnet.toolkit import Deal, Toolkit
+from worker.wallet import import_wallet
+
+log = logging.getLogger("iexec.devnet")
+
+RLC = 10**9  # nRLC per RLC
+DEVNET_PASSWORD = "devnet-only-password"  # the devnet's throwaway keystores; never a real wallet
+WORKER_ROLES = (Role.WORKER, Role.WORKER2, 12, 13, 14)
+
+
+@dataclass(frozen=True)
+class WorkerWallet:
+    address: str
+    keystore: str
+    password_file: str
+
+
+@dataclass(frozen=True)
+class PlatformInfo:
+    rpc_url: str
+    chain_id: int
+    hub: str
+    workerpool: str
+    scheduler_url: str
+    result_proxy_url: str
+    category: int
+    workers: list[WorkerWallet] = field(default_factory=list)
+    deployment: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> PlatformInfo:
+        data = json.loads(text)
+        data["workers"] = [WorkerWallet(**w) for w in data.get("workers", [])]
+        return cls(**data)
+
+    @classmethod
+    def read(cls, base_dir: Path) -> PlatformInfo:
+        path = base_dir / "platform.json"
+        try:
+            return cls.from_json(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{path}: no running devnet here; start one with `iexec-worker devnet up`"
+            ) from None
+
+
+class Platform:
+    def __init__(
+        self,
+        base_dir: Path,
+        devnet: Devnet,
+        toolkit: Toolkit,
+        workerpool: str,
+        proxy: ResultProxy,
+        scheduler: DevScheduler,
+        workers: list[WorkerWallet],
+    ) -> None:
+        self.base_dir = base_dir
+        self.devnet = devnet
+        self.toolkit = toolkit
+        self.workerpool = workerpool
+        self.proxy = proxy
+        self.scheduler = scheduler
+        self.workers = workers
+        self.category = devnet.deployment.categories[DEVNET_CATEGORY]
+
+    @classmethod
+    async def up(
+        cls,
+        base_dir: Path,
+        *,
+        cache_dir: Path | None = None,
+        workers: int = 2,
+        worker_stake_rlc: int = 100,
+        block_time: float | None = None,
+        ask_for_replicate_period_ms: int = 1000,
+        worker_lost_after_s: float = 60.0,
+    ) -> Platform:
+        await asyncio.to_thread(base_dir.mkdir, parents=True, exist_ok=True)
+        devnet = await Devnet.up(cache_dir=cache_dir or base_dir / "cache", block_time=block_time)
+        try:
+            toolkit = Toolkit(devnet.w3, devnet.deployment)
+            scheduler_account = account(Role.SCHEDULER)
+            workerpool = await toolkit.create_workerpool(scheduler_account, "devnet-workerpool")
+            await toolkit.fund(scheduler_account, 1000 * RLC)
+            wallets = await _worker_wallets(toolkit, base_dir / "wallets", workers, worker_stake_rlc * RLC)
+            proxy = ResultProxy(ToolkitResultProxyChain(toolkit), base_dir / "results")
+            await proxy.start()
+            scheduler = await DevScheduler.start(
+                toolkit=toolkit,
+                deployment=devnet.deployment,
+                rpc_url=devnet.rpc_url,
+                workerpool=workerpool,
+                scheduler_account=scheduler_account,
+                result_proxy_url=proxy.url,
+                ask_for_replicate_period_ms=ask_for_replicate_period_ms,
+                worker_lost_after_s=worker_lost_after_s,
+                block_time_s=max(int(block_time or 1), 1),
+            )
+        except BaseException:
+            await devnet.stop()
+            raise
+        platform = cls(base_dir, devnet, toolkit, workerpool, proxy, scheduler, wallets)
+        (base_dir / "platform.json").write_text(platform.info().to_json())
+        return platform
+
+    def info(self) -> PlatformInfo:
+        return PlatformInfo(
+            rpc_url=self.devnet.rpc_url,
+            chain_id=self.devnet.deployment.chain_id,
+            hub=self.devnet.deployment.hub,
+            workerpool=self.workerpool,
+            scheduler_url=self.scheduler.url,
+            result_proxy_url=self.proxy.url,
+            category=self.category,
+            workers=self.workers,
+            deployment=json.loads(self.devnet.deployment.to_json()),
+        )
+
+    async def stop(self) -> None:
+        (self.base_dir / "platform.json").unlink(missing_ok=True)
+        try:
+            await self.scheduler.stop()
+            await self.proxy.stop()
+        finally:
+            await self.devnet.stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _worker_wallets(toolkit: Toolkit, folder: Path, count: int, stake: int) -> list[WorkerWallet]:
+    if not 1 <= count <= len(WORKER_ROLES):
+        raise ValueError(f"between 1 and {len(WORKER_ROLES)} devnet workers, not {count}")
+    password_file = folder / "password.txt"
+
+    def prepare() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(DEVNET_PASSWORD)
+        password_file.chmod(0o600)
+
+    await asyncio.to_thread(prepare)
+    wallets = []
+    for index in WORKER_ROLES[:count]:
+        worker = account(index)
+        keystore = folder / f"worker-{index}.json"
+        if not keystore.exists():
+            await asyncio.to_thread(import_wallet, keystore, SecretStr(DEVNET_PASSWORD), worker.key.hex())
+        staked, _ = await toolkit.view_account(worker.address.lower())
+        if staked < stake:
+            await toolkit.fund(worker, stake - staked)
+        wallets.append(WorkerWallet(worker.address.lower(), str(keystore), str(password_file)))
+    return wallets
+
+
+# -- the requester's side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Purchase:
+    deal_id: str
+    task_ids: list[str]
+    app: str
+    dataset: str | None
+
+
+async def image_checksum(image: str) -> str:
+    """The local image id as the app checksum (the devnet cannot reach a registry)."""
+    proc = await asyncio.create_subprocess_exec(
+        "docker", "image", "inspect", "--format", "{{.Id}}", image,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    image_id = out.decode().strip()
+    if proc.returncode != 0 or not image_id.startswith("sha256:"):
+        return "0x" + "00" * 32
+    return "0x" + image_id.removeprefix("sha256:")
+
+
+async def dataset_checksum(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        response.raise_for_status()
+        digest = hashlib.sha256()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            digest.update(chunk)
+    return "0x" + digest.hexdigest()
+
+
+async def buy(
+    info: PlatformInfo,
+    *,
+    image: str,
+    args: str = "",
+    input_files: list[str] | None = None,
+    dataset_url: str | None = None,
+    trust: int = 1,
+    callback: str = ZERO_ADDRESS,
+    volume: int = 1,
+    app_price: int = 1 * RLC,
+    dataset_price: int = 0,
+    workerpool_price: int = 2 * RLC,
+    category: int | None = None,
+) -> Purchase:
+    """Create (or reuse) the app and dataset, sign the four orders and match them; returns the deal."""
+    w3 = new_web3(info.rpc_url)
+    try:
+        toolkit = Toolkit(w3, Deployment.from_json(json.dumps(info.deployment)))
+        app_owner = account(Role.APP_PROVIDER)
+        app = await toolkit.create_app(app_owner, _asset_name(image), image, await image_checksum(image))
+        dataset = None
+        dataset_owner = None
+        if dataset_url:
+            dataset_owner = account(Role.DATASET_PROVIDER)
+            checksum = await dataset_checksum(dataset_url)
+            dataset = await toolkit.create_dataset(
+                dataset_owner, _asset_name(dataset_url), dataset_url, checksum
+            )
+        requester = account(Role.REQUESTER)
+        cost = (app_price + (dataset_price if dataset else 0) + workerpool_price) * volume
+        balance, _ = await toolkit.view_account(requester.address.lower())
+        if balance < cost:
+            await toolkit.fund(requester, cost - balance)
+        params: dict[str, Any] = {"iexec_args": args}
+        if input_files:
+            params["iexec_input_files"] = input_files
+        params["iexec_result_storage_provider"] = "ipfs"
+        params["iexec_result_storage_proxy"] = info.result_proxy_url
+        deal: Deal = await toolkit.buy(
+            requester=requester,
+            app=app,
+            app_owner=app_owner,
+            workerpool=info.workerpool,
+            workerpool_owner=account(Role.SCHEDULER),
+            dataset=dataset,
+            dataset_owner=dataset_owner,
+            category=info.category if category is None else category,
+            trust=trust,
+            params=params,
+            callback=callback,
+            volume=volume,
+            app_price=app_price,
+            dataset_price=dataset_price if dataset else 0,
+            workerpool_price=workerpool_price,
+        )
+        return Purchase(deal.deal_id, list(deal.task_ids), app, dataset)
+    finally:
+        await w3.provider.disconnect()
+
+
+def _asset_name(text: str) -> str:
+    # Registry entries are CREATE2 proxies salted by their arguments: the same image gives the same app.
+    return text.rsplit("/", 1)[-1][:64] or "devnet-asset"
+
+
+def worker_env(
+    info: PlatformInfo, index: int, base_dir: Path, *, slots: int = 1, port: int = 0
+) -> dict[str, str]:
+    """Settings of devnet worker ``index`` as environment variables (what its .env would hold)."""
+    wallet = info.workers[index]
+    return {
+        "IEXEC_CORE_URL": info.scheduler_url,
+        "POOL_ADDRESS": info.workerpool,
+        "IEXEC_WORKER_NAME": f"devnet-worker-{index}",
+        "IEXEC_WORKER_BASE_DIR": str(base_dir),
+        "IEXEC_WORKER_WALLET_PATH": wallet.keystore,
+        "IEXEC_WORKER_WALLET_PASSWORD_FILE": wallet.password_file,
+        "IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT": str(slots),
+        "IEXEC_WORKER_HTTP_HOST": "127.0.0.1",
+        "IEXEC_WORKER_PORT": str(port),
+        # Devnet apps need no internet: keep them off every network.
+        "IEXEC_WORKER_DOCKER_NETWORK_NAME": "none",
+    }
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    return path

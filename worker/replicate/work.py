@@ -1,0 +1,433 @@
+"""The real ``Work`` of a replicate: chain pre-checks, Docker, data, results and transactions.
+
+This is the glue between the pipeline's port and the adapters (``worker.chain``, ``worker.compute``,
+``worker.data``, ``worker.result``); each adapter's error becomes a ``StepFailed`` with the cause
+the scheduler expects, and a message that names the thing and, where there is one, the fix.
+Task folders follow the reference layout: ``<root>/<taskId>/input`` mounted at /iexec_in and
+``<root>/<taskId>/output/iexec_out`` mounted at /iexec_out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from worker.chain import (
+    ChainClient,
+    ReceiptTimeout,
+    TaskDescription,
+    TaskNotFound,
+    TransactionRefused,
+    TransactionSender,
+    cannot_contribute_cause,
+    cannot_reveal_cause,
+    has_enough_gas,
+)
+from worker.compute import (
+    ArgsError,
+    Bind,
+    ComputeError,
+    ContainerSpec,
+    DockerEngine,
+    DockerUnavailableError,
+    ImagePullError,
+    PullProgress,
+    RegistryAuth,
+    app_environment,
+    container_name,
+    registry_of,
+    split_args,
+    task_labels,
+)
+from worker.compute.model import IEXEC_IN, IEXEC_OUT
+from worker.errors import ChainError, TransientError
+from worker.replicate.ports import ComputeOutcome, Stage, StepFailed, UploadOutcome
+from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+from worker.result import (
+    ResultError,
+    compute_result_digest_async,
+    read_computed_file,
+    run_standard_post_compute_async,
+    write_error_result,
+)
+from worker.scheduler.models import ChainReceipt, WorkerpoolAuthorization
+
+Cause = ReplicateStatusCause
+T = TypeVar("T")
+log = logging.getLogger("iexec.worker.work")
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    memory_bytes: int | None = None
+    nano_cpus: int | None = None
+    pids_limit: int | None = 1024
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    worker_name: str
+    task_root: Path
+    gas_price_cap: int
+    limits: ContainerLimits
+    registries: tuple[RegistryAuth, ...] = ()
+    min_pull_timeout: float = 300.0
+    max_pull_timeout: float = 1800.0
+    max_result_bytes: int | None = None
+    sidechain: bool = False
+    chain_retry_window: float = 120.0
+
+
+def pull_timeout(max_execution_time: int, low: float, high: float) -> float:
+    """The reference's formula, in the unit it meant: round(10·log10(minutes/10)) minutes, clamped."""
+    minutes = max(max_execution_time / 60, 1e-9)
+    value = round(10 * math.log10(minutes / 10)) * 60.0
+    if low > high:
+        return high
+    return min(max(value, low), high)
+
+
+class TaskWork:
+    def __init__(
+        self,
+        settings: WorkSettings,
+        chain: ChainClient,
+        sender: TransactionSender,
+        engine: DockerEngine,
+        *,
+        worker_address: str,
+        download_data: Callable[[TaskDescription, Path], Awaitable[None]],
+        upload: Callable[[TaskDescription, WorkerpoolAuthorization, Path, str], Awaitable[UploadOutcome]],
+        digest_of: Callable[[str], Awaitable[str | None]],
+    ) -> None:
+        self._settings = settings
+        self._chain = chain
+        self._sender = sender
+        self._engine = engine
+        self._worker = worker_address.lower()
+        self._download_data = download_data
+        self._upload = upload
+        self._digest_of = digest_of
+        self._descriptions: dict[str, TaskDescription] = {}
+
+    # -- task facts -------------------------------------------------------------------------------
+
+    async def describe(self, task_id: str) -> TaskDescription:
+        cached = self._descriptions.get(task_id)
+        if cached is None:
+            try:
+                cached = await self._chain_call(lambda: self._chain.task_description(task_id))
+            except TaskNotFound as exc:
+                raise StepFailed(Cause.TASK_DESCRIPTION_NOT_FOUND, str(exc)) from exc
+            self._descriptions[task_id] = cached
+        return cached
+
+    def final_deadline(self, task_id: str) -> float | None:
+        description = self._descriptions.get(task_id)
+        return float(description.final_deadline) if description else None
+
+    def task_dir(self, task_id: str) -> Path:
+        return self._settings.task_root / task_id
+
+    def _output(self, task_id: str) -> Path:
+        return self.task_dir(task_id) / "output"
+
+    async def _chain_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry a chain read across short node outages; CHAIN_UNREACHABLE once the window is spent."""
+        deadline = time.monotonic() + self._settings.chain_retry_window
+        delay = 0.5
+        while True:
+            try:
+                return await call()
+            except TaskNotFound:
+                raise
+            except ChainError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StepFailed(Cause.CHAIN_UNREACHABLE, f"blockchain node unreachable: {exc}") from exc
+                log.warning("chain read failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- Work port --------------------------------------------------------------------------------
+
+    async def precheck(self, task_id: str, stage: Stage) -> None:
+        description = await self.describe(task_id)
+        if stage is Stage.START:
+            if description.is_tee_task:
+                raise StepFailed(
+                    Cause.TEE_NOT_SUPPORTED, "this worker runs standard tasks only (the deal asks for TEE)"
+                )
+            if description.deal_params.iexec_result_encryption:
+                raise StepFailed(
+                    Cause.TASK_DESCRIPTION_INVALID,
+                    "result encryption is only possible in TEE tasks (iexec_result_encryption=true)",
+                )
+        cause = await cannot_contribute_cause(self._chain, task_id, self._worker)
+        if cause is not None:
+            raise StepFailed(cause, _precheck_message(cause, description))
+        if stage is Stage.CONTRIBUTE and not self._settings.sidechain:
+            balance = await self._chain_call(lambda: self._chain.balance(self._worker))
+            if not has_enough_gas(balance, self._settings.gas_price_cap):
+                raise StepFailed(
+                    Cause.OUT_OF_GAS,
+                    f"wallet {self._worker} holds {balance} wei, less than 1e6 x IEXEC_GAS_PRICE_CAP: refill it",
+                )
+
+    async def download_app(self, task_id: str) -> None:
+        description = await self.describe(task_id)
+        image = description.app_uri
+        timeout = pull_timeout(
+            description.max_execution_time, self._settings.min_pull_timeout, self._settings.max_pull_timeout
+        )
+        registry = registry_of(image)
+        auth = next((r for r in self._settings.registries if r.server == registry), None)
+        progress = _PullLog(task_id, image)
+        try:
+            outcome = await self._engine.pull(image, auth=auth, pull_timeout=timeout, on_progress=progress)
+        except DockerUnavailableError as exc:
+            # The worker's own engine is down: not the app's fault, so no error result is contributed.
+            raise StepFailed(
+                Cause.APP_NOT_FOUND_LOCALLY, f"Docker engine unavailable: {exc}; start dockerd"
+            ) from exc
+        except ImagePullError as exc:
+            raise StepFailed(Cause.APP_IMAGE_DOWNLOAD_FAILED, f"cannot pull {image}: {exc}") from exc
+        except ComputeError as exc:
+            raise StepFailed(Cause.APP_IMAGE_DOWNLOAD_FAILED, f"cannot pull {image}: {exc}") from exc
+        log.info("%s: app image %s ready (%s)", task_id, image, outcome.value)
+
+    async def download_data(self, task_id: str) -> None:
+        description = await self.describe(task_id)
+        folder = self.task_dir(task_id) / "input"
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await self._download_data(description, folder)
+
+    async def write_error_result(
+        self, task_id: str, status: ReplicateStatus, cause: ReplicateStatusCause
+    ) -> str:
+        output = self._output(task_id)
+        try:
+            await asyncio.to_thread(_reset_output, output)
+            computed = await asyncio.to_thread(
+                write_error_result, output / "iexec_out", status, [(cause, None)]
+            )
+            await run_standard_post_compute_async(output, max_zip_bytes=self._settings.max_result_bytes)
+            return await compute_result_digest_async(output, computed, callback=False)
+        except ResultError as exc:
+            raise StepFailed(
+                Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE, f"cannot write the error result: {exc}"
+            ) from exc
+
+    async def compute(self, task_id: str) -> ComputeOutcome:
+        description = await self.describe(task_id)
+        task_dir = self.task_dir(task_id)
+        output = task_dir / "output"
+        await asyncio.to_thread(_prepare_folders, task_dir)
+        try:
+            args = split_args(description.deal_params.iexec_args or "")
+        except ArgsError as exc:
+            raise StepFailed(Cause.TASK_DESCRIPTION_INVALID, f"iexec_args cannot be split: {exc}") from exc
+        env = app_environment(
+            deal_id=description.deal_id,
+            chain_task_id=task_id,
+            task_index=description.bot_index,
+            bot_size=description.bot_size,
+            bot_first_index=description.bot_first_index,
+            dataset_address=description.dataset_address if description.contains_dataset() else None,
+            input_file_urls=description.deal_params.iexec_input_files,
+        )
+        limits = self._settings.limits
+        spec = ContainerSpec(
+            name=container_name(self._settings.worker_name, task_id),
+            image=description.app_uri,
+            timeout=float(description.max_execution_time),
+            cmd=tuple(args),
+            env=env,
+            binds=(
+                Bind(task_dir / "input", IEXEC_IN, read_only=True),
+                Bind(output / "iexec_out", IEXEC_OUT),
+            ),
+            labels=task_labels(self._settings.worker_name, task_id),
+            memory_bytes=limits.memory_bytes,
+            nano_cpus=limits.nano_cpus,
+            pids_limit=limits.pids_limit,
+            network=limits.network,
+        )
+        log.info("%s: running %s (limit %d s)", task_id, description.app_uri, description.max_execution_time)
+        try:
+            result = await self._engine.run(spec)
+        except ComputeError as exc:
+            raise StepFailed(Cause.APP_NOT_FOUND_LOCALLY, f"cannot run {description.app_uri}: {exc}") from exc
+        if result.timed_out:
+            raise StepFailed(
+                Cause.APP_COMPUTE_TIMEOUT,
+                f"app ran past the category's max execution time ({description.max_execution_time} s) and was killed",
+            )
+        if result.exit_code != 0:
+            tail = result.stderr.strip().splitlines()[-1:] or [""]
+            raise StepFailed(
+                Cause.APP_COMPUTE_FAILED, f"app exited with code {result.exit_code}: {tail[0][:300]}"
+            )
+        await asyncio.to_thread(_write_logs, output / "iexec_out", result.stdout, result.stderr)
+        try:
+            await run_standard_post_compute_async(output, max_zip_bytes=self._settings.max_result_bytes)
+            computed = await asyncio.to_thread(read_computed_file, output / "computed.json")
+            digest = await compute_result_digest_async(
+                output, computed, callback=description.contains_callback()
+            )
+        except ResultError as exc:
+            raise StepFailed(exc.cause, str(exc)) from exc
+        return ComputeOutcome(
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            result_digest=digest,
+            callback_data=computed.callback_data if description.contains_callback() else None,
+        )
+
+    async def contribute(
+        self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
+    ) -> ChainReceipt:
+        description = await self.describe(task_id)
+
+        async def send() -> ChainReceipt:
+            receipt = await self._sender.contribute(task_id, result_digest, authorization.signature.value)
+            return ChainReceipt(block_number=receipt.block_number, tx_hash=receipt.tx_hash)
+
+        return await self._transact("contribute", send, description.contribution_deadline)
+
+    async def reveal(self, task_id: str, result_digest: str, consensus_block: int) -> ChainReceipt:
+        description = await self.describe(task_id)
+        await self._wait_for_block(consensus_block)
+        cause: ReplicateStatusCause | None = None
+        for attempt in range(3):
+            cause = await cannot_reveal_cause(self._chain, task_id, self._worker, result_digest)
+            if cause is None:
+                break
+            if attempt < 2:
+                await asyncio.sleep(1.0)
+        if cause is not None:
+            raise StepFailed(cause, _precheck_message(cause, description))
+
+        async def send() -> ChainReceipt:
+            receipt = await self._sender.reveal(task_id, result_digest)
+            return ChainReceipt(block_number=receipt.block_number, tx_hash=receipt.tx_hash)
+
+        return await self._transact("reveal", send, description.final_deadline)
+
+    async def upload(self, task_id: str, authorization: WorkerpoolAuthorization) -> UploadOutcome:
+        description = await self.describe(task_id)
+        digest = await self._digest_of(task_id)
+        if not digest:
+            raise StepFailed(Cause.RESULT_LINK_MISSING, "no result digest recorded for this task")
+        return await self._upload(description, authorization, self._output(task_id), digest)
+
+    async def purge(self, task_id: str) -> None:
+        try:
+            await self._engine.stop_and_remove(container_name(self._settings.worker_name, task_id))
+        except ComputeError as exc:
+            log.warning("%s: container not removed: %s", task_id, exc)
+        await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
+        self._descriptions.pop(task_id, None)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    async def _transact(
+        self, what: str, send: Callable[[], Awaitable[ChainReceipt]], deadline: int
+    ) -> ChainReceipt:
+        """Send once; on a node outage or a slow receipt, try again (the sender never signs twice)."""
+        delay = 1.0
+        while True:
+            try:
+                return await send()
+            except TransactionRefused as exc:
+                raise StepFailed(exc.cause, f"{what} refused before sending: {exc}") from exc
+            except (ReceiptTimeout, TransientError) as exc:
+                if time.time() + delay >= deadline:
+                    raise StepFailed(
+                        Cause.CHAIN_UNREACHABLE, f"{what} not confirmed before the deadline: {exc}"
+                    ) from exc
+                log.warning("%s not confirmed yet (%s); trying again in %.0f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    async def _wait_for_block(self, block: int, within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            latest = await self._chain_call(self._chain.latest_block_number)
+            if latest >= block:
+                return
+            if time.monotonic() > deadline:
+                raise StepFailed(
+                    Cause.BLOCK_NOT_REACHED, f"node at block {latest}, consensus at block {block}"
+                )
+            await asyncio.sleep(1.0)
+
+
+class _PullLog:
+    """Logs pull progress at most every 5 s, so a long pull shows it is alive."""
+
+    def __init__(self, task_id: str, image: str) -> None:
+        self._task_id = task_id
+        self._image = image
+        self._last = 0.0
+
+    def __call__(self, progress: PullProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < 5.0:
+            return
+        self._last = now
+        log.info(
+            "%s: pulling %s: %d/%d layers, %.1f/%.1f MB",
+            self._task_id, self._image, progress.layers_done, progress.layers_total,
+            progress.bytes_downloaded / 1e6, progress.bytes_total / 1e6,
+        )  # fmt: skip
+
+
+def _precheck_message(cause: ReplicateStatusCause, description: TaskDescription) -> str:
+    hints = {
+        Cause.STAKE_TOO_LOW: f"deposit at least {description.worker_stake} nRLC on the hub (iexec account deposit)",
+        Cause.TASK_NOT_ACTIVE: "the task is not ACTIVE on chain any more",
+        Cause.CONTRIBUTION_TIMEOUT: "the contribution deadline has passed",
+        Cause.CONTRIBUTION_ALREADY_SET: "this wallet already contributed to the task",
+        Cause.CHAIN_UNREACHABLE: "the blockchain node did not answer",
+        Cause.REVEAL_TIMEOUT: "the reveal deadline has passed",
+        Cause.CANNOT_REVEAL: "the task is not revealing or the contribution does not match the consensus",
+    }
+    return hints.get(cause, cause.value)
+
+
+def _prepare_folders(task_dir: Path) -> None:
+    (task_dir / "input").mkdir(parents=True, exist_ok=True)
+    iexec_out = task_dir / "output" / "iexec_out"
+    if iexec_out.exists():
+        # A rerun after a restart starts from an empty output folder: a digest must never mix two runs.
+        shutil.rmtree(iexec_out)
+    iexec_out.mkdir(parents=True)
+    # The app runs with every capability dropped, so root in the container cannot bypass modes:
+    # the output folder must be writable by whatever user the image runs as.
+    os.chmod(iexec_out, 0o777)
+    os.chmod(task_dir / "input", 0o755)
+
+
+def _reset_output(output: Path) -> None:
+    iexec_out = output / "iexec_out"
+    if iexec_out.exists():
+        shutil.rmtree(iexec_out)
+    iexec_out.mkdir(parents=True)
+
+
+def _write_logs(iexec_out: Path, stdout: str, stderr: str) -> None:
+    # The reference adds the app's logs to the result when it exited well: they are part of the digest.
+    if stdout:
+        (iexec_out / "stdout.txt").write_text(stdout)
+    if stderr:
+        (iexec_out / "stderr.txt").write_text(stderr)
