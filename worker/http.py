@@ -46,7 +46,9 @@ class Health:
 ReplicatesView = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
-def create_http_app(metrics: Metrics, health: Health, replicates: ReplicatesView | None = None) -> web.Application:
+def create_http_app(
+    metrics: Metrics, health: Health, replicates: ReplicatesView | None = None
+) -> web.Application:
     async def get_metrics(_: web.Request) -> web.Response:
         payload = await asyncio.to_thread(generate_latest, metrics.registry)
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -23,7 +23,10 @@ class Metrics:
         r = self.registry
         self.info = Info("iexec_worker", "Version and identity of this worker", registry=r)
         self.replicates = Gauge(
-            "iexec_worker_replicates", "Replicates held by this worker, by current status", ["status"], registry=r
+            "iexec_worker_replicates",
+            "Replicates held by this worker, by current status",
+            ["status"],
+            registry=r,
         )
         self.replicate_transitions = Counter(
             "iexec_worker_replicate_transitions_total",
@@ -39,9 +42,13 @@ class Metrics:
             registry=r,
         )
         self.gas_price_wei = Gauge(
-            "iexec_worker_gas_price_wei", "Gas price (or fee cap) chosen for the latest transaction", registry=r
+            "iexec_worker_gas_price_wei",
+            "Gas price (or fee cap) chosen for the latest transaction",
+            registry=r,
         )
-        self.eth_balance_wei = Gauge("iexec_worker_eth_balance_wei", "Native balance of the worker wallet", registry=r)
+        self.eth_balance_wei = Gauge(
+            "iexec_worker_eth_balance_wei", "Native balance of the worker wallet", registry=r
+        )
         self.rlc_stake_nrlc = Gauge(
             "iexec_worker_rlc_stake_nrlc", "RLC deposited on the hub and free to stake (nRLC)", registry=r
         )
@@ -49,21 +56,35 @@ class Metrics:
             "iexec_worker_rlc_locked_nrlc", "RLC locked as stake in running contributions (nRLC)", registry=r
         )
         self.transactions = Counter(
-            "iexec_worker_transactions_total", "Transactions by kind and outcome", ["kind", "outcome"], registry=r
+            "iexec_worker_transactions_total",
+            "Transactions by kind and outcome",
+            ["kind", "outcome"],
+            registry=r,
         )
         self.scheduler_errors = Counter(
-            "iexec_worker_scheduler_errors_total", "Failed calls to the scheduler, by endpoint", ["call"], registry=r
+            "iexec_worker_scheduler_errors_total",
+            "Failed calls to the scheduler, by endpoint",
+            ["call"],
+            registry=r,
         )
-        self.slots_total = Gauge("iexec_worker_slots", "Computing slots declared to the scheduler", registry=r)
+        self.slots_total = Gauge(
+            "iexec_worker_slots", "Computing slots declared to the scheduler", registry=r
+        )
         self.slots_busy = Gauge("iexec_worker_slots_busy", "Computing slots in use", registry=r)
         self.last_ping = Gauge(
-            "iexec_worker_last_successful_ping_timestamp_seconds", "Time of the last accepted ping", registry=r
+            "iexec_worker_last_successful_ping_timestamp_seconds",
+            "Time of the last accepted ping",
+            registry=r,
         )
         self.out_of_gas = Gauge(
-            "iexec_worker_out_of_gas", "1 while the wallet cannot pay a transaction at the gas price cap", registry=r
+            "iexec_worker_out_of_gas",
+            "1 while the wallet cannot pay a transaction at the gas price cap",
+            registry=r,
         )
         self.push_connected = Gauge(
-            "iexec_worker_push_channel_connected", "1 while the scheduler's push channel is connected", registry=r
+            "iexec_worker_push_channel_connected",
+            "1 while the scheduler's push channel is connected",
+            registry=r,
         )
         for status in ReplicateStatus:
             self.replicates.labels(status.value)

@@ -46,7 +46,9 @@ class RunningWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(platform: Platform, index: int, base_dir: Path, *, slots: int = 1) -> AsyncIterator[RunningWorker]:
+async def running_worker(
+    platform: Platform, index: int, base_dir: Path, *, slots: int = 1
+) -> AsyncIterator[RunningWorker]:
     env = worker_env(platform.info(), index, base_dir, slots=slots)
     settings = await asyncio.to_thread(load_settings, write_env_file(base_dir / ".env", env))
     stop = asyncio.Event()
