@@ -1,0 +1,142 @@
+"""``make demo``: a task goes from purchase to COMPLETED on a local platform, watched live.
+
+Starts the devnet (anvil + PoCo, development scheduler, result proxy), builds the demo app image
+locally, starts a worker as its own process (``iexec-worker run``), buys a task, prints each
+replicate status as the scheduler records it, then the on-chain result link and the reward, and
+stops everything. Timings split the run into the worker's own work and the waits on chain and
+scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from worker.compute import DockerEngine
+from worker.devnet.images import HELLO, ensure_images
+from worker.devnet.platform import RLC, Platform, buy, worker_env, write_env_file
+from worker.devnet.scheduler.state import TaskStatus
+from worker.replicate.status import ReplicateStatus
+
+RS = ReplicateStatus
+DEMO_DIR = Path(".devnet/demo")
+# Statuses during which the worker itself is busy; the gaps between them are waits on others.
+_WORKER_SPANS = (
+    (RS.STARTING, RS.CONTRIBUTED),
+    (RS.REVEALING, RS.REVEALED),
+    (RS.RESULT_UPLOADING, RS.RESULT_UPLOADED),
+    (RS.COMPLETING, RS.COMPLETED),
+)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def demo(base: Path) -> int:
+    started = time.monotonic()
+    say("== building the demo app image (busybox, no registry needed)")
+    async with await DockerEngine.open() as engine:
+        await ensure_images(engine, [HELLO])
+    say("== starting the devnet: anvil with PoCo 6.1.0, development scheduler, result proxy")
+    platform = await Platform.up(base / "platform", workers=1, ask_for_replicate_period_ms=500)
+    worker: asyncio.subprocess.Process | None = None
+    try:
+        info = platform.info()
+        say(f"   chain {info.rpc_url}  hub {info.hub}")
+        say(f"   scheduler {info.scheduler_url}  result proxy {info.result_proxy_url}")
+        say(f"   ready in {time.monotonic() - started:.1f} s")
+
+        env_file = write_env_file(base / "worker.env", worker_env(info, 0, base / "worker", slots=1))
+        log_path = base / "worker.log"
+        say(f"== starting a worker process (settings {env_file}, log {log_path})")
+        log_file = await asyncio.to_thread(log_path.open, "wb")
+        with log_file:
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
+                stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        wallet = info.workers[0].address
+        stake_before, _ = await platform.toolkit.view_account(wallet)
+
+        say(f"== buying a task: app {HELLO.tag}, args 'devnet', workerpool price 2 RLC")
+        bought_at = time.time()
+        purchase = await buy(info, image=HELLO.tag, args="devnet", workerpool_price=2 * RLC)
+        task_id = purchase.task_ids[0]
+        say(f"   deal {purchase.deal_id}")
+        say(f"   task {task_id}")
+
+        say("== replicate statuses, live:")
+        shown = 0
+        deadline = time.monotonic() + 180
+        while platform.scheduler.task_status(task_id) is not TaskStatus.COMPLETED:
+            if worker.returncode is not None:
+                say(f"!! the worker exited with code {worker.returncode}; see {log_path}")
+                return 1
+            if time.monotonic() > deadline:
+                say(f"!! no completion within 180 s; see {log_path}")
+                return 1
+            shown = _print_new(platform, task_id, wallet, shown, bought_at)
+            await asyncio.sleep(0.1)
+        _print_new(platform, task_id, wallet, shown, bought_at)
+        completed_at = time.time()
+
+        chain_task = await platform.toolkit.view_task(task_id)
+        stake_after, locked = await platform.toolkit.view_account(wallet)
+        say("== on chain")
+        say(f"   task status  {chain_task.status.name}")
+        say(f"   result link  {chain_task.results.decode()}")
+        say(
+            f"   reward       +{(stake_after - stake_before) / RLC:.2f} RLC to {wallet} (locked stake now {locked})"
+        )
+        worker_time, total = _timings(platform, task_id, wallet, bought_at, completed_at)
+        say("== timings")
+        say(f"   purchase to COMPLETED  {total:.2f} s")
+        say(f"   worker busy            {worker_time:.2f} s")
+        say(f"   waiting (chain, scheduler) {total - worker_time:.2f} s")
+        return 0
+    finally:
+        if worker is not None and worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(worker.wait(), 60)
+                say(f"== worker stopped (exit code {code})")
+            except TimeoutError:
+                worker.kill()
+        await platform.stop()
+        say("== devnet stopped")
+
+
+def _print_new(platform: Platform, task_id: str, wallet: str, shown: int, since: float) -> int:
+    replicate = platform.scheduler.state.replicate(task_id, wallet)
+    history = replicate.history if replicate else []
+    for change in history[shown:]:
+        cause = f" {{{change.details.cause.value}}}" if change.details and change.details.cause else ""
+        say(f"   +{change.wall_time - since:6.2f} s  {change.status.value}{cause}")
+    return len(history)
+
+
+def _timings(
+    platform: Platform, task_id: str, wallet: str, bought: float, completed: float
+) -> tuple[float, float]:
+    replicate = platform.scheduler.state.replicate(task_id, wallet)
+    at = {change.status: change.wall_time for change in replicate.history} if replicate else {}
+    busy = sum(at[end] - at[start] for start, end in _WORKER_SPANS if start in at and end in at)
+    return busy, completed - bought
+
+
+def main() -> int:
+    base = DEMO_DIR.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(demo(base))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
