@@ -11,7 +11,9 @@ import bench
 
 
 def main(names: list[str]) -> int:
-    modules = names or sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+    modules = names or sorted(
+        m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")
+    )
     for name in modules:
         module = importlib.import_module(f"bench.{name}")
         print(f"\n## bench.{name}: {(module.__doc__ or '').strip().splitlines()[0]}", flush=True)

@@ -166,7 +166,12 @@ async def run_worker(
         log.info("worker %s (wallet %s) starting, version %s", node.name, address, __version__)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            return await _serve(settings, session, account, address, stop)
+            while True:
+                restart = asyncio.Event()
+                code = await _serve(settings, session, account, address, stop, restart)
+                if stop.is_set() or not restart.is_set():
+                    return code
+                log.info("joining the scheduler again with its new configuration")
 
 
 async def _serve(
@@ -174,7 +179,33 @@ async def _serve(
     session: aiohttp.ClientSession,
     account: LocalAccount,
     address: str,
+    outer_stop: asyncio.Event,
+    restart: asyncio.Event,
+) -> int:
+    """One membership of the pool: join, work until stopped or until a restart is requested."""
+    stop = asyncio.Event()  # set by an outer stop or a restart: every loop below ends on it
+
+    async def link() -> None:
+        waiters = {asyncio.ensure_future(outer_stop.wait()), asyncio.ensure_future(restart.wait())}
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        stop.set()
+
+    linker = asyncio.create_task(link(), name="stop-link")
+    try:
+        return await _member(settings, session, account, address, stop, restart)
+    finally:
+        linker.cancel()
+
+
+async def _member(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    account: LocalAccount,
+    address: str,
     stop: asyncio.Event,
+    restart: asyncio.Event,
 ) -> int:
     node = settings.node
     metrics = Metrics()
@@ -290,7 +321,8 @@ async def _serve(
                 async with asyncio.TaskGroup() as group:
                     group.create_task(push.run(stop), name="push-channel")
                     group.create_task(
-                        _heartbeat(scheduler, supervisor, health, metrics, push, stop), name="heartbeat"
+                        _heartbeat(scheduler, supervisor, health, metrics, push, stop, restart),
+                        name="heartbeat",
                     )
                     group.create_task(
                         _demand(
@@ -431,6 +463,7 @@ async def _heartbeat(
     metrics: Metrics,
     push: PushChannel,
     stop: asyncio.Event,
+    restart: asyncio.Event,
 ) -> None:
     first_hash: str | None = None
     while not stop.is_set():
@@ -448,8 +481,8 @@ async def _heartbeat(
                 if first_hash is None:
                     first_hash = config_hash
                 elif config_hash.lower() != first_hash.lower() and supervisor.computing == 0:
-                    log.warning("the scheduler's configuration changed: restarting to join again")
-                    stop.set()
+                    log.warning("the scheduler's configuration changed: joining again")
+                    restart.set()
                     return
         health.push_connected = push.is_connected
         metrics.push_connected.set(1 if push.is_connected else 0)

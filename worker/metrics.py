@@ -102,5 +102,8 @@ class Metrics:
         else:
             log.info("%s %s -> %s", task_id, old.value, new.value)
 
+    def replicate_held(self, status: ReplicateStatus, held: bool) -> None:
+        self.replicates.labels(status.value).inc(1 if held else -1)
+
     def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None:
         self.stage_seconds.labels(stage.value, "ok" if ok else "failed").observe(seconds)

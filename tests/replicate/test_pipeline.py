@@ -122,6 +122,9 @@ class Recorder:
     def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None:
         self.stages.append((stage, ok))
 
+    def replicate_held(self, status: RS, held: bool) -> None:
+        pass
+
 
 def notification(action: TaskNotificationType, **extra: object) -> TaskNotification:
     return TaskNotification(

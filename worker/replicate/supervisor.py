@@ -117,6 +117,7 @@ class Supervisor:
     def _launch(self, pipeline: ReplicatePipeline) -> None:
         task_id = pipeline.task_id
         self._pipelines[task_id] = pipeline
+        self._deps.observer.replicate_held(pipeline.status, True)
         self._idle.clear()
         task = asyncio.create_task(self._drive(pipeline), name=f"replicate:{task_id}")
         self._tasks[task_id] = task
@@ -134,6 +135,7 @@ class Supervisor:
             # resumed at the next start.
             log.exception("%s: replicate pipeline crashed in %s", task_id, pipeline.status)
         finally:
+            self._deps.observer.replicate_held(pipeline.status, False)
             self._pipelines.pop(task_id, None)
             self._tasks.pop(task_id, None)
             if not self._pipelines:
