@@ -270,3 +270,36 @@ def test_every_field_is_described() -> None:
     for model in models:
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_data_and_result_settings(monkeypatch: pytest.MonkeyPatch, wallet_env: Path) -> None:
+    defaults = load_settings(host_cpus=2)
+    assert defaults.data.max_bytes == 10 * 1024**3
+    assert defaults.data.download_timeout == timedelta(minutes=30)
+    assert defaults.data.stall_timeout == timedelta(seconds=60)
+    assert defaults.data.max_redirects == 5
+    assert defaults.data.ipfs_gateways == [
+        "https://ipfs-gateway.v8-bellecour.iex.ec",
+        "https://gateway.ipfs.io",
+        "https://gateway.pinata.cloud",
+    ]
+    assert defaults.result.upload_timeout == timedelta(minutes=5)
+    assert defaults.result.upload_attempts == 3
+    assert defaults.result.max_bytes == 256 * 1024**2
+
+    monkeypatch.setenv("IEXEC_WORKER_DATA_MAX_BYTES", "2g")
+    monkeypatch.setenv("IEXEC_WORKER_IPFS_GATEWAYS", " http://127.0.0.1:8080/ ,https://ipfs.example")
+    monkeypatch.setenv("IEXEC_WORKER_RESULT_MAX_BYTES", "64k")
+    monkeypatch.setenv("IEXEC_WORKER_DATA_STALL_TIMEOUT", "PT5S")
+    settings = load_settings(host_cpus=2)
+    assert settings.data.max_bytes == 2 * 1024**3
+    assert settings.data.ipfs_gateways == ["http://127.0.0.1:8080", "https://ipfs.example"]
+    assert settings.data.stall_timeout == timedelta(seconds=5)
+    assert settings.result.max_bytes == 64 * 1024
+
+    monkeypatch.setenv("IEXEC_WORKER_IPFS_GATEWAYS", "ipfs.io")
+    monkeypatch.setenv("IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT", "PT0S")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(host_cpus=2)
+    assert "IEXEC_WORKER_IPFS_GATEWAYS" in str(refused.value)
+    assert "IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT" in str(refused.value)

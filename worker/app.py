@@ -372,7 +372,14 @@ def _make_work(
         for r in docker.registries
         if r.username and r.password is not None
     )
-    download_limits = DownloadLimits()
+    data = settings.data
+    download_limits = DownloadLimits(
+        max_bytes=data.max_bytes,
+        total_timeout=data.download_timeout.total_seconds(),
+        stall_timeout=data.stall_timeout.total_seconds(),
+        max_redirects=data.max_redirects,
+    )
+    gateways = tuple(data.ipfs_gateways)
 
     async def download(description: TaskDescription, folder: Path) -> None:
         dataset = None
@@ -388,6 +395,7 @@ def _make_work(
             dataset=dataset,
             input_files=list(description.deal_params.iexec_input_files),
             limits=download_limits,
+            gateways=gateways,
         )
 
     async def upload(
@@ -405,6 +413,8 @@ def _make_work(
             storage_proxy=params.iexec_result_storage_proxy,
             result_repository_url=public.result_repository_url,
             storage_provider=params.iexec_result_storage_provider,
+            attempts=settings.result.upload_attempts,
+            max_seconds=settings.result.upload_timeout.total_seconds(),
         )
         record = await store.get(description.task_id)
         callback_data = record.callback_data if record and description.contains_callback() else None
@@ -423,6 +433,7 @@ def _make_work(
             registries=registries,
             min_pull_timeout=docker.min_pull_timeout.total_seconds(),
             max_pull_timeout=docker.max_pull_timeout.total_seconds(),
+            max_result_bytes=settings.result.max_bytes,
         ),
         chain,
         sender,

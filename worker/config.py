@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from yarl import URL
 
+from worker.data import DEFAULT_IPFS_GATEWAYS
 from worker.errors import ConfigurationError
 from worker.wallet import read_password
 
@@ -283,12 +284,7 @@ class DockerSettings(_Subsystem):
     @field_validator("container_memory_limit", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        match = _SIZE.match(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a size; write bytes or a number with k, m, g or t, e.g. 2g")
-        return int(match[1]) * 1024 ** " kmgt".index(match[2].lower() or " ")
+        return _parse_size(value)
 
     @model_validator(mode="after")
     def _pull_timeouts(self) -> DockerSettings:
@@ -318,6 +314,107 @@ class DockerSettings(_Subsystem):
                 )
             )
         return found
+
+
+def _parse_size(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write bytes or a number with k, m, g or t, e.g. 2g")
+    return int(match[1]) * 1024 ** " kmgt".index(match[2].lower() or " ")
+
+
+class DataSettings(_Subsystem):
+    """Downloads of datasets and input files: where IPFS is reached and how much a task may fetch."""
+
+    max_bytes: int = Field(
+        10 * 1024**3,
+        validation_alias="IEXEC_WORKER_DATA_MAX_BYTES",
+        description="(this worker) Most bytes one task may download, dataset and input files together, in "
+        "bytes or with a k/m/g/t suffix; a larger download fails the task before the disk fills.",
+        gt=0,
+    )
+    download_timeout: timedelta = Field(
+        timedelta(minutes=30),
+        validation_alias="IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT",
+        description="(this worker) Longest time one file may take to download (ISO-8601 duration, e.g. PT30M).",
+    )
+    stall_timeout: timedelta = Field(
+        timedelta(seconds=60),
+        validation_alias="IEXEC_WORKER_DATA_STALL_TIMEOUT",
+        description="(this worker) Time without a single byte from the server before a download is given up "
+        "(ISO-8601 duration, e.g. PT60S).",
+    )
+    max_redirects: int = Field(
+        5,
+        validation_alias="IEXEC_WORKER_DATA_MAX_REDIRECTS",
+        description="(this worker) HTTP redirects followed for one file; a redirect loop fails at this count.",
+        ge=0,
+    )
+    ipfs_gateways: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_IPFS_GATEWAYS),
+        validation_alias="IEXEC_WORKER_IPFS_GATEWAYS",
+        description="(this worker) IPFS gateways tried in order for a dataset registered as /ipfs/<cid>, "
+        "comma separated.",
+    )
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _parse_size(value)
+
+    @field_validator("ipfs_gateways", mode="before")
+    @classmethod
+    def _gateways(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            return [_http_url(item, "IEXEC_WORKER_IPFS_GATEWAYS") for item in value]
+        return value
+
+    @field_validator("download_timeout", "stall_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. PT60S")
+        return value
+
+
+class ResultSettings(_Subsystem):
+    """The result of a task: how large it may be and how it is uploaded to the result proxy."""
+
+    max_bytes: int = Field(
+        256 * 1024**2,
+        validation_alias="IEXEC_WORKER_RESULT_MAX_BYTES",
+        description="(this worker) Largest result zip, in bytes or with a k/m/g/t suffix; a larger output fails "
+        "the task. The upload holds the zip in memory, Base64-encoded, so keep it well below the RAM.",
+        gt=0,
+    )
+    upload_timeout: timedelta = Field(
+        timedelta(minutes=5),
+        validation_alias="IEXEC_WORKER_RESULT_UPLOAD_TIMEOUT",
+        description="(this worker) Longest time one upload of a result to the result proxy may take "
+        "(ISO-8601 duration, e.g. PT5M).",
+    )
+    upload_attempts: int = Field(
+        3,
+        validation_alias="IEXEC_WORKER_RESULT_UPLOAD_ATTEMPTS",
+        description="(this worker) Tries of each result proxy call that fails for lack of an answer or a 5xx.",
+        gt=0,
+    )
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _parse_size(value)
+
+    @field_validator("upload_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. PT5M")
+        return value
 
 
 class SgxDriverMode(StrEnum):
@@ -447,6 +544,8 @@ class Settings(BaseModel):
         ChainSettings,
         WalletSettings,
         DockerSettings,
+        DataSettings,
+        ResultSettings,
         TeeSettings,
         LogSettings,
     )
@@ -456,6 +555,8 @@ class Settings(BaseModel):
     chain: ChainSettings = Field(description="Blockchain node and gas price.")
     wallet: WalletSettings = Field(description="Keystore and password.")
     docker: DockerSettings = Field(description="Docker network, registries, pulls, container limits.")
+    data: DataSettings = Field(description="Dataset and input file downloads, IPFS gateways.")
+    result: ResultSettings = Field(description="Result size limit and upload to the result proxy.")
     tee: TeeSettings = Field(description="TEE settings of the reference worker (standard tasks only here).")
     log: LogSettings = Field(description="Logging and HTTP proxy.")
     available_cpu_count: int = Field(
@@ -533,6 +634,8 @@ def load_settings(
         chain=parts["ChainSettings"],
         wallet=wallet,
         docker=docker,
+        data=parts["DataSettings"],
+        result=parts["ResultSettings"],
         tee=parts["TeeSettings"],
         log=parts["LogSettings"],
         available_cpu_count=available,

@@ -216,8 +216,10 @@ class TaskWork:
         output = self._output(task_id)
         try:
             await asyncio.to_thread(_reset_output, output)
+            # Java workers build this cause without a message, which their error.txt prints as empty:
+            # the text must be the same byte for byte, or the error results do not reach consensus.
             computed = await asyncio.to_thread(
-                write_error_result, output / "iexec_out", status, [(cause, None)]
+                write_error_result, output / "iexec_out", status, [(cause, "")]
             )
             await run_standard_post_compute_async(output, max_zip_bytes=self._settings.max_result_bytes)
             return await compute_result_digest_async(output, computed, callback=False)
