@@ -1,0 +1,74 @@
+"""End to end: the worker's own HTTP endpoint while it serves a real platform (anvil + PoCo, Docker)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import aiohttp
+
+from tests.support import until
+from worker import __version__
+from worker.app import run_worker
+from worker.config import load_settings
+from worker.devnet.images import HELLO
+from worker.devnet.platform import Platform, buy, worker_env, write_env_file
+from worker.devnet.scheduler.state import TaskStatus
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) -> None:
+    port = free_port()
+    env = worker_env(platform.info(), 2, tmp_path, port=port)
+    settings = await asyncio.to_thread(load_settings, write_env_file(tmp_path / ".env", env))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop=stop, install_signals=False))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def healthy() -> bool:
+                try:
+                    async with session.get(f"{base}/health") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await until(healthy, within=30, what="/health answers 200 once joined and pinged")
+            async with session.get(f"{base}/health") as response:
+                health = await response.json()
+            assert health["status"] == "UP"
+            assert health["joined"] is True
+            assert health["outOfGas"] is False
+
+            async with session.get(f"{base}/version") as response:
+                assert await response.text() == __version__
+
+            purchase = await buy(platform.info(), image=HELLO.tag, args="metrics")
+            task_id = purchase.task_ids[0]
+            await until(lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED, within=60)
+
+            async def metrics_text() -> str:
+                async with session.get(f"{base}/metrics") as response:
+                    assert response.status == 200
+                    return await response.text()
+
+            async def completed_counted() -> bool:
+                return 'status="COMPLETED"} 1.0' in await metrics_text()
+
+            await until(completed_counted, within=20, what="the completed replicate counted in the metrics")
+            text = await metrics_text()
+            assert 'iexec_worker_replicate_transitions_total{cause="",status="COMPLETED"} 1.0' in text
+            assert 'iexec_worker_stage_duration_seconds_count{outcome="ok",stage="compute"} 1.0' in text
+            assert 'iexec_worker_replicates{status="CREATED"} 0.0' in text
+            assert "iexec_worker_slots 1.0" in text
+            assert task_id not in text  # no task id as a label
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(worker, 60) == 0
