@@ -1,0 +1,56 @@
+"""The ``iexec-worker`` command as an operator types it (real processes, real keystore files)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from eth_account import Account
+
+KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+
+
+def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IEXEC_")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_wallet_import_then_show(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    wallet = tmp_path / "wallet.json"
+    imported = cli(
+        "wallet", "import", "--wallet", str(wallet), "--password-file", str(password), stdin=KEY + "\n"
+    )
+    expected = Account.from_key(KEY).address.lower()
+    assert imported.returncode == 0, imported.stderr
+    assert expected in imported.stdout.lower()
+    assert KEY[2:] not in imported.stdout + imported.stderr  # the key is never echoed
+
+    shown = cli("wallet", "show", env={"IEXEC_WORKER_WALLET_PATH": str(wallet)})
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().lower() == expected
+
+
+def test_run_without_wallet_is_a_configuration_error(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("POOL_ADDRESS=0x1111111111111111111111111111111111111111\n")
+    result = cli("run", "--env-file", str(env_file), env={"IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT": "2"})
+    assert result.returncode == 2
+    assert "IEXEC_WORKER_WALLET_PATH" in result.stderr
+
+
+def test_wallet_show_names_the_missing_setting() -> None:
+    result = cli("wallet", "show")
+    assert result.returncode == 2
+    assert "IEXEC_WORKER_WALLET_PATH" in result.stderr
