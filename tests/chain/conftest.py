@@ -24,6 +24,7 @@ class MemoryJournal:
 
     entries: dict[tuple[str, TxKind], SentTx] = field(default_factory=dict)
     records: int = 0
+    replacements: int = 0
     crash_after_record: bool = False
 
     async def record_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
@@ -32,6 +33,10 @@ class MemoryJournal:
         if self.crash_after_record:
             self.crash_after_record = False
             raise RuntimeError("simulated crash between journal write and broadcast")
+
+    async def replace_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
+        self.entries[(task_id.lower(), kind)] = SentTx(task_id, kind, tx_hash, nonce, raw_tx)
+        self.replacements += 1
 
     async def sent(self, task_id: str, kind: TxKind) -> SentTx | None:
         return self.entries.get((task_id.lower(), kind))

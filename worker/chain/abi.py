@@ -406,3 +406,4 @@ def selector(name: str) -> str:
 TASK_CONTRIBUTE_TOPIC: Final = event_topic("TaskContribute")
 TASK_REVEAL_TOPIC: Final = event_topic("TaskReveal")
 TASK_FINALIZE_TOPIC: Final = event_topic("TaskFinalize")
+TASK_CONSENSUS_TOPIC: Final = event_topic("TaskConsensus")

@@ -1,14 +1,23 @@
-"""Read access to the Ethereum node and the PoCo hub, the only place the worker talks JSON-RPC.
+"""Read access to the Ethereum nodes and the PoCo hub, the only place the worker talks JSON-RPC.
 
 Every method converts web3 and transport exceptions into ours: ChainError (retry later) or
-ContractReverted (the chain said no). The endpoint is chosen here, once: a later pool of RPC
-endpoints replaces ``_w3`` behind the same methods.
+ContractReverted (the chain said no). The client holds one or more RPC endpoints, in the
+operator's order of preference. A call goes to the first endpoint that is neither lagging nor
+recently failed; a transport error moves it to the next one (and counts as an error of that
+endpoint), while a revert is an answer and is never retried elsewhere. ``refresh_heads`` reads
+every endpoint's latest block: one more than ``max_block_lag`` blocks behind the best is left
+aside until it catches up, because a node in the past gives false answers ("stake too low",
+"task not found", "cannot reveal").
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -16,12 +25,14 @@ import aiohttp
 from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3Exception
-from web3.types import BlockIdentifier, TxParams, TxReceipt, Wei
+from web3.contract import AsyncContract
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.types import BlockIdentifier, FilterParams, LogReceipt, TxData, TxParams, TxReceipt, Wei
+from yarl import URL
 
 from worker.chain.abi import HUB_ABI, WORKERPOOL_ABI
 from worker.chain.crypto import ZERO_ADDRESS, checksum, to_bytes, to_hex
-from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TaskNotFound
+from worker.chain.errors import ContractReverted, NonceTooLow, TaskNotFound
 from worker.chain.models import (
     ChainAccount,
     ChainApp,
@@ -37,12 +48,16 @@ from worker.chain.models import (
     tee_framework,
 )
 from worker.chain.multiaddr import multiaddr_to_uri
+from worker.chain.observer import ChainObserver, NullObserver
 from worker.errors import ChainError, ConfigurationError
 from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
 
 T = TypeVar("T")
+log = logging.getLogger("iexec.worker.chain")
 
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds per JSON-RPC request
+DEFAULT_MAX_BLOCK_LAG = 5
+FAILURE_COOLDOWN = 10.0  # seconds an endpoint that failed is tried only after the others
 
 
 def _hex32(value: bytes) -> str:
@@ -55,46 +70,131 @@ def _revert_reason(exc: ContractLogicError) -> str | None:
     return reason or None
 
 
-class ChainClient:
-    """An AsyncWeb3 HTTP connection to one node, bound to the hub (diamond proxy) of one deployment."""
+def redact(rpc_url: str) -> str:
+    """scheme://host:port of an RPC URL: paths, queries and user info often carry an API key."""
+    url = URL(rpc_url)
+    port = f":{url.explicit_port}" if url.explicit_port else ""
+    return f"{url.scheme}://{url.host}{port}"
 
-    def __init__(self, w3: AsyncWeb3[Any], hub_address: str, rpc_url: str) -> None:
-        self._w3 = w3
-        self.rpc_url = rpc_url
+
+@dataclass(eq=False)
+class Endpoint:
+    """One JSON-RPC node; ``label`` (its position in the list) names it in metrics."""
+
+    index: int
+    url: str
+    w3: AsyncWeb3[Any]
+    hub: AsyncContract
+    head: int | None = None
+    lagging: bool = False
+    failed_at: float = field(default=-math.inf)
+
+    @property
+    def label(self) -> str:
+        return str(self.index)
+
+    @property
+    def display(self) -> str:
+        return redact(self.url)
+
+
+class ChainClient:
+    """AsyncWeb3 HTTP connections to one or more nodes of one chain, bound to the hub of one deployment."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[AsyncWeb3[Any], str]],
+        hub_address: str,
+        *,
+        max_block_lag: int = DEFAULT_MAX_BLOCK_LAG,
+        observer: ChainObserver | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ConfigurationError("no blockchain node: set IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES")
         self.hub_address: ChecksumAddress = cast(ChecksumAddress, checksum(hub_address))
-        self._hub = w3.eth.contract(address=self.hub_address, abi=HUB_ABI)
+        self.endpoints = [
+            Endpoint(i, url, w3, w3.eth.contract(address=self.hub_address, abi=HUB_ABI))
+            for i, (w3, url) in enumerate(endpoints)
+        ]
+        self.max_block_lag = max_block_lag
+        self.observer: ChainObserver = observer or NullObserver()
+
+    @property
+    def rpc_url(self) -> str:
+        """The endpoint calls go to now, without any secret of its URL (for messages)."""
+        return self._ordered()[0].display
 
     @classmethod
     async def connect(
-        cls, rpc_url: str, hub_address: str, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+        cls,
+        rpc_urls: str | Sequence[str],
+        hub_address: str,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_block_lag: int = DEFAULT_MAX_BLOCK_LAG,
+        observer: ChainObserver | None = None,
     ) -> ChainClient:
-        """Open the connection and check that ``hub_address`` holds a contract on that node.
+        """Open the connections and check that ``hub_address`` holds a contract on every node that answers.
 
-        Raises ChainError when the node does not answer, ConfigurationError when there is no
-        contract at the hub address (wrong chain or wrong address).
+        Raises ChainError when no node answers, ConfigurationError when a node has no contract at
+        the hub address or is on another chain than the first (wrong chain or wrong address).
         """
-        if not rpc_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"chain node URL {rpc_url!r}: expected an http:// or https:// URL")
-        w3 = AsyncWeb3(
-            AsyncHTTPProvider(
-                rpc_url, request_kwargs={"timeout": aiohttp.ClientTimeout(total=request_timeout)}
-            )
-        )
-        client = cls(w3, hub_address, rpc_url)
-        try:
-            code = await client._rpc(f"code of hub {hub_address}", w3.eth.get_code(client.hub_address))
-            if len(code) == 0:
+        urls = [rpc_urls] if isinstance(rpc_urls, str) else list(dict.fromkeys(rpc_urls))
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
                 raise ConfigurationError(
-                    f"iExec hub {hub_address}: no contract at this address on {rpc_url}; "
-                    "check the chain node URL and the hub address of the scheduler's chain config"
+                    f"chain node URL {redact(url)!r}: expected an http:// or https:// URL"
                 )
+        pairs = [
+            (
+                AsyncWeb3(
+                    AsyncHTTPProvider(
+                        url, request_kwargs={"timeout": aiohttp.ClientTimeout(total=request_timeout)}
+                    )
+                ),
+                url,
+            )
+            for url in urls
+        ]
+        client = cls(pairs, hub_address, max_block_lag=max_block_lag, observer=observer)
+        try:
+            await client._check_endpoints(hub_address)
         except BaseException:
             await client.close()
             raise
         return client
 
+    async def _check_endpoints(self, hub_address: str) -> None:
+        chain_ids: dict[int, Endpoint] = {}
+        errors: list[str] = []
+        for ep in self.endpoints:
+            try:
+                code = await self._on(
+                    ep, f"code of hub {hub_address}", lambda e: e.w3.eth.get_code(self.hub_address)
+                )
+                chain_id = await self._on(ep, "eth_chainId", lambda e: e.w3.eth.chain_id)
+            except ChainError as exc:
+                log.warning("chain node %s (#%s) does not answer yet: %s", ep.display, ep.label, exc)
+                errors.append(str(exc))
+                continue
+            if len(code) == 0:
+                raise ConfigurationError(
+                    f"iExec hub {hub_address}: no contract at this address on {ep.display}; "
+                    "check the chain node URL and the hub address of the scheduler's chain config"
+                )
+            other = next(iter(chain_ids.values()), None)
+            if chain_ids and chain_id not in chain_ids and other is not None:
+                raise ConfigurationError(
+                    f"chain node {ep.display} is on chain {chain_id}, {other.display} on chain "
+                    f"{next(iter(chain_ids))}: list nodes of one chain in IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES"
+                )
+            chain_ids.setdefault(chain_id, ep)
+        if not chain_ids:
+            raise ChainError(f"no chain node answers: {'; '.join(errors)}")
+
     async def close(self) -> None:
-        await self._w3.provider.disconnect()
+        for ep in self.endpoints:
+            await ep.w3.provider.disconnect()
 
     async def __aenter__(self) -> Self:
         return self
@@ -104,27 +204,88 @@ class ChainClient:
     ) -> None:
         await self.close()
 
-    async def _rpc(self, what: str, call: Awaitable[T]) -> T:
+    # -- endpoint choice ------------------------------------------------------------------------
+
+    def _ordered(self) -> list[Endpoint]:
+        now = time.monotonic()
+        # Stable sort: the operator's order among equals; lagging and recently failed nodes last.
+        return sorted(self.endpoints, key=lambda ep: (ep.lagging, now - ep.failed_at < FAILURE_COOLDOWN))
+
+    async def _on(self, ep: Endpoint, what: str, call: Callable[[Endpoint], Awaitable[T]]) -> T:
         try:
-            return await call
+            return await call(ep)
         except ContractLogicError as exc:
             reason = _revert_reason(exc)
             raise ContractReverted(
                 f"{what}: reverted ({reason or 'no reason given'})", reason=reason
             ) from exc
         except (TimeoutError, Web3Exception, aiohttp.ClientError, OSError, ValueError) as exc:
-            raise ChainError(f"{what} on {self.rpc_url}: {exc}") from exc
+            if not isinstance(exc, TransactionNotFound):
+                ep.failed_at = time.monotonic()
+                self.observer.rpc_error(ep.label)
+            raise ChainError(f"{what} on {ep.display}: {exc}") from exc
+
+    async def _rpc(self, what: str, call: Callable[[Endpoint], Awaitable[T]]) -> T:
+        """``call`` on the preferred endpoint, then on the next ones while the transport fails."""
+        last: ChainError | None = None
+        for ep in self._ordered():
+            try:
+                return await self._on(ep, what, call)
+            except ChainError as exc:
+                if isinstance(exc.__cause__, TransactionNotFound):
+                    raise
+                if last is None and len(self.endpoints) > 1:
+                    log.warning("%s failed on node %s: trying the next one", what, ep.display)
+                last = exc
+        assert last is not None
+        raise last
+
+    async def refresh_heads(self) -> int:
+        """Read every endpoint's latest block, set aside the laggards; returns the best block.
+
+        Raises ChainError when no endpoint answers.
+        """
+
+        async def head(ep: Endpoint) -> int | None:
+            try:
+                return await self._on(ep, "eth_blockNumber", lambda e: e.w3.eth.block_number)
+            except ChainError:
+                return None
+
+        heads = await asyncio.gather(*(head(ep) for ep in self.endpoints))
+        known = [h for h in heads if h is not None]
+        if not known:
+            raise ChainError(f"no chain node answers ({', '.join(ep.display for ep in self.endpoints)})")
+        best = max(known)
+        for ep, number in zip(self.endpoints, heads, strict=True):
+            if number is None:
+                continue
+            ep.head = number
+            self.observer.head(ep.label, number)
+            lagging = best - number > self.max_block_lag
+            if lagging != ep.lagging:
+                if lagging:
+                    log.warning(
+                        "chain node %s (#%s) is %d blocks behind the best (%d): not used until it catches up",
+                        ep.display, ep.label, best - number, best,
+                    )  # fmt: skip
+                else:
+                    log.info(
+                        "chain node %s (#%s) caught up (block %d): used again", ep.display, ep.label, number
+                    )
+            ep.lagging = lagging
+        return best
 
     # -- node --------------------------------------------------------------------------------
 
     async def chain_id(self) -> int:
-        return await self._rpc("eth_chainId", self._w3.eth.chain_id)
+        return await self._rpc("eth_chainId", lambda ep: ep.w3.eth.chain_id)
 
     async def latest_block_number(self) -> int:
-        return await self._rpc("eth_blockNumber", self._w3.eth.block_number)
+        return await self._rpc("eth_blockNumber", lambda ep: ep.w3.eth.block_number)
 
     async def latest_block(self) -> ChainBlock:
-        block = await self._rpc("latest block", self._w3.eth.get_block("latest"))
+        block = await self._rpc("latest block", lambda ep: ep.w3.eth.get_block("latest"))
         base_fee = block.get("baseFeePerGas")
         return ChainBlock(
             number=int(block["number"]),
@@ -134,76 +295,94 @@ class ChainClient:
 
     async def balance(self, address: str) -> int:
         """Wallet balance in wei."""
-        return await self._rpc(f"balance of {address}", self._w3.eth.get_balance(self._address(address)))
+        return await self._rpc(
+            f"balance of {address}", lambda ep: ep.w3.eth.get_balance(self._address(address))
+        )
 
     async def nonce(self, address: str, block: BlockIdentifier = "pending") -> int:
         return await self._rpc(
             f"transaction count of {address}",
-            self._w3.eth.get_transaction_count(self._address(address), block),
+            lambda ep: ep.w3.eth.get_transaction_count(self._address(address), block),
         )
 
     async def gas_price(self) -> int | None:
         """``eth_gasPrice``, or None when the node does not give one (the gas policy then uses its cap)."""
         try:
-            return await self._rpc("eth_gasPrice", self._w3.eth.gas_price)
+            return await self._rpc("eth_gasPrice", lambda ep: ep.w3.eth.gas_price)
         except ChainError:
             return None
 
     async def max_priority_fee(self) -> int | None:
         try:
-            return await self._rpc("eth_maxPriorityFeePerGas", self._w3.eth.max_priority_fee)
+            return await self._rpc("eth_maxPriorityFeePerGas", lambda ep: ep.w3.eth.max_priority_fee)
         except ChainError:
             return None
+
+    async def logs(self, topics: list[Any], from_block: int, to_block: int) -> list[LogReceipt]:
+        """Hub logs matching ``topics`` (web3 filter syntax: a list in a position means "any of")."""
+        params: FilterParams = {
+            "address": self.hub_address,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": topics,
+        }
+        return await self._rpc(f"logs {from_block}..{to_block}", lambda ep: ep.w3.eth.get_logs(params))
 
     # -- transactions (used by TransactionSender) ---------------------------------------------
 
     def encode(self, function: str, *args: Any) -> str:
         """Calldata of a hub function."""
-        return str(self._hub.encode_abi(function, args=list(args)))
+        return str(self.endpoints[0].hub.encode_abi(function, args=list(args)))
 
     def _tx(self, sender: str, data: str) -> TxParams:
         return {"from": self._address(sender), "to": self.hub_address, "data": HexStr(data), "value": Wei(0)}
 
     async def simulate(self, sender: str, data: str, what: str) -> None:
         """``eth_call`` of a hub transaction from ``sender`` against the latest state."""
-        await self._rpc(what, self._w3.eth.call(self._tx(sender, data)))
+        await self._rpc(what, lambda ep: ep.w3.eth.call(self._tx(sender, data)))
 
     async def estimate_gas(self, sender: str, data: str, what: str) -> int:
-        return await self._rpc(what, self._w3.eth.estimate_gas(self._tx(sender, data)))
+        return await self._rpc(what, lambda ep: ep.w3.eth.estimate_gas(self._tx(sender, data)))
 
     async def broadcast(self, raw_tx: str, tx_hash: str) -> None:
         """``eth_sendRawTransaction``; a transaction the node already holds counts as sent."""
         try:
-            await self._rpc("eth_sendRawTransaction", self._w3.eth.send_raw_transaction(HexBytes(raw_tx)))
+            await self._rpc(
+                "eth_sendRawTransaction", lambda ep: ep.w3.eth.send_raw_transaction(HexBytes(raw_tx))
+            )
         except ChainError as exc:
             message = str(exc).lower()
-            if "already known" in message or "known transaction" in message:
+            if "already known" in message or "known transaction" in message or "already imported" in message:
                 return
             if "nonce too low" in message or "nonce is too low" in message:
                 raise NonceTooLow(f"transaction {tx_hash}: {exc}") from exc
             raise
 
+    async def transaction(self, tx_hash: str) -> TxData | None:
+        """The transaction as the node holds it (pending or mined), None when it does not know it."""
+        try:
+            return await self._rpc(
+                f"transaction {tx_hash}", lambda ep: ep.w3.eth.get_transaction(HexStr(tx_hash))
+            )
+        except ChainError as exc:
+            if isinstance(exc.__cause__, TransactionNotFound):
+                return None
+            raise
+
     async def transaction_known(self, tx_hash: str) -> bool:
         """True when the node has this transaction, pending or mined."""
-        try:
-            await self._w3.eth.get_transaction(HexStr(tx_hash))
-        except TransactionNotFound:
-            return False
-        except (TimeoutError, Web3Exception, aiohttp.ClientError, OSError) as exc:
-            raise ChainError(f"transaction {tx_hash} on {self.rpc_url}: {exc}") from exc
-        return True
+        return await self.transaction(tx_hash) is not None
 
-    async def wait_for_receipt(self, tx_hash: str, *, wait: float, poll_interval: float) -> TxReceipt:
+    async def receipt(self, tx_hash: str) -> TxReceipt | None:
+        """The receipt of a mined transaction, None while it is pending or unknown."""
         try:
-            return await self._w3.eth.wait_for_transaction_receipt(
-                HexStr(tx_hash), timeout=wait, poll_latency=poll_interval
+            return await self._rpc(
+                f"receipt of {tx_hash}", lambda ep: ep.w3.eth.get_transaction_receipt(HexStr(tx_hash))
             )
-        except TimeExhausted as exc:
-            raise ReceiptTimeout(
-                f"transaction {tx_hash}: not mined after {wait:g} s", tx_hash=tx_hash
-            ) from exc
-        except (Web3Exception, aiohttp.ClientError, OSError) as exc:
-            raise ChainError(f"receipt of {tx_hash} on {self.rpc_url}: {exc}") from exc
+        except ChainError as exc:
+            if isinstance(exc.__cause__, TransactionNotFound):
+                return None
+            raise
 
     # -- hub views ----------------------------------------------------------------------------
 
@@ -213,7 +392,8 @@ class ChainClient:
     async def task(self, task_id: str) -> ChainTask:
         """The task as stored; an unknown task has status UNSET and a zero deal id."""
         raw = await self._rpc(
-            f"viewTaskABILegacy({task_id})", self._hub.functions.viewTaskABILegacy(to_bytes(task_id)).call()
+            f"viewTaskABILegacy({task_id})",
+            lambda ep: ep.hub.functions.viewTaskABILegacy(to_bytes(task_id)).call(),
         )
         (
             status,
@@ -247,7 +427,9 @@ class ChainClient:
 
     async def deal(self, deal_id: str) -> ChainDeal:
         """The deal as stored; an unknown deal has ``start_time == 0``."""
-        raw = await self._rpc(f"viewDeal({deal_id})", self._hub.functions.viewDeal(to_bytes(deal_id)).call())
+        raw = await self._rpc(
+            f"viewDeal({deal_id})", lambda ep: ep.hub.functions.viewDeal(to_bytes(deal_id)).call()
+        )
         (app, dataset, pool, trust, category, tag, requester, beneficiary, callback, params, start, *rest) = (
             raw
         )
@@ -279,7 +461,7 @@ class ChainClient:
     async def contribution(self, task_id: str, worker: str) -> ChainContribution:
         raw = await self._rpc(
             f"viewContribution({task_id}, {worker})",
-            self._hub.functions.viewContribution(to_bytes(task_id), self._address(worker)).call(),
+            lambda ep: ep.hub.functions.viewContribution(to_bytes(task_id), self._address(worker)).call(),
         )
         status, result_hash, seal, enclave, weight = raw
         return ChainContribution(
@@ -292,13 +474,13 @@ class ChainClient:
 
     async def account(self, address: str) -> ChainAccount:
         stake, locked = await self._rpc(
-            f"viewAccount({address})", self._hub.functions.viewAccount(self._address(address)).call()
+            f"viewAccount({address})", lambda ep: ep.hub.functions.viewAccount(self._address(address)).call()
         )
         return ChainAccount(stake=int(stake), locked=int(locked))
 
     async def category(self, category_id: int) -> ChainCategory:
         name, description, time_ref = await self._rpc(
-            f"viewCategory({category_id})", self._hub.functions.viewCategory(category_id).call()
+            f"viewCategory({category_id})", lambda ep: ep.hub.functions.viewCategory(category_id).call()
         )
         return ChainCategory(
             category_id=category_id,
@@ -309,7 +491,7 @@ class ChainClient:
 
     async def app(self, address: str) -> ChainApp:
         owner, name, app_type, multiaddr, checksum_, mrenclave = await self._rpc(
-            f"viewApp({address})", self._hub.functions.viewApp(self._address(address)).call()
+            f"viewApp({address})", lambda ep: ep.hub.functions.viewApp(self._address(address)).call()
         )
         return ChainApp(
             address=checksum(address),
@@ -323,7 +505,7 @@ class ChainClient:
 
     async def dataset(self, address: str) -> ChainDataset:
         owner, name, multiaddr, checksum_ = await self._rpc(
-            f"viewDataset({address})", self._hub.functions.viewDataset(self._address(address)).call()
+            f"viewDataset({address})", lambda ep: ep.hub.functions.viewDataset(self._address(address)).call()
         )
         return ChainDataset(
             address=checksum(address),
@@ -335,12 +517,15 @@ class ChainClient:
 
     async def workerpool_owner(self, pool_address: str) -> str:
         """``owner()`` of a workerpool contract: the wallet whose signatures authorize workers."""
-        pool = self._w3.eth.contract(address=self._address(pool_address), abi=WORKERPOOL_ABI)
-        owner = await self._rpc(f"owner() of workerpool {pool_address}", pool.functions.owner().call())
+        address = self._address(pool_address)
+        owner = await self._rpc(
+            f"owner() of workerpool {pool_address}",
+            lambda ep: ep.w3.eth.contract(address=address, abi=WORKERPOOL_ABI).functions.owner().call(),
+        )
         return str(owner)
 
     async def callbackgas(self) -> int:
-        return int(await self._rpc("callbackgas()", self._hub.functions.callbackgas().call()))
+        return int(await self._rpc("callbackgas()", lambda ep: ep.hub.functions.callbackgas().call()))
 
     async def task_description(self, task_id: str) -> TaskDescription:
         """Assemble what a replicate needs from the task, deal, category, app and dataset views.

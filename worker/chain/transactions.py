@@ -1,25 +1,32 @@
-"""The worker's own transactions (contribute, reveal): checked, simulated, journaled, then sent once.
+"""The worker's own transactions (contribute, reveal): checked, simulated, journaled, sent once, replaced.
 
 Order of a send (one task and kind at a time):
 1. If the journal already holds a transaction of this kind for this task, never build another:
-   wait for that one (broadcasting its raw bytes again if the node lost it). A crash between
+   follow that one (broadcasting its raw bytes again if the node lost it). A crash between
    "recorded" and "mined" therefore cannot lead to a second contribution.
 2. Name a predictable failure from the views (preconditions.py), then simulate with ``eth_call``
    and estimate the gas; a revert there sends nothing and keeps the nonce.
-3. Under the wallet lock: fees, nonce, local signature, ``journal.record_sent``, broadcast.
-4. Outside the lock: wait for the receipt; success is the task event in its logs.
+3. Under the wallet lock: fees, nonce, local signature, ``journal.record_sent``, broadcast. The
+   nonce is counted locally and read again from the node ("pending") after any doubt.
+4. Outside the lock: poll for the receipt. A transaction not mined within ``replace_after`` seconds
+   is replaced: same nonce, same call, both fee fields raised by at least 10 % (what nodes demand
+   of a replacement) and never above the gas price cap; the journal then holds the replacement.
+   A receipt of any of the versions counts, since only one of them can ever be mined.
+5. Success is the task event in the receipt's logs.
+
+A recorded transaction whose nonce was taken by another one (a node restarted without its pool,
+say) is looked for on chain by its task event; when it is not there, it can never be mined, and
+only then is the call signed again with a fresh nonce.
 
 Gas limits: the estimate + 20 %, at least the fixed limits of the Java worker (contribute 500 000,
 reveal 100 000), at most GAS_LIMIT_CAP. Unused gas is refunded, so the floors only cost headroom.
-
-Seams for what comes next: ``_fees`` is the one place that prices a transaction (a replacement
-with bumped fees goes there) and the ChainClient is the one place that picks the endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -39,7 +46,7 @@ from worker.chain.crypto import (
     to_bytes,
     to_hex,
 )
-from worker.chain.errors import ContractReverted, NonceTooLow, TransactionRefused
+from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TransactionRefused
 from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees, gas_limit
 from worker.chain.models import SentTx, TxKind, TxReceipt
 from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
@@ -51,12 +58,19 @@ log = logging.getLogger(__name__)
 CONTRIBUTE_GAS_FLOOR = 500_000
 REVEAL_GAS_FLOOR = 100_000
 DEFAULT_RECEIPT_TIMEOUT = 60.0  # seconds; about 12 blocks of 5 s, as the Java worker waits
+DEFAULT_REPLACE_AFTER = 30.0  # seconds a transaction may stay unmined before it is replaced
+EVENT_LOOKBACK_BLOCKS = 50_000  # how far back a recorded transaction's task event is looked for
+_DEAD = object()
 
 
 class TxJournal(Protocol):
     """Durable record of what was signed, written before the broadcast."""
 
     async def record_sent(
+        self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str
+    ) -> None: ...
+
+    async def replace_sent(
         self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str
     ) -> None: ...
 
@@ -88,21 +102,31 @@ class TransactionSender:
         *,
         gas_policy: GasPolicy | None = None,
         receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT,
+        replace_after: float = DEFAULT_REPLACE_AFTER,
         poll_interval: float = 1.0,
         sidechain: bool = False,
     ) -> None:
-        """``sidechain`` (from the scheduler's chain config) skips the wallet balance check: gas is free there."""
+        """``sidechain`` (from the scheduler's chain config) skips the wallet balance check: gas is free there.
+
+        ``receipt_timeout`` bounds one wait for a receipt (a later call follows the same transaction);
+        ``replace_after`` (0: never) is how long a version may stay unmined before it is replaced.
+        """
         self._client = client
         self._account = account
         self._journal = journal
         self._gas = gas_policy or GasPolicy()
         self._receipt_timeout = receipt_timeout
+        self._replace_after = replace_after
         self._poll_interval = poll_interval
         self._sidechain = sidechain
         self._wallet_lock = asyncio.Lock()
         self._nonce: int | None = None  # None: ask the node ("pending") before the next send
         self._chain_id: int | None = None
         self._task_locks: dict[tuple[str, TxKind], tuple[asyncio.Lock, int]] = {}
+        # Every version (hash) of the in-flight transaction of a (task, kind), oldest first, and the
+        # unsigned fields of the newest: what a replacement and the receipt wait need.
+        self._versions: dict[tuple[str, TxKind], list[str]] = {}
+        self._unsigned: dict[tuple[str, TxKind], dict[str, Any]] = {}
 
     @property
     def address(self) -> str:
@@ -189,7 +213,13 @@ class TransactionSender:
                         task_id,
                         existing.tx_hash,
                     )
-                    await self._ensure_broadcast(existing)
+                    found = await self._ensure_broadcast(existing)
+                    if found is _DEAD:
+                        existing = await self._sign_and_send(
+                            task_id, kind, data, gas_floor, precheck, replacing=existing
+                        )
+                    elif isinstance(found, TxReceipt):
+                        return found
         finally:
             lock, users = self._task_locks[key]
             if users == 1:
@@ -205,6 +235,8 @@ class TransactionSender:
         data: str,
         gas_floor: int,
         precheck: Callable[[], Awaitable[ReplicateStatusCause | None]],
+        *,
+        replacing: SentTx | None = None,
     ) -> SentTx:
         what = f"{kind.value.lower()} of task {task_id}"
         cause = await precheck()
@@ -214,6 +246,7 @@ class TransactionSender:
                 f"{what}: the chain node did not answer the pre-checks on {self._client.rpc_url}"
             )
         if cause is not None:
+            self._client.observer.transaction(kind.value, "refused")
             raise TransactionRefused(
                 f"{what}: not sent, {cause.value}", cause=cause, task_id=task_id, sent=False
             )
@@ -222,6 +255,7 @@ class TransactionSender:
             estimate = await self._client.estimate_gas(self.address, data, what)
         except ContractReverted as exc:
             cause = _revert_cause(kind, exc.reason)
+            self._client.observer.transaction(kind.value, "refused")
             raise TransactionRefused(
                 f"{what}: not sent, the simulation reverted ({exc.reason or 'no reason given'}) → {cause.value}",
                 cause=cause,
@@ -231,6 +265,7 @@ class TransactionSender:
         try:
             limit = gas_limit(estimate, gas_floor)
         except ValueError as exc:
+            self._client.observer.transaction(kind.value, "refused")
             raise TransactionRefused(
                 f"{what}: not sent, {exc}", cause=ReplicateStatusCause.UNKNOWN, task_id=task_id, sent=False
             ) from exc
@@ -239,6 +274,7 @@ class TransactionSender:
             fees = await self._fees()
             balance = 0 if self._sidechain else await self._client.balance(self.address)
             if not self._sidechain and balance < limit * _max_price(fees):
+                self._client.observer.transaction(kind.value, "refused")
                 raise TransactionRefused(
                     f"{what}: not sent, wallet {self.address} holds {balance} wei, "
                     f"{limit * _max_price(fees)} needed; fund the worker wallet",
@@ -249,55 +285,199 @@ class TransactionSender:
             try:
                 nonce = await self._next_nonce()
                 tx = await self._build(data, limit, fees, nonce)
-                signed = self._account.sign_transaction(tx)
-                sent = SentTx(
-                    task_id=task_id,
-                    kind=kind,
-                    tx_hash=to_hex(bytes(signed.hash)),
-                    nonce=nonce,
-                    raw_tx=to_hex(bytes(signed.raw_transaction)),
-                )
-                await self._journal.record_sent(task_id, kind, sent.tx_hash, nonce, sent.raw_tx)
+                sent = self._sign(task_id, kind, tx)
+                if replacing is None:
+                    await self._journal.record_sent(task_id, kind, sent.tx_hash, nonce, sent.raw_tx)
+                else:
+                    await self._journal.replace_sent(task_id, kind, sent.tx_hash, nonce, sent.raw_tx)
                 await self._client.broadcast(sent.raw_tx, sent.tx_hash)
             except BaseException:
                 # The node's count is the truth after any doubt (a broadcast may have half-happened).
                 self._nonce = None
                 raise
             self._nonce = nonce + 1
-        log.info("%s sent: tx %s, nonce %d, gas limit %d", what, sent.tx_hash, nonce, limit)
+        self._remember(sent, tx)
+        self._client.observer.gas_price(kind.value, _max_price(fees))
+        log.info(
+            "%s sent: tx %s, nonce %d, gas limit %d, %s",
+            what, sent.tx_hash, nonce, limit, _describe(fees),
+        )  # fmt: skip
         return sent
 
-    async def _ensure_broadcast(self, sent: SentTx) -> None:
+    def _sign(self, task_id: str, kind: TxKind, tx: dict[str, Any]) -> SentTx:
+        signed = self._account.sign_transaction(tx)
+        return SentTx(
+            task_id=task_id,
+            kind=kind,
+            tx_hash=to_hex(bytes(signed.hash)),
+            nonce=int(tx["nonce"]),
+            raw_tx=to_hex(bytes(signed.raw_transaction)),
+        )
+
+    def _remember(self, sent: SentTx, tx: dict[str, Any]) -> None:
+        key = (sent.task_id.lower(), sent.kind)
+        hashes = self._versions.setdefault(key, [])
+        if hashes and self._unsigned.get(key, {}).get("nonce") != tx["nonce"]:
+            hashes.clear()  # a fresh nonce: the older versions are dead
+        if sent.tx_hash not in hashes:
+            hashes.append(sent.tx_hash)
+        self._unsigned[key] = tx
+
+    def _forget(self, sent: SentTx) -> None:
+        key = (sent.task_id.lower(), sent.kind)
+        self._versions.pop(key, None)
+        self._unsigned.pop(key, None)
+
+    async def _ensure_broadcast(self, sent: SentTx) -> TxReceipt | object | None:
+        """Put a recorded transaction back on the node if it lost it.
+
+        Returns its receipt when it is already mined, ``_DEAD`` when it never can be, else None.
+        """
         if await self._client.transaction_known(sent.tx_hash):
-            return
+            return None
+        for tx_hash in reversed(self._versions.get((sent.task_id.lower(), sent.kind), [])):
+            if tx_hash != sent.tx_hash and await self._client.transaction_known(tx_hash):
+                return None  # an older version is there; the receipt wait sees it
         try:
             await self._client.broadcast(sent.raw_tx, sent.tx_hash)
-        except NonceTooLow as exc:
-            # Another transaction took that nonce: this one can never be mined, and a new one must
-            # not be sent blindly (the first could still surface through another node).
-            raise TransactionRefused(
-                f"{sent.kind.value.lower()} of task {sent.task_id}: recorded tx {sent.tx_hash} (nonce "
-                f"{sent.nonce}) was dropped and its nonce reused; check the task on chain",
-                cause=ReplicateStatusCause.CHAIN_RECEIPT_NOT_VALID,
-                task_id=sent.task_id,
-                sent=True,
-            ) from exc
+        except NonceTooLow:
+            # Another transaction took that nonce: perhaps one of ours (a version of this one).
+            found = await self._find_on_chain(sent)
+            if found is not None:
+                return found
+            if await self._nonce_dead(sent):
+                return _DEAD
+            raise
+        return None
+
+    async def _nonce_dead(self, sent: SentTx) -> bool:
+        """True when the nonce is mined by something that is not this call: this one can never be."""
+        if await self._client.nonce(self.address, "latest") <= sent.nonce:
+            return False
+        if await self._find_on_chain(sent) is not None:
+            return False
+        log.warning(
+            "%s of task %s: recorded tx %s (nonce %d) was dropped and its nonce used by another "
+            "transaction; sending the call again",
+            sent.kind.value.lower(), sent.task_id, sent.tx_hash, sent.nonce,
+        )  # fmt: skip
+        self._client.observer.transaction(sent.kind.value, "dropped")
+        self._forget(sent)
+        return True
+
+    async def _find_on_chain(self, sent: SentTx) -> TxReceipt | None:
+        """The task event of this worker for ``sent``'s task and kind, found in the recent logs."""
+        topic = TASK_CONTRIBUTE_TOPIC if sent.kind is TxKind.CONTRIBUTE else TASK_REVEAL_TOPIC
+        latest = await self._client.latest_block_number()
+        worker_topic = "0x" + "00" * 12 + self.address.lower().removeprefix("0x")
+        logs = await self._client.logs(
+            [topic, sent.task_id.lower(), worker_topic], max(latest - EVENT_LOOKBACK_BLOCKS, 0), latest
+        )
+        for entry in logs:
+            return TxReceipt(
+                block_number=int(entry["blockNumber"]), tx_hash=to_hex(bytes(entry["transactionHash"]))
+            )
+        return None
 
     async def _receipt(self, sent: SentTx) -> TxReceipt:
-        receipt = await self._client.wait_for_receipt(
-            sent.tx_hash, wait=self._receipt_timeout, poll_interval=self._poll_interval
-        )
+        key = (sent.task_id.lower(), sent.kind)
+        what = f"{sent.kind.value.lower()} of task {sent.task_id}"
+        if sent.tx_hash not in self._versions.get(key, []):
+            self._versions.setdefault(key, []).append(sent.tx_hash)
+        started = time.monotonic()
+        deadline = started + self._receipt_timeout
+        replace_at = started + self._replace_after
+        current = sent
+        while True:
+            for tx_hash in reversed(self._versions.get(key, [current.tx_hash])):
+                receipt = await self._client.receipt(tx_hash)
+                if receipt is not None:
+                    return self._checked(current, tx_hash, receipt)
+            now = time.monotonic()
+            if now >= deadline:
+                self._client.observer.transaction(sent.kind.value, "timeout")
+                raise ReceiptTimeout(
+                    f"{what}: tx {current.tx_hash} not mined after {self._receipt_timeout:g} s",
+                    tx_hash=current.tx_hash,
+                )
+            if self._replace_after > 0 and now >= replace_at:
+                replace_at = now + self._replace_after
+                try:
+                    current = await self._replace(current) or current
+                except NonceTooLow:
+                    # One version was mined meanwhile; the next round finds its receipt or its event.
+                    found = await self._find_on_chain(current)
+                    if found is not None:
+                        self._client.observer.transaction(sent.kind.value, "mined")
+                        return found
+            await asyncio.sleep(self._poll_interval)
+
+    def _checked(self, sent: SentTx, tx_hash: str, receipt: Web3Receipt) -> TxReceipt:
         topic = TASK_CONTRIBUTE_TOPIC if sent.kind is TxKind.CONTRIBUTE else TASK_REVEAL_TOPIC
         found = task_event(receipt, topic, sent.task_id)
         if found is None:
+            self._client.observer.transaction(sent.kind.value, "failed")
             raise TransactionRefused(
-                f"{sent.kind.value.lower()} of task {sent.task_id}: tx {sent.tx_hash} mined in block "
+                f"{sent.kind.value.lower()} of task {sent.task_id}: tx {tx_hash} mined in block "
                 f"{receipt['blockNumber']} without its task event (status {receipt['status']})",
                 cause=ReplicateStatusCause.CHAIN_RECEIPT_NOT_VALID,
                 task_id=sent.task_id,
                 sent=True,
             )
+        self._client.observer.transaction(sent.kind.value, "mined")
+        self._forget(sent)
         return found
+
+    async def _replace(self, sent: SentTx) -> SentTx | None:
+        """Sign and broadcast ``sent`` again with higher fees; None when the cap leaves no room."""
+        key = (sent.task_id.lower(), sent.kind)
+        what = f"{sent.kind.value.lower()} of task {sent.task_id}"
+        old = self._unsigned.get(key) or await self._unsigned_from_node(sent)
+        if old is None:
+            # The node lost it: put the same bytes back rather than guess its fees.
+            await self._client.broadcast(sent.raw_tx, sent.tx_hash)
+            return None
+        fees = bump(_fees_of(old), await self._fees(), self._gas.cap)
+        if fees is None:
+            log.warning(
+                "%s: tx %s not mined yet and already priced at the cap (%d wei): waiting for it",
+                what, sent.tx_hash, self._gas.cap,
+            )  # fmt: skip
+            return None
+        tx = {k: v for k, v in old.items() if k not in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas")}
+        tx.update(_fee_fields(fees))
+        replacement = self._sign(sent.task_id, sent.kind, tx)
+        await self._journal.replace_sent(
+            sent.task_id, sent.kind, replacement.tx_hash, replacement.nonce, replacement.raw_tx
+        )
+        self._remember(replacement, tx)
+        await self._client.broadcast(replacement.raw_tx, replacement.tx_hash)
+        self._client.observer.replaced(sent.kind.value)
+        self._client.observer.gas_price(sent.kind.value, _max_price(fees))
+        log.info(
+            "%s: tx %s not mined in %.0f s, replaced by %s (nonce %d, %s)",
+            what, sent.tx_hash, self._replace_after, replacement.tx_hash, replacement.nonce, _describe(fees),
+        )  # fmt: skip
+        return replacement
+
+    async def _unsigned_from_node(self, sent: SentTx) -> dict[str, Any] | None:
+        found = await self._client.transaction(sent.tx_hash)
+        if found is None:
+            return None
+        tx: dict[str, Any] = {
+            "chainId": self._chain_id or await self._client.chain_id(),
+            "nonce": int(found["nonce"]),
+            "to": self._client.hub_address,
+            "value": 0,
+            "data": to_hex(bytes(found["input"])),
+            "gas": int(found["gas"]),
+        }
+        if found.get("maxFeePerGas") is not None:
+            tx["maxFeePerGas"] = int(found["maxFeePerGas"])
+            tx["maxPriorityFeePerGas"] = int(found.get("maxPriorityFeePerGas") or 0)
+        else:
+            tx["gasPrice"] = int(found["gasPrice"])
+        return tx
 
     async def _next_nonce(self) -> int:
         if self._nonce is None:
@@ -322,12 +502,52 @@ class TransactionSender:
             "data": data,
             "gas": limit,
         }
-        if isinstance(fees, DynamicFees):
-            tx["maxFeePerGas"] = fees.max_fee_per_gas
-            tx["maxPriorityFeePerGas"] = fees.max_priority_fee_per_gas
-        else:
-            tx["gasPrice"] = fees.gas_price
+        tx.update(_fee_fields(fees))
         return tx
+
+
+def bumped(value: int) -> int:
+    """The least fee a node accepts for a replacement: +10 % rounded up, at least one wei more."""
+    return max(-(-value * 11 // 10), value + 1)
+
+
+def bump(old: Fees, network: Fees, cap: int) -> Fees | None:
+    """Fees of a replacement: the higher of "old + 10 %" and today's price, never above ``cap``.
+
+    None when the cap leaves no room for the +10 % (the old transaction must then be waited for).
+    """
+    if isinstance(old, LegacyFees):
+        wanted = max(bumped(old.gas_price), _max_price(network))
+        return LegacyFees(wanted) if wanted <= cap else None
+    max_fee = max(bumped(old.max_fee_per_gas), _max_price(network))
+    tip = bumped(old.max_priority_fee_per_gas)
+    if isinstance(network, DynamicFees):
+        tip = max(tip, network.max_priority_fee_per_gas)
+    if max_fee > cap:
+        max_fee = cap
+        if max_fee < bumped(old.max_fee_per_gas):
+            return None
+    if tip > max_fee:
+        return None
+    return DynamicFees(max_fee_per_gas=max_fee, max_priority_fee_per_gas=tip)
+
+
+def _fees_of(tx: dict[str, Any]) -> Fees:
+    if "maxFeePerGas" in tx:
+        return DynamicFees(int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"]))
+    return LegacyFees(int(tx["gasPrice"]))
+
+
+def _fee_fields(fees: Fees) -> dict[str, int]:
+    if isinstance(fees, DynamicFees):
+        return {"maxFeePerGas": fees.max_fee_per_gas, "maxPriorityFeePerGas": fees.max_priority_fee_per_gas}
+    return {"gasPrice": fees.gas_price}
+
+
+def _describe(fees: Fees) -> str:
+    if isinstance(fees, DynamicFees):
+        return f"max fee {fees.max_fee_per_gas} wei/gas, tip {fees.max_priority_fee_per_gas} wei/gas"
+    return f"gas price {fees.gas_price} wei/gas"
 
 
 def _max_price(fees: Fees) -> int:
