@@ -80,6 +80,9 @@ class _StoreJournal:
     async def record_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
         await self._store.record_sent(task_id, kind.value, tx_hash, nonce, raw_tx)
 
+    async def replace_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
+        await self._store.replace_sent(task_id, kind.value, tx_hash, nonce, raw_tx)
+
     async def sent(self, task_id: str, kind: TxKind) -> SentTx | None:
         row = await self._store.sent(task_id, kind.value)
         return SentTx(row.task_id, kind, row.tx_hash, row.nonce, row.raw_tx) if row else None
