@@ -170,10 +170,58 @@ class ChainSettings(_Subsystem):
         description="JSON-RPC URL of the node; default the chainNodeUrl given by the config server.",
     )
 
+    blockchain_node_addresses: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES",
+        description="(this worker) More JSON-RPC URLs of nodes of the same chain, comma separated, tried in "
+        "order after IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS when a node fails or lags.",
+    )
+    max_block_lag: int = Field(
+        5,
+        validation_alias="IEXEC_WORKER_MAX_BLOCK_LAG",
+        description="(this worker) Blocks a node may be behind the best of the others before it is not used "
+        "until it catches up.",
+        ge=0,
+    )
+    tx_replace_after: timedelta = Field(
+        timedelta(seconds=30),
+        validation_alias="IEXEC_WORKER_TX_REPLACE_AFTER",
+        description="(this worker) Time a transaction may stay unmined before it is replaced by the same one "
+        "with fees 10 % higher, under IEXEC_GAS_PRICE_CAP (ISO-8601 duration, e.g. PT30S).",
+    )
+    chain_poll_period: timedelta = Field(
+        timedelta(seconds=5),
+        validation_alias="IEXEC_WORKER_CHAIN_POLL_PERIOD",
+        description="(this worker) Period of the chain watch: new blocks, consensus, deadlines, wallet "
+        "balance (ISO-8601 duration, e.g. PT5S).",
+    )
+
     @field_validator("override_blockchain_node_address")
     @classmethod
     def _node_url(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value, "IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS")
+
+    @field_validator("blockchain_node_addresses", mode="before")
+    @classmethod
+    def _node_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            return [_http_url(item, "IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES") for item in value]
+        return value
+
+    @field_validator("tx_replace_after", "chain_poll_period")
+    @classmethod
+    def _positive_period(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. PT5S")
+        return value
+
+    def node_urls(self, config_server_url: str) -> list[str]:
+        """The nodes in order of preference; the config server's chainNodeUrl only when none is set here."""
+        urls = [self.override_blockchain_node_address] if self.override_blockchain_node_address else []
+        urls += [url for url in self.blockchain_node_addresses if url not in urls]
+        return urls or [config_server_url]
 
 
 class WalletSettings(_Subsystem):
