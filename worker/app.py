@@ -321,8 +321,11 @@ async def _member(
                 resumed = await supervisor.resume(interrupted)
                 if resumed:
                     log.info("resumed %d replicate(s) from the local store", resumed)
+                # The push channel outlives the drain: in-flight replicates still need their notifications
+                # (PLEASE_REVEAL, PLEASE_COMPLETE), and report statuses only while it is up.
+                push_stop = asyncio.Event()
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(push.run(stop), name="push-channel")
+                    group.create_task(push.run(push_stop), name="push-channel")
                     group.create_task(
                         _heartbeat(scheduler, supervisor, health, metrics, push, stop, restart),
                         name="heartbeat",
@@ -341,6 +344,7 @@ async def _member(
                     )
                     await stop.wait()
                     await supervisor.drain(STOP_GRACE)
+                    push_stop.set()
             finally:
                 await http.stop()
         finally:
