@@ -25,6 +25,7 @@ from eth_account.signers.local import LocalAccount
 from worker import __version__
 from worker.chain import (
     ChainClient,
+    ChainWatcher,
     GasPolicy,
     SentTx,
     TaskDescription,
@@ -44,7 +45,7 @@ from worker.http import Health, HttpServer, create_http_app
 from worker.metrics import Metrics
 from worker.replicate.pipeline import PipelineDeps
 from worker.replicate.ports import UploadOutcome
-from worker.replicate.status import ReplicateStatus, TaskNotificationType, next_action
+from worker.replicate.status import ReplicateStatus, TaskAbortCause, TaskNotificationType, next_action
 from worker.replicate.store import ReplicateStore
 from worker.replicate.supervisor import Supervisor
 from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
@@ -56,6 +57,7 @@ from worker.scheduler.models import (
     ReplicateStatusDetails,
     ReplicateStatusUpdate,
     TaskNotification,
+    TaskNotificationExtra,
     WorkerModel,
     WorkerpoolAuthorization,
 )
@@ -66,7 +68,6 @@ log = logging.getLogger("iexec.worker")
 T = TypeVar("T")
 
 PING_PERIOD = 10.0
-WALLET_WATCH_PERIOD = 30.0
 STOP_GRACE = 30.0
 PUSH_READY_WAIT = 10.0
 
@@ -223,13 +224,17 @@ async def _member(
     chain_config = await _retry_start(
         "read the chain configuration", lambda: scheduler.get_chain_config(public.config_server_url), stop
     )
-    rpc_url = settings.chain.override_blockchain_node_address or chain_config.chain_node_url
-    chain = await ChainClient.connect(rpc_url, chain_config.iexec_hub_contract_address)
+    chain = await ChainClient.connect(
+        settings.chain.node_urls(chain_config.chain_node_url),
+        chain_config.iexec_hub_contract_address,
+        max_block_lag=settings.chain.max_block_lag,
+        observer=metrics,
+    )
     try:
         node_chain_id = await chain.chain_id()
         if node_chain_id != chain_config.chain_id:
             raise ConfigurationError(
-                f"the node at {rpc_url} is on chain {node_chain_id}, the scheduler on chain {chain_config.chain_id}: "
+                f"the node at {chain.rpc_url} is on chain {node_chain_id}, the scheduler on chain {chain_config.chain_id}: "
                 "fix IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS"
             )
         balance = await chain.balance(address)
@@ -279,6 +284,7 @@ async def _member(
                     multiplier=settings.chain.gas_price_multiplier, cap=settings.chain.gas_price_cap
                 ),
                 sidechain=chain_config.sidechain,
+                replace_after=settings.chain.tx_replace_after.total_seconds(),
             )
             work = _make_work(settings, chain, sender, engine, session, store, account, public)
             reporter = SchedulerReporter(scheduler, push, work.final_deadline, metrics)
@@ -305,6 +311,32 @@ async def _member(
                 subscribe=subscribe,
                 unsubscribe=unsubscribe,
                 on_change=lambda: metrics.slots_busy.set(supervisor.computing),
+            )
+
+            def deliver_local(
+                task_id: str, action: TaskNotificationType, block: int, cause: TaskAbortCause | None
+            ) -> None:
+                # Same shape as a pushed notification, so the pipeline treats both alike (and drops a duplicate).
+                extra = (
+                    TaskNotificationExtra(block_number=block, task_abort_cause=cause)
+                    if block or cause
+                    else None
+                )
+                supervisor.notify(
+                    TaskNotification(
+                        chain_task_id=task_id,
+                        workers_address=[],
+                        task_notification_type=action,
+                        task_notification_extra=extra,
+                    )
+                )
+
+            watcher = ChainWatcher(
+                chain,
+                address,
+                lambda: [(task_id, supervisor.status_of(task_id)) for task_id in supervisor.active],
+                deliver_local,
+                poll_interval=settings.chain.chain_poll_period.total_seconds(),
             )
 
             async def replicates_view() -> list[dict[str, object]]:
@@ -342,6 +374,7 @@ async def _member(
                         ),
                         name="wallet-watch",
                     )
+                    group.create_task(watcher.run(stop), name="chain-watcher")
                     await stop.wait()
                     await supervisor.drain(STOP_GRACE)
                     push_stop.set()
@@ -586,7 +619,7 @@ async def _watch_wallet(
                     log.info("wallet refilled: asking for work again")
             health.out_of_gas = out_of_gas
             metrics.out_of_gas.set(1 if out_of_gas else 0)
-        if await _sleep_or_stop(stop, WALLET_WATCH_PERIOD):
+        if await _sleep_or_stop(stop, settings.chain.chain_poll_period.total_seconds()):
             return
 
 

@@ -43,7 +43,26 @@ class Metrics:
         )
         self.gas_price_wei = Gauge(
             "iexec_worker_gas_price_wei",
-            "Gas price (or fee cap) chosen for the latest transaction",
+            "Gas price (or fee cap) chosen for the latest transaction of each kind",
+            ["kind"],
+            registry=r,
+        )
+        self.tx_replacements = Counter(
+            "iexec_worker_transaction_replacements_total",
+            "Transactions replaced (same nonce, higher fees) because they were not mined in time",
+            ["kind"],
+            registry=r,
+        )
+        self.rpc_errors = Counter(
+            "iexec_worker_rpc_errors_total",
+            "Failed JSON-RPC calls, by endpoint (its position in the node list)",
+            ["endpoint"],
+            registry=r,
+        )
+        self.chain_block = Gauge(
+            "iexec_worker_chain_block_latest",
+            "Latest block number seen on each endpoint (its position in the node list)",
+            ["endpoint"],
             registry=r,
         )
         self.eth_balance_wei = Gauge(
@@ -57,7 +76,7 @@ class Metrics:
         )
         self.transactions = Counter(
             "iexec_worker_transactions_total",
-            "Transactions by kind and outcome",
+            "Worker transactions by kind and outcome (mined, failed, refused, timeout, dropped)",
             ["kind", "outcome"],
             registry=r,
         )
@@ -88,6 +107,23 @@ class Metrics:
         )
         for status in ReplicateStatus:
             self.replicates.labels(status.value)
+
+    # -- chain observer ---------------------------------------------------------------------------
+
+    def rpc_error(self, endpoint: str) -> None:
+        self.rpc_errors.labels(endpoint).inc()
+
+    def head(self, endpoint: str, block: int) -> None:
+        self.chain_block.labels(endpoint).set(block)
+
+    def gas_price(self, kind: str, wei: int) -> None:
+        self.gas_price_wei.labels(kind).set(wei)
+
+    def transaction(self, kind: str, outcome: str) -> None:
+        self.transactions.labels(kind, outcome).inc()
+
+    def replaced(self, kind: str) -> None:
+        self.tx_replacements.labels(kind).inc()
 
     # -- pipeline observer ------------------------------------------------------------------------
 

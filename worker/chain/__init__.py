@@ -30,8 +30,10 @@ from worker.chain.models import (
     TxKind,
     TxReceipt,
 )
+from worker.chain.observer import ChainObserver
 from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
 from worker.chain.transactions import TransactionSender, TxJournal
+from worker.chain.watcher import ChainWatcher
 
 __all__ = [
     "GAS_LIMIT_CAP",
@@ -43,7 +45,9 @@ __all__ = [
     "ChainContribution",
     "ChainDataset",
     "ChainDeal",
+    "ChainObserver",
     "ChainTask",
+    "ChainWatcher",
     "ContractReverted",
     "DealAsset",
     "DealParams",
