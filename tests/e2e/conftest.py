@@ -47,9 +47,10 @@ class RunningWorker:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    platform: Platform, index: int, base_dir: Path, *, slots: int = 1
+    platform: Platform, index: int, base_dir: Path, *, slots: int = 1, env: dict[str, str] | None = None
 ) -> AsyncIterator[RunningWorker]:
-    env = worker_env(platform.info(), index, base_dir, slots=slots)
+    """A worker of the platform running in this event loop; ``env`` adds or overrides settings."""
+    env = {**worker_env(platform.info(), index, base_dir, slots=slots), **(env or {})}
     settings = await asyncio.to_thread(load_settings, write_env_file(base_dir / ".env", env))
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, stop=stop, install_signals=False), name=f"worker-{index}")

@@ -228,7 +228,7 @@ async def test_an_upload_already_stored_gives_the_same_link(setup: Setup) -> Non
 async def test_callback_task_is_not_uploaded(setup: Setup) -> None:
     callback = "0x" + "Cb" * 20
     link = await setup.upload_result(callback=callback, result_repository_url=UNREACHABLE)
-    assert link == '{ "storage": "ethereum", "location": "' + callback + '" }'
+    assert link == '{ "storage": "ethereum", "location": "' + callback.lower() + '" }'
     assert setup.headers == []
 
 

@@ -178,7 +178,8 @@ async def upload_result(
     tried ``attempts`` times.
     """
     if callback and callback.strip() and callback.strip().lower() != ZERO_ADDRESS:
-        return result_link(ETHEREUM_STORAGE, callback.strip())
+        # Java workers print the address as web3j decodes it from the deal: lowercase, not EIP-55.
+        return result_link(ETHEREUM_STORAGE, callback.strip().lower())
     provider = (storage_provider or "").strip() or IPFS_STORAGE
     if provider != IPFS_STORAGE:
         raise StepFailed(
