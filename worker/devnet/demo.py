@@ -62,6 +62,15 @@ async def demo(base: Path) -> int:
                 stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
         wallet = info.workers[0].address
+        launched = time.monotonic()
+        while not _joined(platform, wallet):
+            if worker.returncode is not None or time.monotonic() - launched > 60:
+                say(f"!! the worker did not join the scheduler; see {log_path}")
+                return 1
+            await asyncio.sleep(0.05)
+        say(
+            f"   worker {wallet} joined the pool in {time.monotonic() - launched:.2f} s (process start included)"
+        )
         stake_before, _ = await platform.toolkit.view_account(wallet)
 
         say(f"== buying a task: app {HELLO.tag}, args 'devnet', workerpool price 2 RLC")
@@ -83,8 +92,13 @@ async def demo(base: Path) -> int:
                 return 1
             shown = _print_new(platform, task_id, wallet, shown, bought_at)
             await asyncio.sleep(0.1)
-        _print_new(platform, task_id, wallet, shown, bought_at)
         completed_at = time.time()
+        # The task is COMPLETED on chain; the worker still purges and reports its own COMPLETED.
+        settle = time.monotonic() + 30
+        while not _replicate_done(platform, task_id, wallet) and time.monotonic() < settle:
+            shown = _print_new(platform, task_id, wallet, shown, bought_at)
+            await asyncio.sleep(0.05)
+        _print_new(platform, task_id, wallet, shown, bought_at)
 
         chain_task = await platform.toolkit.view_task(task_id)
         stake_after, locked = await platform.toolkit.view_account(wallet)
@@ -110,6 +124,18 @@ async def demo(base: Path) -> int:
                 worker.kill()
         await platform.stop()
         say("== devnet stopped")
+
+
+def _replicate_done(platform: Platform, task_id: str, wallet: str) -> bool:
+    replicate = platform.scheduler.state.replicate(task_id, wallet)
+    return bool(
+        replicate and replicate.history and replicate.last_status in (RS.COMPLETED, RS.FAILED, RS.ABORTED)
+    )
+
+
+def _joined(platform: Platform, wallet: str) -> bool:
+    record = platform.scheduler.state.workers.get(wallet)
+    return bool(record and record.registered and record.last_demand is not None)
 
 
 def _print_new(platform: Platform, task_id: str, wallet: str, shown: int, since: float) -> int:
