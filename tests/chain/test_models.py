@@ -27,7 +27,6 @@ def test_deal_params_full_json() -> None:
             "iexec_result_storage_proxy": "http://127.0.0.1:13200",
             "iexec_secrets": {"1": "key-one"},
             "bulk_cid": "bafy",
-            "iexec_developer_logger": True,
         }
     )
     assert DealParams.parse(text) == DealParams(
@@ -52,6 +51,39 @@ def test_deal_params_not_a_params_object_are_plain_args(text: str) -> None:
 
 def test_deal_params_boolean_given_as_text() -> None:
     assert DealParams.parse('{"iexec_result_encryption":"true"}').iexec_result_encryption is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Java workers refuse an unknown key, so the whole string becomes the app's arguments.
+        '{"iexec_args":"hello","iexec_developer_logger":true}',
+        '{"wrong_field1":"wrong arg value","iexec_input_files":["http://file1"]}',
+        '{"iexec_args":["a","b"]}',
+        '{"iexec_input_files":["http://a",null]}',
+        '{"iexec_result_encryption":"yes"}',
+        '{"iexec_result_encryption":1.5}',
+        '{"iexec_args":NaN}',
+    ],
+)
+def test_deal_params_of_the_wrong_shape_are_plain_args_as_for_java_workers(text: str) -> None:
+    assert DealParams.parse(text) == DealParams(iexec_args=text)
+
+
+def test_deal_params_coercions_and_trailing_text_as_jackson_does() -> None:
+    parsed = DealParams.parse(
+        ' \n{"iexec_args":1.50,"iexec_input_files":[7],"iexec_secrets":{"1":true},'
+        '"iexec_result_encryption":1,"bulk_cid":null} trailing text'
+    )
+    assert parsed == DealParams(
+        iexec_args="1.50",
+        iexec_input_files=("7",),
+        iexec_secrets={"1": "true"},
+        iexec_result_encryption=True,
+    )
+    assert type(parsed.iexec_args) is str
+    assert DealParams.parse('{"iexec_result_encryption":0}').iexec_result_encryption is False
+    assert DealParams.parse('{"iexec_result_encryption":null}').iexec_result_encryption is False
 
 
 @pytest.mark.parametrize(

@@ -270,3 +270,23 @@ async def test_a_hostile_or_broken_output_fails_the_compute_with_its_cause(
     assert all(path.stat().st_size <= 512 * 1024 for path in zips)
     if cause is Cause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED:
         assert zips == []
+
+
+async def test_result_encryption_on_a_standard_task_fails_start(platform: Platform, tmp_path: Path) -> None:
+    wallet = platform.workers[0].address
+    async with running_worker(platform, 0, tmp_path / "worker") as worker:
+        purchase = await buy(
+            platform.info(), image=SHELL.tag, args="true", extra_params={"iexec_result_encryption": True}
+        )
+        task_id = purchase.task_ids[0]
+        await until(
+            lambda: RS.START_FAILED in platform.scheduler.replicate_history(task_id, wallet),
+            within=TASK_WITHIN,
+            what=f"task {task_id} START_FAILED",
+        )
+        assert await worker.shutdown() == 0
+
+    history = changes(platform, task_id, wallet)
+    failure = next(change for change in history if change.status is RS.START_FAILED)
+    assert failure.cause is Cause.TASK_DESCRIPTION_INVALID
+    assert RS.APP_DOWNLOADING not in [change.status for change in history]

@@ -161,12 +161,61 @@ def is_tee_tag(tag: str) -> bool:
     return bool(raw) and bool(raw[-1] & 0x01)
 
 
+class _JsonNumber(str):
+    """A JSON number kept as its source text: Jackson gives a text field the number as it was written."""
+
+    __slots__ = ()
+
+
+class _NotDealParams(Exception):
+    pass
+
+
+_DEAL_PARAM_KEYS = frozenset({
+    "iexec_args", "iexec_input_files", "iexec_result_encryption", "iexec_result_storage_provider",
+    "iexec_result_storage_proxy", "iexec_secrets", "bulk_cid",
+})  # fmt: skip
+_JSON_BLANK = " \t\r\n"
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotDealParams(name)  # NaN and Infinity are not JSON for Jackson
+
+
+def _text(value: Any) -> str | None:
+    """A text field as Jackson fills it: strings as is, scalars as their JSON text, null as null."""
+    if value is None or isinstance(value, str):
+        return None if value is None else str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    raise _NotDealParams
+
+
+def _flag(value: Any) -> bool:
+    """A boolean field as Jackson fills it, with its default coercions of text, integers and null."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, _JsonNumber):
+        if any(c in value for c in ".eE"):
+            raise _NotDealParams
+        return int(value) != 0
+    if isinstance(value, str):
+        if value in ("true", "True", "TRUE"):
+            return True
+        if value in ("false", "False", "FALSE", ""):
+            return False
+    raise _NotDealParams
+
+
 @dataclass(frozen=True, slots=True)
 class DealParams:
     """The requester's ``params`` string of a deal: JSON with the keys below, or plain app arguments.
 
-    A string that is not a JSON object of the expected shape is taken whole as ``iexec_args``, which
-    is what requesters get when they pass bare arguments. Absent keys stay None / empty.
+    Parsed as every Java worker parses it (Jackson with its default settings), since the arguments and
+    input files decide the result digest: a string that is not a JSON object of exactly these keys with
+    values of the right shape (an unknown key included) is taken whole as ``iexec_args``; text after
+    the object is ignored; scalars given for a text field become their JSON text. Absent keys stay
+    None / empty.
     """
 
     iexec_args: str | None = None
@@ -179,45 +228,40 @@ class DealParams:
 
     @classmethod
     def parse(cls, params: str) -> DealParams:
+        decoder = json.JSONDecoder(
+            parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_reject_constant
+        )
         try:
-            data = json.loads(params)
-        except ValueError:
-            return cls(iexec_args=params)
-        if not isinstance(data, dict):
-            return cls(iexec_args=params)
-        try:
+            data, _end = decoder.raw_decode(params.lstrip(_JSON_BLANK))
+            if not isinstance(data, dict):
+                raise _NotDealParams
             return cls._from_json(data)
-        except TypeError:
+        except (ValueError, _NotDealParams):
             return cls(iexec_args=params)
 
     @classmethod
     def _from_json(cls, data: dict[str, Any]) -> DealParams:
-        def opt_str(key: str) -> str | None:
-            value = data.get(key)
-            if value is None or isinstance(value, str):
-                return value
-            raise TypeError(key)
-
-        files = data.get("iexec_input_files") or []
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            raise TypeError("iexec_input_files")
-        encryption = data.get("iexec_result_encryption", False)
-        if isinstance(encryption, str) and encryption.lower() in ("true", "false"):
-            # Jackson coerces "true"/"false" strings into a boolean field.
-            encryption = encryption.lower() == "true"
-        if not isinstance(encryption, bool):
-            raise TypeError("iexec_result_encryption")
-        secrets = data.get("iexec_secrets") or {}
-        if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
-            raise TypeError("iexec_secrets")
+        if not data.keys() <= _DEAL_PARAM_KEYS:
+            raise _NotDealParams
+        files = data.get("iexec_input_files")
+        if files is not None and not isinstance(files, list):
+            raise _NotDealParams
+        secrets = data.get("iexec_secrets")
+        if secrets is not None and not isinstance(secrets, dict):
+            raise _NotDealParams
+        input_files = tuple(_text(f) for f in files or [])
+        secret_values = {str(k): _text(v) for k, v in (secrets or {}).items()}
+        # A null inside the list or map would make Java workers fail later; refuse the shape instead.
+        if None in input_files or None in secret_values.values():
+            raise _NotDealParams
         return cls(
-            iexec_args=opt_str("iexec_args"),
-            iexec_input_files=tuple(files),
-            iexec_result_encryption=encryption,
-            iexec_result_storage_provider=opt_str("iexec_result_storage_provider"),
-            iexec_result_storage_proxy=opt_str("iexec_result_storage_proxy"),
-            iexec_secrets={str(k): v for k, v in secrets.items()},
-            bulk_cid=opt_str("bulk_cid"),
+            iexec_args=_text(data.get("iexec_args")),
+            iexec_input_files=tuple(f for f in input_files if f is not None),
+            iexec_result_encryption=_flag(data.get("iexec_result_encryption")),
+            iexec_result_storage_provider=_text(data.get("iexec_result_storage_provider")),
+            iexec_result_storage_proxy=_text(data.get("iexec_result_storage_proxy")),
+            iexec_secrets={k: v for k, v in secret_values.items() if v is not None},
+            bulk_cid=_text(data.get("bulk_cid")),
         )
 
 

@@ -231,8 +231,12 @@ async def buy(
     dataset_price: int = 0,
     workerpool_price: int = 2 * RLC,
     category: int | None = None,
+    extra_params: dict[str, Any] | None = None,
 ) -> Purchase:
-    """Create (or reuse) the app and dataset, sign the four orders and match them; returns the deal."""
+    """Create (or reuse) the app and dataset, sign the four orders and match them; returns the deal.
+
+    ``extra_params`` adds or replaces keys of the deal's params JSON (e.g. ``iexec_result_encryption``).
+    """
     w3 = new_web3(info.rpc_url)
     try:
         toolkit = Toolkit(w3, Deployment.from_json(json.dumps(info.deployment)))
@@ -256,6 +260,7 @@ async def buy(
             params["iexec_input_files"] = input_files
         params["iexec_result_storage_provider"] = "ipfs"
         params["iexec_result_storage_proxy"] = info.result_proxy_url
+        params.update(extra_params or {})
         deal: Deal = await toolkit.buy(
             requester=requester,
             app=app,
