@@ -25,10 +25,14 @@ class MemoryJournal:
     entries: dict[tuple[str, TxKind], SentTx] = field(default_factory=dict)
     records: int = 0
     replacements: int = 0
+    hashes: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)
     crash_after_record: bool = False
 
     async def record_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
         self.entries[(task_id.lower(), kind)] = SentTx(task_id, kind, tx_hash, nonce, raw_tx)
+        self.hashes.append(tx_hash)
+        self.raw.append(raw_tx)
         self.records += 1
         if self.crash_after_record:
             self.crash_after_record = False
@@ -36,6 +40,8 @@ class MemoryJournal:
 
     async def replace_sent(self, task_id: str, kind: TxKind, tx_hash: str, nonce: int, raw_tx: str) -> None:
         self.entries[(task_id.lower(), kind)] = SentTx(task_id, kind, tx_hash, nonce, raw_tx)
+        self.hashes.append(tx_hash)
+        self.raw.append(raw_tx)
         self.replacements += 1
 
     async def sent(self, task_id: str, kind: TxKind) -> SentTx | None:
@@ -81,3 +87,47 @@ async def new_task(
 def worker_account(index: int) -> LocalAccount:
     """Spare devnet workers (12..19), so that the nonces of these tests are theirs alone."""
     return account(index)
+
+
+async def new_tasks(net: Devnet, toolkit: Toolkit, count: int, *, trust: int = 1) -> list[str]:
+    """One deal of ``count`` tasks on the devnet workerpool, every task initialized."""
+    scheduler, requester = account(Role.SCHEDULER), account(Role.REQUESTER)
+    app = await toolkit.create_app(account(Role.APP_PROVIDER), "hello-world", APP_IMAGE, "0x" + "11" * 32)
+    pool = await toolkit.create_workerpool(scheduler, "devnet-workerpool")
+    deal = await toolkit.buy(
+        requester=requester,
+        app=app,
+        app_owner=account(Role.APP_PROVIDER),
+        workerpool=pool,
+        workerpool_owner=scheduler,
+        category=net.deployment.categories[DEVNET_CATEGORY],
+        volume=count,
+        trust=trust,
+    )
+    return [await toolkit.initialize(deal.deal_id, i, scheduler) for i in range(count)]
+
+
+@dataclass
+class RecordingObserver:
+    """The ChainObserver Protocol, keeping what it is told."""
+
+    rpc_errors: dict[str, int] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)
+    prices: list[tuple[str, int]] = field(default_factory=list)
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+    replacements: int = 0
+
+    def rpc_error(self, endpoint: str) -> None:
+        self.rpc_errors[endpoint] = self.rpc_errors.get(endpoint, 0) + 1
+
+    def head(self, endpoint: str, block: int) -> None:
+        self.heads[endpoint] = block
+
+    def gas_price(self, kind: str, wei: int) -> None:
+        self.prices.append((kind, wei))
+
+    def transaction(self, kind: str, outcome: str) -> None:
+        self.outcomes.append((kind, outcome))
+
+    def replaced(self, kind: str) -> None:
+        self.replacements += 1

@@ -26,7 +26,7 @@ from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
 from web3.types import BlockIdentifier, FilterParams, LogReceipt, TxData, TxParams, TxReceipt, Wei
 from yarl import URL
 
@@ -58,6 +58,7 @@ log = logging.getLogger("iexec.worker.chain")
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds per JSON-RPC request
 DEFAULT_MAX_BLOCK_LAG = 5
 FAILURE_COOLDOWN = 10.0  # seconds an endpoint that failed is tried only after the others
+_ANSWERS = (TransactionNotFound, Web3RPCError)  # what a working node says; no reason to try another
 
 
 def _hex32(value: bytes) -> str:
@@ -220,7 +221,7 @@ class ChainClient:
                 f"{what}: reverted ({reason or 'no reason given'})", reason=reason
             ) from exc
         except (TimeoutError, Web3Exception, aiohttp.ClientError, OSError, ValueError) as exc:
-            if not isinstance(exc, TransactionNotFound):
+            if not isinstance(exc, _ANSWERS):
                 ep.failed_at = time.monotonic()
                 self.observer.rpc_error(ep.label)
             raise ChainError(f"{what} on {ep.display}: {exc}") from exc
@@ -232,8 +233,8 @@ class ChainClient:
             try:
                 return await self._on(ep, what, call)
             except ChainError as exc:
-                if isinstance(exc.__cause__, TransactionNotFound):
-                    raise
+                if isinstance(exc.__cause__, _ANSWERS):
+                    raise  # the node answered (an unknown hash, "nonce too low"...): not its failure
                 if last is None and len(self.endpoints) > 1:
                     log.warning("%s failed on node %s: trying the next one", what, ep.display)
                 last = exc
