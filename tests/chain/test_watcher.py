@@ -1,0 +1,118 @@
+"""The chain watcher on real anvil + PoCo: consensus of its own result, deadlines, finalization seen in logs.
+
+The replicates it watches come from a plain list (the supervisor's view in the worker), and its deliveries
+are recorded instead of reaching a pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from tests.conftest import devnet_cache_dir
+from worker.chain.client import ChainClient
+from worker.chain.crypto import authorization_hash, sign_eip191
+from worker.chain.transactions import TransactionSender
+from worker.chain.watcher import ChainWatcher
+from worker.devnet.accounts import Role, account
+from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
+from worker.devnet.toolkit import Toolkit
+from worker.replicate.status import ReplicateStatus, TaskAbortCause, TaskNotificationType
+
+from .conftest import MemoryJournal, new_tasks, worker_account
+
+pytestmark = pytest.mark.e2e
+
+DIGEST = "0x" + hashlib.sha256(b"watcher").hexdigest()
+RS, TNT = ReplicateStatus, TaskNotificationType
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def net() -> AsyncIterator[Devnet]:
+    async with await Devnet.up(cache_dir=devnet_cache_dir()) as devnet:
+        yield devnet
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def chain(net: Devnet) -> AsyncIterator[ChainClient]:
+    async with await ChainClient.connect(net.rpc_url, net.deployment.hub) as client:
+        yield client
+
+
+class Held:
+    def __init__(self) -> None:
+        self.statuses: dict[str, ReplicateStatus] = {}
+        self.delivered: list[tuple[str, TaskNotificationType, int, TaskAbortCause | None]] = []
+
+    def tasks(self) -> list[tuple[str, ReplicateStatus | None]]:
+        return list(self.statuses.items())
+
+    def deliver(
+        self, task_id: str, action: TaskNotificationType, block: int, cause: TaskAbortCause | None
+    ) -> None:
+        self.delivered.append((task_id, action, block, cause))
+
+
+async def _contribute(chain: ChainClient, task_id: str, index: int) -> int:
+    worker = worker_account(index)
+    signature = sign_eip191(authorization_hash(worker.address, task_id), bytes(account(Role.SCHEDULER).key))
+    sender = TransactionSender(chain, worker, MemoryJournal(), poll_interval=0.05)
+    return (await sender.contribute(task_id, DIGEST, signature)).block_number
+
+
+async def test_its_own_consensus_gives_one_local_please_reveal_with_the_block(
+    net: Devnet, chain: ChainClient
+) -> None:
+    toolkit = Toolkit(net.w3, net.deployment)
+    held = Held()
+    watcher = ChainWatcher(chain, worker_account(12).address, held.tasks, held.deliver)
+    ours, theirs = await new_tasks(net, toolkit, 2)
+    held.statuses = {ours: RS.CONTRIBUTING, theirs: RS.COMPUTING}
+    await watcher.poll()
+    block = await _contribute(chain, ours, 12)  # trust 1: this contribution is the consensus
+    await _contribute(chain, theirs, 13)  # another worker's consensus: not this worker's to reveal
+    await net.anvil.mine(2)
+
+    await watcher.poll()
+    assert held.delivered == []  # still CONTRIBUTING locally: the pipeline would drop it
+    held.statuses[ours] = RS.CONTRIBUTED
+    await watcher.poll()
+    await watcher.poll()
+
+    assert held.delivered == [(ours, TNT.PLEASE_REVEAL, block, None)]
+
+
+async def test_a_consensus_reached_before_the_watch_started_is_found_in_past_blocks(
+    net: Devnet, chain: ChainClient
+) -> None:
+    toolkit = Toolkit(net.w3, net.deployment)
+    (task_id,) = await new_tasks(net, toolkit, 1)
+    block = await _contribute(chain, task_id, 14)
+    await net.anvil.mine(5)
+    held = Held()
+    held.statuses = {task_id: RS.CONTRIBUTED}
+    watcher = ChainWatcher(chain, worker_account(14).address, held.tasks, held.deliver)
+
+    await watcher.poll()
+
+    assert held.delivered == [(task_id, TNT.PLEASE_REVEAL, block, None)]
+
+
+async def test_a_passed_contribution_deadline_aborts_locally(net: Devnet, chain: ChainClient) -> None:
+    toolkit = Toolkit(net.w3, net.deployment)
+    (task_id,) = await new_tasks(net, toolkit, 1)
+    held = Held()
+    held.statuses = {task_id: RS.COMPUTING}
+    watcher = ChainWatcher(chain, worker_account(15).address, held.tasks, held.deliver)
+    await watcher.poll()
+    assert held.delivered == []
+
+    await net.anvil.increase_time(7 * DEVNET_TIMEREF + 1)
+    await net.anvil.mine()
+    await watcher.poll()
+    await watcher.poll()
+
+    assert held.delivered == [(task_id, TNT.PLEASE_ABORT, 0, TaskAbortCause.CONTRIBUTION_TIMEOUT)]
