@@ -58,8 +58,15 @@ async def files() -> AsyncIterator[FileServer]:
             raise web.HTTPNotFound()
         return web.Response(body=body, content_type="application/octet-stream")
 
+    async def gateway(request: web.Request) -> web.Response:
+        body = server.files.get("ipfs/" + request.match_info["cid"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="application/octet-stream")
+
     app = web.Application()
     app.router.add_get("/{name}", serve)
+    app.router.add_get("/ipfs/{cid}", gateway)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -290,3 +297,31 @@ async def test_result_encryption_on_a_standard_task_fails_start(platform: Platfo
     failure = next(change for change in history if change.status is RS.START_FAILED)
     assert failure.cause is Cause.TASK_DESCRIPTION_INVALID
     assert RS.APP_DOWNLOADING not in [change.status for change in history]
+
+
+async def test_ipfs_dataset_comes_from_the_next_gateway_when_the_first_fails(
+    platform: Platform, files: FileServer, tmp_path: Path
+) -> None:
+    cid = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+    dataset = b"a dataset pinned on IPFS\n"
+    files.files[f"ipfs/{cid}"] = dataset
+    app = script_args(
+        "set -e\n"
+        'cp "$IEXEC_IN/$IEXEC_DATASET_FILENAME" /iexec_out/copy.bin\n'
+        'printf "{\\"deterministic-output-path\\":\\"/iexec_out/copy.bin\\"}" > /iexec_out/computed.json\n'
+    )
+    # Port 1 refuses connections: the worker must go on to the second gateway.
+    gateways = {"IEXEC_WORKER_IPFS_GATEWAYS": f"http://127.0.0.1:1,{files.url}"}
+    async with running_worker(platform, 0, tmp_path / "worker", env=gateways):
+        purchase = await buy(
+            platform.info(),
+            image=SHELL.tag,
+            args=app,
+            dataset_url=f"/ipfs/{cid}",
+            dataset_sha256="0x" + sha256_hex(dataset),
+        )
+        task_id = purchase.task_ids[0]
+        await completed(platform, task_id)
+
+    chain_task = await platform.toolkit.view_task(task_id)
+    assert chain_task.result_digest == "0x" + sha256_hex(dataset)

@@ -224,6 +224,7 @@ async def buy(
     args: str = "",
     input_files: list[str] | None = None,
     dataset_url: str | None = None,
+    dataset_sha256: str | None = None,
     trust: int = 1,
     callback: str = ZERO_ADDRESS,
     volume: int = 1,
@@ -235,7 +236,8 @@ async def buy(
 ) -> Purchase:
     """Create (or reuse) the app and dataset, sign the four orders and match them; returns the deal.
 
-    ``extra_params`` adds or replaces keys of the deal's params JSON (e.g. ``iexec_result_encryption``).
+    ``dataset_sha256`` is the dataset's checksum when its URI cannot be fetched from here (an IPFS
+    multiaddr); otherwise it is computed from the URL. ``extra_params`` adds or replaces keys of the deal's params JSON (e.g. ``iexec_result_encryption``).
     """
     w3 = new_web3(info.rpc_url)
     try:
@@ -246,7 +248,7 @@ async def buy(
         dataset_owner = None
         if dataset_url:
             dataset_owner = account(Role.DATASET_PROVIDER)
-            checksum = await dataset_checksum(dataset_url)
+            checksum = dataset_sha256 or await dataset_checksum(dataset_url)
             dataset = await toolkit.create_dataset(
                 dataset_owner, _asset_name(dataset_url), dataset_url, checksum
             )
