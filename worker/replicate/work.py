@@ -50,7 +50,7 @@ from worker.compute import (
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
 from worker.errors import ChainError, TransientError
 from worker.replicate.ports import ComputeOutcome, Stage, StepFailed, UploadOutcome
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+from worker.replicate.status import ChainContributionStatus, ReplicateStatus, ReplicateStatusCause
 from worker.result import (
     ResultError,
     compute_result_digest_async,
@@ -135,6 +135,10 @@ class TaskWork:
         description = self._descriptions.get(task_id)
         return float(description.final_deadline) if description else None
 
+    async def _own_contribution(self, task_id: str) -> ChainContributionStatus:
+        contribution = await self._chain_call(lambda: self._chain.contribution(task_id, self._worker))
+        return contribution.status
+
     def task_dir(self, task_id: str) -> Path:
         return self._settings.task_root / task_id
 
@@ -171,6 +175,10 @@ class TaskWork:
                     Cause.TASK_DESCRIPTION_INVALID,
                     "result encryption is only possible in TEE tasks (iexec_result_encryption=true)",
                 )
+        if stage is Stage.CONTRIBUTE and await self._own_contribution(task_id) in _SENT_CONTRIBUTION:
+            # Broadcast before a restart and mined since: the sender follows its journal to the receipt,
+            # and these checks would refuse what is already done (contribution set, task REVEALING).
+            return
         cause = await cannot_contribute_cause(self._chain, task_id, self._worker)
         if cause is not None:
             raise StepFailed(cause, _precheck_message(cause, description))
@@ -310,7 +318,9 @@ class TaskWork:
         description = await self.describe(task_id)
         await self._wait_for_block(consensus_block)
         cause: ReplicateStatusCause | None = None
-        for attempt in range(3):
+        # Revealed before a restart: no check would pass any more, the sender follows its journal.
+        already = await self._own_contribution(task_id) is ChainContributionStatus.PROVED
+        for attempt in range(0 if already else 3):
             cause = await cannot_reveal_cause(self._chain, task_id, self._worker, result_digest)
             if cause is None:
                 break
@@ -372,6 +382,9 @@ class TaskWork:
                     Cause.BLOCK_NOT_REACHED, f"node at block {latest}, consensus at block {block}"
                 )
             await asyncio.sleep(1.0)
+
+
+_SENT_CONTRIBUTION = frozenset({ChainContributionStatus.CONTRIBUTED, ChainContributionStatus.PROVED})
 
 
 class _PullLog:
