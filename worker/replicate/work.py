@@ -161,6 +161,20 @@ class TaskWork:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    async def _checked(
+        self, check: Callable[[], Awaitable[ReplicateStatusCause | None]]
+    ) -> ReplicateStatusCause | None:
+        """A pre-check, asked again across short node outages: an unreachable node is no verdict on the task."""
+        deadline = time.monotonic() + self._settings.chain_retry_window
+        delay = 0.5
+        while True:
+            cause = await check()
+            if cause is not Cause.CHAIN_UNREACHABLE or time.monotonic() + delay > deadline:
+                return cause
+            log.warning("chain pre-check: node unreachable; asking again in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
     # -- Work port --------------------------------------------------------------------------------
 
     async def precheck(self, task_id: str, stage: Stage) -> None:
@@ -179,7 +193,7 @@ class TaskWork:
             # Broadcast before a restart and mined since: the sender follows its journal to the receipt,
             # and these checks would refuse what is already done (contribution set, task REVEALING).
             return
-        cause = await cannot_contribute_cause(self._chain, task_id, self._worker)
+        cause = await self._checked(lambda: cannot_contribute_cause(self._chain, task_id, self._worker))
         if cause is not None:
             raise StepFailed(cause, _precheck_message(cause, description))
         if stage is Stage.CONTRIBUTE and not self._settings.sidechain:
@@ -321,7 +335,9 @@ class TaskWork:
         # Revealed before a restart: no check would pass any more, the sender follows its journal.
         already = await self._own_contribution(task_id) is ChainContributionStatus.PROVED
         for attempt in range(0 if already else 3):
-            cause = await cannot_reveal_cause(self._chain, task_id, self._worker, result_digest)
+            cause = await self._checked(
+                lambda: cannot_reveal_cause(self._chain, task_id, self._worker, result_digest)
+            )
             if cause is None:
                 break
             if attempt < 2:
