@@ -49,6 +49,18 @@ TS = TaskStatus
 TNT = TaskNotificationType
 
 
+def _current(replicate: Replicate) -> ReplicateStatus | None:
+    """The replicate's status seen through RECOVERING: a recovered worker is back where it was.
+
+    Recovery records what the chain shows (REVEALED, say) and then RECOVERING, so the last status
+    alone would hide a revealed replicate from the upload request forever. WORKER_LOST still counts.
+    """
+    for change in reversed(replicate.history):
+        if change.status is not RS.RECOVERING:
+            return change.status
+    return None
+
+
 class Publisher(Protocol):
     async def publish(self, destination: str, body: str, content_type: str = "application/json") -> None: ...
 
@@ -187,7 +199,7 @@ class Duties:
         if task.status in REVEAL_PHASE and task.reveal_deadline and task.reveal_deadline <= now:
             self._reveal_timeout(task)
         if task.status is TS.CONSENSUS_REACHED and any(
-            r.last_status is RS.REVEALED for r in task.replicates.values()
+            _current(r) is RS.REVEALED for r in task.replicates.values()
         ):
             task.set_status(TS.AT_LEAST_ONE_REVEALED)
         if task.status is TS.AT_LEAST_ONE_REVEALED:
@@ -233,11 +245,10 @@ class Duties:
 
     async def _request_upload(self, task: Task) -> None:
         if any(
-            r.last_status in (RS.RESULT_UPLOAD_REQUESTED, RS.RESULT_UPLOADING)
-            for r in task.replicates.values()
+            _current(r) in (RS.RESULT_UPLOAD_REQUESTED, RS.RESULT_UPLOADING) for r in task.replicates.values()
         ):
             return
-        revealed = [r for r in task.replicates.values() if r.last_status is RS.REVEALED]
+        revealed = [r for r in task.replicates.values() if _current(r) is RS.REVEALED]
         if not revealed:
             return
         chosen = random.choice(revealed)
@@ -250,7 +261,7 @@ class Duties:
         await self._notify(task, TNT.PLEASE_UPLOAD, [chosen.wallet], None)
 
     async def _follow_upload(self, task: Task) -> None:
-        uploaded = [r for r in task.replicates.values() if r.last_status is RS.RESULT_UPLOADED]
+        uploaded = [r for r in task.replicates.values() if _current(r) is RS.RESULT_UPLOADED]
         if uploaded:
             task.result_link = uploaded[0].result_link
             task.chain_callback_data = uploaded[0].chain_callback_data
@@ -260,7 +271,7 @@ class Duties:
             (
                 r
                 for r in task.replicates.values()
-                if r.last_status in (RS.RESULT_UPLOAD_REQUESTED, RS.RESULT_UPLOADING)
+                if _current(r) in (RS.RESULT_UPLOAD_REQUESTED, RS.RESULT_UPLOADING)
             ),
             None,
         )
