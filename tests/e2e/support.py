@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from worker.devnet.platform import Platform
 from worker.replicate.status import ReplicateStatus
 
 RS = ReplicateStatus
+
+
+def unique_worker_name(index: int) -> str:
+    """A worker name no concurrent run shares: a worker removes every container labelled with its name at start."""
+    return f"e2e-{uuid.uuid4().hex[:8]}-worker-{index}"
 
 
 def status_time(platform: Platform, task_id: str, wallet: str, status: ReplicateStatus) -> float:

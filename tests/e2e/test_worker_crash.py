@@ -1,0 +1,203 @@
+"""End to end: a worker process killed with SIGKILL loses no replicate and never contributes twice.
+
+The worker runs as its own process (``python -m worker.cli run``), as an operator runs it, against
+real anvil with the real PoCo contracts, real Docker with locally built images, the development
+scheduler and result proxy on 127.0.0.1. It is killed while the app computes and again right after
+it records CONTRIBUTED; each time it restarts on the same folder and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.compute.conftest import container_exists
+from tests.e2e.support import contribute_count, unique_worker_name
+from tests.support import until
+from worker.compute import container_name
+from worker.devnet.images import SLEEP
+from worker.devnet.platform import Platform, buy, worker_env, write_env_file
+from worker.devnet.scheduler.state import TaskStatus
+from worker.replicate.status import ChainTaskStatus, ReplicateStatus
+
+RS = ReplicateStatus
+WORKER_NAME = unique_worker_name(0)
+
+
+_CONTRIBUTED_OR_LATER = frozenset({
+    RS.CONTRIBUTED, RS.REVEALING, RS.REVEALED, RS.RESULT_UPLOADING, RS.RESULT_UPLOADED, RS.COMPLETING, RS.COMPLETED,
+})  # fmt: skip
+
+
+class WorkerProcess:
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextlib.asynccontextmanager
+async def worker_process(env_file: Path, log: Path) -> AsyncIterator[WorkerProcess]:
+    log_file = await asyncio.to_thread(log.open, "wb")
+    with log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
+            stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    try:
+        yield WorkerProcess(process, log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def _kill_9(worker: WorkerProcess) -> None:
+    worker.process.send_signal(signal.SIGKILL)
+    assert await asyncio.wait_for(worker.process.wait(), 10) == -signal.SIGKILL
+
+
+def _local_status(db: Path, task_id: str) -> ReplicateStatus | None:
+    """The worker's own record, read as an operator would with the sqlite3 shell."""
+    if not db.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+        try:
+            row = conn.execute("SELECT status FROM replicates WHERE task_id = ?", (task_id,)).fetchone()
+        except sqlite3.OperationalError:  # the worker has not created its tables yet
+            return None
+    return ReplicateStatus(row[0]) if row else None
+
+
+async def test_kill_9_while_computing_and_after_contributing(platform: Platform, tmp_path: Path) -> None:
+    info = platform.info()
+    wallet = info.workers[0].address
+    base = tmp_path / "worker"
+    env_file = write_env_file(
+        tmp_path / "worker.env", {**worker_env(info, 0, base), "IEXEC_WORKER_NAME": WORKER_NAME}
+    )
+    db = base / f"{WORKER_NAME}.sqlite3"
+    w3 = platform.devnet.w3
+    nonce_before = await w3.eth.get_transaction_count(w3.to_checksum_address(wallet))
+
+    async with worker_process(env_file, tmp_path / "worker-1.log") as first:
+        purchase = await buy(info, image=SLEEP.tag, args="2")
+        task_id = purchase.task_ids[0]
+        container = container_name(WORKER_NAME, task_id)
+        await until(lambda: container_exists(container), within=60, every=0.05, what=f"{container} running")
+        assert RS.COMPUTING in platform.scheduler.replicate_history(task_id, wallet), first.output()
+        await _kill_9(first)
+
+    async with worker_process(env_file, tmp_path / "worker-2.log") as second:
+
+        async def contributed() -> bool:
+            status = await asyncio.to_thread(_local_status, db, task_id)
+            return status in _CONTRIBUTED_OR_LATER
+
+        try:
+            await until(contributed, within=60, every=0.005, what="CONTRIBUTED recorded by the worker")
+        except AssertionError:
+            raise AssertionError(second.output()) from None
+        await _kill_9(second)
+
+    async with worker_process(env_file, tmp_path / "worker-3.log") as third:
+        try:
+            await until(
+                lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
+                within=60,
+                what=f"task {task_id} COMPLETED",
+            )
+            await until(
+                lambda: _local_status(db, task_id) is RS.COMPLETED,
+                within=20,
+                what="replicate COMPLETED locally",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{third.output()}") from None
+        third.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(third.process.wait(), 60) == 0, third.output()
+
+    assert (await platform.toolkit.view_task(task_id)).status is ChainTaskStatus.COMPLETED
+    assert await contribute_count(platform, task_id, wallet) == 1
+    # One contribute and one reveal: nothing was signed twice.
+    assert await w3.eth.get_transaction_count(w3.to_checksum_address(wallet)) - nonce_before == 2
+    history = platform.scheduler.replicate_history(task_id, wallet)
+    assert history.count(RS.CONTRIBUTED) == 1
+    assert history[-1] is RS.COMPLETED
+    assert not await container_exists(container)
+
+
+def _journalled(db: Path, task_id: str, kind: str) -> bool:
+    """True once the worker has written the signed transaction of ``kind`` to its journal."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM transactions WHERE task_id = ? AND kind = ?", (task_id, kind)
+        ).fetchone()
+    return row is not None
+
+
+@pytest.mark.parametrize(("kind", "killed_in"), [("CONTRIBUTE", RS.CONTRIBUTING), ("REVEAL", RS.REVEALING)])
+async def test_kill_9_after_broadcasting(
+    platform: Platform, tmp_path: Path, kind: str, killed_in: ReplicateStatus
+) -> None:
+    """The transaction is mined while the worker is down: the restarted worker follows it, signs no other."""
+    info = platform.info()
+    wallet = info.workers[0].address
+    base = tmp_path / "worker"
+    env = {**worker_env(info, 0, base), "IEXEC_WORKER_NAME": WORKER_NAME}
+    env_file = write_env_file(tmp_path / "worker.env", env)
+    db = base / f"{WORKER_NAME}.sqlite3"
+    anvil, w3 = platform.devnet.anvil, platform.devnet.w3
+    nonce_before = await w3.eth.get_transaction_count(w3.to_checksum_address(wallet))
+
+    async with worker_process(env_file, tmp_path / "worker-1.log") as first:
+        purchase = await buy(info, image=SLEEP.tag, args="1")
+        task_id = purchase.task_ids[0]
+        await until(lambda: _local_status(db, task_id) is RS.COMPUTING, within=60, what="replicate COMPUTING")
+        # Blocks are mined by hand from here on, so the transaction waits in the node's pool when the worker dies.
+        await anvil.set_automine(False)
+        try:
+            try:
+                if kind == "REVEAL":
+                    await until(
+                        lambda: _journalled(db, task_id, "CONTRIBUTE"), within=60, what="contribute sent"
+                    )
+                    await anvil.mine()
+                await until(
+                    lambda: _journalled(db, task_id, kind), within=60, every=0.005, what=f"{kind} sent"
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{first.output()}") from None
+            assert _local_status(db, task_id) is killed_in
+            await _kill_9(first)
+        finally:
+            await anvil.mine()
+            await anvil.set_automine(True)
+
+    async with worker_process(env_file, tmp_path / "worker-2.log") as second:
+        try:
+            await until(
+                lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
+                within=60,
+                what=f"task {task_id} COMPLETED",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{second.output()}") from None
+        second.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.process.wait(), 60) == 0, second.output()
+
+    assert (await platform.toolkit.view_task(task_id)).status is ChainTaskStatus.COMPLETED
+    assert await contribute_count(platform, task_id, wallet) == 1
+    # One contribute and one reveal: nothing was signed twice.
+    assert await w3.eth.get_transaction_count(w3.to_checksum_address(wallet)) - nonce_before == 2
+    assert platform.scheduler.replicate_history(task_id, wallet)[-1] is RS.COMPLETED
