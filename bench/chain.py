@@ -109,7 +109,6 @@ async def main() -> None:
                 timings["bare-c"].append(
                     await _bare(
                         net.w3,
-                        hub,
                         bare_worker,
                         hub.functions.contribute(
                             to_bytes(bare),
