@@ -50,4 +50,4 @@ async def test_one_task_from_purchase_to_completed(platform: Platform, tmp_path:
         RS.RESULT_UPLOAD_REQUESTED, RS.RESULT_UPLOADING, RS.RESULT_UPLOADED, RS.COMPLETING, RS.COMPLETED,
     ]  # fmt: skip
     # The task folder is purged once the task is completed.
-    assert not (tmp_path / "worker" / "devnet-worker-0" / task_id).exists()
+    assert not (tmp_path / "worker" / worker.name / task_id).exists()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from tests.compute.conftest import container_exists
 from tests.e2e.conftest import running_worker
-from tests.e2e.support import unique_worker_name
 from tests.support import until
 from worker.compute import container_name
 from worker.devnet.accounts import Role, account
@@ -30,8 +29,6 @@ from worker.replicate.status import (
 RS = ReplicateStatus
 Cause = ReplicateStatusCause
 WORKER = 0
-WORKER_NAME = unique_worker_name(WORKER)
-NAMED = {"IEXEC_WORKER_NAME": WORKER_NAME}
 
 
 def _history(platform: Platform, task_id: str) -> list[tuple[ReplicateStatus, ReplicateStatusCause | None]]:
@@ -63,7 +60,7 @@ async def _create_category(platform: Platform, name: str, timeref: int) -> int:
 async def test_app_exiting_non_zero_is_aborted_without_contribution(
     platform: Platform, tmp_path: Path
 ) -> None:
-    async with running_worker(platform, WORKER, tmp_path / "worker", env=NAMED) as worker:
+    async with running_worker(platform, WORKER, tmp_path / "worker") as worker:
         purchase = await buy(platform.info(), image=FAIL.tag, args="1")
         task_id = purchase.task_ids[0]
         await until(lambda: _ended(platform, task_id), within=60, what=f"replicate of {task_id} ended")
@@ -73,16 +70,16 @@ async def test_app_exiting_non_zero_is_aborted_without_contribution(
     assert history[-2:] == [(RS.COMPUTE_FAILED, Cause.APP_COMPUTE_FAILED), (RS.ABORTED, Cause.UNKNOWN)]
     assert RS.CONTRIBUTING not in [status for status, _ in history]
     await _assert_nothing_contributed(platform, task_id)
-    assert not await container_exists(container_name(WORKER_NAME, task_id))
+    assert not await container_exists(container_name(worker.name, task_id))
     assert platform.scheduler.task_status(task_id) is not TaskStatus.COMPLETED
 
 
 async def test_app_past_its_time_is_killed(platform: Platform, tmp_path: Path) -> None:
     category = await _create_category(platform, "TINY", timeref=2)
-    async with running_worker(platform, WORKER, tmp_path / "worker", env=NAMED) as worker:
+    async with running_worker(platform, WORKER, tmp_path / "worker") as worker:
         purchase = await buy(platform.info(), image=SLEEP.tag, args="60", category=category)
         task_id = purchase.task_ids[0]
-        name = container_name(WORKER_NAME, task_id)
+        name = container_name(worker.name, task_id)
         await until(lambda: container_exists(name), within=30, every=0.1, what=f"container {name} running")
         await until(lambda: _ended(platform, task_id), within=30, what=f"replicate of {task_id} ended")
         assert await worker.shutdown() == 0
@@ -96,10 +93,10 @@ async def test_app_past_its_time_is_killed(platform: Platform, tmp_path: Path) -
 async def test_contribution_timeout_stops_the_computing_app(platform: Platform, tmp_path: Path) -> None:
     """Moves the chain clock: keep it the last test of the module."""
     anvil = platform.devnet.anvil
-    async with running_worker(platform, WORKER, tmp_path / "worker", env=NAMED) as worker:
+    async with running_worker(platform, WORKER, tmp_path / "worker") as worker:
         purchase = await buy(platform.info(), image=SLEEP.tag, args="30")
         task_id = purchase.task_ids[0]
-        name = container_name(WORKER_NAME, task_id)
+        name = container_name(worker.name, task_id)
         await until(lambda: container_exists(name), within=30, every=0.1, what=f"container {name} running")
         assert _history(platform, task_id)[-1][0] is RS.COMPUTING
 

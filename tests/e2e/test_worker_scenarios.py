@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.compute.conftest import docker_cli
 from tests.e2e.conftest import running_worker
-from tests.e2e.support import computing_interval, local_registry, unique_worker_name
+from tests.e2e.support import computing_interval, local_registry
 from tests.support import until
 from worker.devnet.images import HELLO, SLEEP
 from worker.devnet.platform import RLC, Platform, buy
@@ -22,17 +22,13 @@ from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, Re
 RS = ReplicateStatus
 
 
-def _named(index: int) -> dict[str, str]:
-    return {"IEXEC_WORKER_NAME": unique_worker_name(index)}
-
-
 def _completed(platform: Platform, *task_ids: str) -> bool:
     return all(platform.scheduler.task_status(t) is TaskStatus.COMPLETED for t in task_ids)
 
 
 async def test_three_tasks_run_at_once_on_three_slots(platform: Platform, tmp_path: Path) -> None:
     wallet = platform.workers[0].address
-    async with running_worker(platform, 0, tmp_path / "worker", slots=3, env=_named(0)) as worker:
+    async with running_worker(platform, 0, tmp_path / "worker", slots=3) as worker:
         purchase = await buy(platform.info(), image=SLEEP.tag, args="2", volume=3)
         assert len(purchase.task_ids) == 3
         await until(
@@ -53,9 +49,7 @@ async def test_two_workers_reach_consensus_and_both_are_rewarded(platform: Platf
     before = {wallet: await toolkit.view_account(wallet) for wallet in wallets}
     async with contextlib.AsyncExitStack() as stack:
         workers = [
-            await stack.enter_async_context(
-                running_worker(platform, index, tmp_path / f"worker-{index}", env=_named(index))
-            )
+            await stack.enter_async_context(running_worker(platform, index, tmp_path / f"worker-{index}"))
             for index in (1, 2)
         ]
         # Fresh workers weigh 2 each (score 0): trust 3 needs both of them for consensus, trust 2 only one.
@@ -98,7 +92,7 @@ async def test_app_pulled_from_a_local_registry(platform: Platform, tmp_path: Pa
         await docker_cli("image", "push", image)
         await docker_cli("image", "rm", image)
         try:
-            async with running_worker(platform, 0, tmp_path / "worker", env=_named(0)) as worker:
+            async with running_worker(platform, 0, tmp_path / "worker") as worker:
                 purchase = await buy(platform.info(), image=image, args="registry")
                 task_id = purchase.task_ids[0]
                 await until(
