@@ -103,14 +103,20 @@ class SchedulerReporter:
         self._push = push
         self._deadline_of = deadline_of
         self._metrics = metrics
+        self._outage_waited = False
 
     async def report(
         self, task_id: str, status: ReplicateStatus, details: ReplicateStatusDetails | None = None
     ) -> TaskNotificationType | None:
         # The scheduler answers some statuses only through the push channel: do not report while it is
         # down, but never wait forever (the chain watcher and recovery cover a lost notification).
-        if not self._push.is_connected:
-            await self._push.wait_connected(PUSH_READY_WAIT)
+        # One wait per outage: once the channel failed to come back, later reports of every replicate go
+        # straight out until it is up again, so a long outage does not slow each status by the wait.
+        if self._push.is_connected:
+            self._outage_waited = False
+        elif not self._outage_waited and not await self._push.wait_connected(PUSH_READY_WAIT):
+            self._outage_waited = True
+            log.warning("push channel down: reporting without it (the chain watcher covers reveals)")
         update = ReplicateStatusUpdate(status=status, details=details)
         deadline = self._deadline_of(task_id) or time.time() + 3600
         try:

@@ -91,5 +91,4 @@ async def test_consensus_reached_while_the_push_channel_is_cut_is_still_revealed
             contribution = await platform.toolkit.view_contribution(task_id, wallet)
             return contribution.status is ChainContributionStatus.PROVED
 
-        # Every status report first waits a while for the push channel, so this takes tens of seconds.
         await until(proved, within=120, every=0.5, what="the contribution revealed on chain")

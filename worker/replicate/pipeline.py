@@ -121,6 +121,8 @@ class ReplicatePipeline:
         self._deps = deps
         self._state = state or ReplicateState()
         self._inbox: asyncio.Queue[TaskNotification] = asyncio.Queue()
+        self._quiet = asyncio.Event()  # set while no stage runs: the replicate only waits for news
+        self._quiet.set()
         self._log = logging.LoggerAdapter(log, {"task_id": task_id})
         handlers: dict[
             TaskNotificationType,
@@ -165,6 +167,10 @@ class ReplicatePipeline:
         """True while the replicate holds a computing slot (the scheduler's definition)."""
         return self._state.status.ordinal < RS.COMPUTED.ordinal and not self._state.terminal
 
+    async def wait_quiet(self) -> None:
+        """Return once no stage is running (a replicate waiting for a notification has nothing in flight)."""
+        await self._quiet.wait()
+
     def deliver(self, notification: TaskNotification) -> None:
         self._inbox.put_nowait(notification)
 
@@ -189,6 +195,7 @@ class ReplicatePipeline:
                 if not self.accepts(action):
                     self._log.debug("%s ignored in %s", action, self.status)
                     continue
+                self._quiet.clear()
                 current = asyncio.create_task(
                     self._handlers[action](notification), name=f"{action}:{self.task_id}"
                 )
@@ -203,6 +210,7 @@ class ReplicatePipeline:
                                 await current
                             current = None
                             await self._abort(incoming)
+                            self._quiet.set()
                             break
                         pending.append(incoming)
                         continue
@@ -211,6 +219,7 @@ class ReplicatePipeline:
                         await getter
                     next_action = current.result()
                     current = None
+                    self._quiet.set()
                     if next_action is not None and next_action not in (TNT.PLEASE_WAIT, TNT.PLEASE_CONTINUE):
                         pending.insert(0, _local(self.task_id, next_action))
                     break

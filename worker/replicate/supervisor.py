@@ -42,8 +42,6 @@ class Supervisor:
         self._on_change = on_change or (lambda: None)
         self._pipelines: dict[str, ReplicatePipeline] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # -- capacity ---------------------------------------------------------------------------------
 
@@ -118,7 +116,6 @@ class Supervisor:
         task_id = pipeline.task_id
         self._pipelines[task_id] = pipeline
         self._deps.observer.replicate_held(pipeline.status, True)
-        self._idle.clear()
         task = asyncio.create_task(self._drive(pipeline), name=f"replicate:{task_id}")
         self._tasks[task_id] = task
         self._on_change()
@@ -138,8 +135,6 @@ class Supervisor:
             self._deps.observer.replicate_held(pipeline.status, False)
             self._pipelines.pop(task_id, None)
             self._tasks.pop(task_id, None)
-            if not self._pipelines:
-                self._idle.set()
             self._on_change()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._unsubscribe(task_id))
@@ -147,11 +142,20 @@ class Supervisor:
     # -- stop -------------------------------------------------------------------------------------
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for running replicates, then cancel what is left."""
-        if self._tasks:
-            log.info("stopping: waiting up to %.0f s for %d replicate(s)", grace, len(self._tasks))
+        """Wait up to ``grace`` seconds for stages in flight, then cancel every pipeline.
+
+        Replicates that only wait for a notification have nothing in flight: their state is in the
+        store and they resume at the next start, so they are not waited for.
+        """
+        pipelines = list(self._pipelines.values())
+        if pipelines:
+            log.info(
+                "stopping: waiting up to %.0f s for the stages in flight of %d replicate(s)",
+                grace,
+                len(pipelines),
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace)
+                await asyncio.wait_for(asyncio.gather(*(p.wait_quiet() for p in pipelines)), grace)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
