@@ -45,7 +45,13 @@ from worker.http import Health, HttpServer, create_http_app
 from worker.metrics import Metrics
 from worker.replicate.pipeline import PipelineDeps
 from worker.replicate.ports import UploadOutcome
-from worker.replicate.status import ReplicateStatus, TaskAbortCause, TaskNotificationType, next_action
+from worker.replicate.status import (
+    ChainTaskStatus,
+    ReplicateStatus,
+    TaskAbortCause,
+    TaskNotificationType,
+    next_action,
+)
 from worker.replicate.store import ReplicateStore
 from worker.replicate.supervisor import Supervisor
 from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
@@ -359,6 +365,7 @@ async def _member(
                 resumed = await supervisor.resume(interrupted)
                 if resumed:
                     log.info("resumed %d replicate(s) from the local store", resumed)
+                await _complete_finalized(chain, supervisor)
                 # The push channel outlives the drain: in-flight replicates still need their notifications
                 # (PLEASE_REVEAL, PLEASE_COMPLETE), and report statuses only while it is up.
                 push_stop = asyncio.Event()
@@ -504,6 +511,37 @@ async def _retry_start(what: str, call: Callable[[], Awaitable[T]], stop: asynci
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 30.0)
+
+
+# Statuses in which a replicate only waits for its task to be completed.
+_AWAITING_COMPLETION = frozenset({
+    ReplicateStatus.REVEALED, ReplicateStatus.RESULT_UPLOADED, ReplicateStatus.RESULT_UPLOAD_FAILED,
+})  # fmt: skip
+
+
+async def _complete_finalized(chain: ChainClient, supervisor: Supervisor) -> None:
+    """Complete the resumed replicates whose task was finalized while this worker was down.
+
+    The scheduler's PLEASE_COMPLETE then reached nobody, and its recovery no longer lists a completed
+    task (a worker's participation ends with the task): the replicate would wait forever.
+    """
+    for task_id in supervisor.active:
+        if supervisor.status_of(task_id) not in _AWAITING_COMPLETION:
+            continue
+        try:
+            task = await chain.task(task_id)
+        except WorkerError as exc:
+            log.warning("%s: cannot read the task on chain (%s); waiting for the scheduler", task_id, exc)
+            continue
+        if task.status is ChainTaskStatus.COMPLETED:
+            log.info("%s: completed on chain while this worker was down: completing the replicate", task_id)
+            supervisor.notify(
+                TaskNotification(
+                    chain_task_id=task_id,
+                    workers_address=[],
+                    task_notification_type=TaskNotificationType.PLEASE_COMPLETE,
+                )
+            )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -201,3 +201,61 @@ async def test_kill_9_after_broadcasting(
     # One contribute and one reveal: nothing was signed twice.
     assert await w3.eth.get_transaction_count(w3.to_checksum_address(wallet)) - nonce_before == 2
     assert platform.scheduler.replicate_history(task_id, wallet)[-1] is RS.COMPLETED
+
+
+async def test_kill_9_after_uploading_the_result(platform: Platform, tmp_path: Path) -> None:
+    """The task is finalized while the worker is down: its PLEASE_COMPLETE went to nobody, yet the replicate completes."""
+    info = platform.info()
+    wallet = info.workers[0].address
+    base = tmp_path / "worker"
+    env = {**worker_env(info, 0, base), "IEXEC_WORKER_NAME": WORKER_NAME}
+    env_file = write_env_file(tmp_path / "worker.env", env)
+    db = base / f"{WORKER_NAME}.sqlite3"
+    anvil = platform.devnet.anvil
+
+    async with worker_process(env_file, tmp_path / "worker-1.log") as first:
+        purchase = await buy(info, image=SLEEP.tag, args="0")
+        task_id = purchase.task_ids[0]
+        try:
+            await until(
+                lambda: _local_status(db, task_id) is RS.REVEALED, within=60, every=0.005, what="REVEALED"
+            )
+            # The scheduler's finalize waits for a block: the worker dies between its upload and the completion.
+            await anvil.set_automine(False)
+            try:
+                await until(
+                    lambda: _local_status(db, task_id) is RS.RESULT_UPLOADED,
+                    within=60,
+                    what="RESULT_UPLOADED",
+                )
+                await until(
+                    lambda: platform.scheduler.task_status(task_id) is TaskStatus.FINALIZING,
+                    within=30,
+                    what="finalize sent",
+                )
+                await _kill_9(first)
+            finally:
+                await anvil.mine()
+                await anvil.set_automine(True)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{first.output()}") from None
+    await until(
+        lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
+        within=30,
+        what="task COMPLETED",
+    )
+
+    async with worker_process(env_file, tmp_path / "worker-2.log") as second:
+        try:
+            await until(
+                lambda: _local_status(db, task_id) is RS.COMPLETED,
+                within=30,
+                what="replicate COMPLETED locally",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{second.output()}") from None
+        second.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.process.wait(), 60) == 0, second.output()
+
+    assert platform.scheduler.replicate_history(task_id, wallet)[-2:] == [RS.COMPLETING, RS.COMPLETED]
+    assert not (base / WORKER_NAME / task_id).exists()
