@@ -85,6 +85,24 @@ async def test_two_workers_reach_consensus_and_both_are_rewarded(platform: Platf
         assert locked == before[wallet][1]
 
 
+async def test_trust_two_needs_a_single_fresh_worker(platform: Platform, tmp_path: Path) -> None:
+    # PoCo: weight 2 for a fresh worker, consensus when 2 x trust > (1 + 2) x (trust - 1), true for trust 2.
+    # The scheduler predicts the same and hands out one replicate only, though two workers ask.
+    async with contextlib.AsyncExitStack() as stack:
+        for index in (1, 2):
+            await stack.enter_async_context(running_worker(platform, index, tmp_path / f"worker-{index}"))
+        purchase = await buy(platform.info(), image=HELLO.tag, args="trust two", trust=2)
+        task_id = purchase.task_ids[0]
+        await until(lambda: _completed(platform, task_id), within=90, what=f"task {task_id} COMPLETED")
+
+    chain_task = await platform.toolkit.view_task(task_id)
+    assert chain_task.status is ChainTaskStatus.COMPLETED
+    assert len(chain_task.contributors) == 1
+    task = platform.scheduler.task(task_id)
+    assert task is not None
+    assert list(task.replicates) == chain_task.contributors
+
+
 async def test_app_pulled_from_a_local_registry(platform: Platform, tmp_path: Path) -> None:
     async with local_registry(tmp_path / "registry") as registry:
         image = f"{registry}/iexec-devnet/hello:registry"
