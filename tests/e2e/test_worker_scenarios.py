@@ -29,7 +29,7 @@ def _completed(platform: Platform, *task_ids: str) -> bool:
 async def test_three_tasks_run_at_once_on_three_slots(platform: Platform, tmp_path: Path) -> None:
     wallet = platform.workers[0].address
     async with running_worker(platform, 0, tmp_path / "worker", slots=3) as worker:
-        purchase = await buy(platform.info(), image=SLEEP.tag, args="2", volume=3)
+        purchase = await buy(platform.info(), image=SLEEP.tag, args="3", volume=3)
         assert len(purchase.task_ids) == 3
         await until(
             lambda: _completed(platform, *purchase.task_ids), within=90, what="the three tasks COMPLETED"
