@@ -361,16 +361,21 @@ async def _member(
             await http.start()
             log.info("metrics and health on http://%s:%d", node.http_host, http.port)
             try:
-                interrupted = await scheduler.get_interrupted(await chain.latest_block_number())
-                resumed = await supervisor.resume(interrupted)
-                if resumed:
-                    log.info("resumed %d replicate(s) from the local store", resumed)
-                await _complete_finalized(chain, supervisor)
                 # The push channel outlives the drain: in-flight replicates still need their notifications
                 # (PLEASE_REVEAL, PLEASE_COMPLETE), and report statuses only while it is up.
                 push_stop = asyncio.Event()
                 async with asyncio.TaskGroup() as group:
                     group.create_task(push.run(push_stop), name="push-channel")
+                    # Listen on the topics of stored replicates before asking for interrupted ones: what
+                    # the scheduler publishes right after recovery must not fall between the two.
+                    for record in await store.unfinished():
+                        await subscribe(record.task_id)
+                    await push.wait_connected(PUSH_READY_WAIT)
+                    interrupted = await scheduler.get_interrupted(await chain.latest_block_number())
+                    resumed = await supervisor.resume(interrupted)
+                    if resumed:
+                        log.info("resumed %d replicate(s) from the local store", resumed)
+                    await _complete_finalized(chain, supervisor)
                     group.create_task(
                         _heartbeat(scheduler, supervisor, health, metrics, push, stop, restart),
                         name="heartbeat",
