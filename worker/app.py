@@ -253,6 +253,7 @@ async def _member(
         health.out_of_gas = not chain_config.sidechain and not has_enough_gas(
             balance, settings.chain.gas_price_cap
         )
+        metrics.out_of_gas.set(1 if health.out_of_gas else 0)
         if health.out_of_gas:
             log.error(
                 "wallet %s holds %d wei: too little to pay a transaction at the gas price cap; refill it",
