@@ -1,8 +1,9 @@
 """What the worker reads from and writes to the PoCo contracts, as typed immutable values.
 
 Times are whole seconds (Unix time for instants, a duration for ``max_execution_time``), as the
-contracts store them; the Java stack multiplies them by 1000, we do not. Addresses are checksummed
-strings, bytes32 values ``0x``-prefixed lowercase hex. protocol.md §6.2, §6.3, §6.6.
+contracts store them; the Java stack multiplies them by 1000, we do not. ``ChainClient`` gives addresses
+checksummed (the devnet toolkit fills the deal and contribution types lowercase), bytes32 values
+``0x``-prefixed lowercase hex. protocol.md §6.2, §6.3, §6.6.
 """
 
 from __future__ import annotations

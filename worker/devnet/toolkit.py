@@ -23,7 +23,7 @@ from web3.contract.async_contract import AsyncContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from worker.chain import crypto
+from worker.chain import ChainContribution, ChainDeal, DealAsset, crypto
 from worker.chain.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_bytes, to_hex
 from worker.devnet.accounts import Role, account
 from worker.devnet.anvil import DevnetError
@@ -201,6 +201,12 @@ class Deal:
 
 @dataclass(frozen=True)
 class ChainTask:
+    """The whole ``viewTask`` struct as the requester and scheduler see it, addresses lowercase.
+
+    Apart from :class:`worker.chain.ChainTask`: that one keeps only what a worker decides on
+    (checksummed contributors, no result digest, timestamp nor callback data).
+    """
+
     status: ChainTaskStatus
     deal_id: str
     index: int
@@ -216,42 +222,6 @@ class ChainTask:
     results: bytes
     results_timestamp: int
     results_callback: bytes
-
-
-@dataclass(frozen=True)
-class DealAsset:
-    pointer: str
-    owner: str
-    price: int
-
-
-@dataclass(frozen=True)
-class ChainDeal:
-    app: DealAsset
-    dataset: DealAsset
-    workerpool: DealAsset
-    trust: int
-    category: int
-    tag: str
-    requester: str
-    beneficiary: str
-    callback: str
-    params: str
-    start_time: int
-    bot_first: int
-    bot_size: int
-    worker_stake: int
-    scheduler_reward_ratio: int
-    sponsor: str
-
-
-@dataclass(frozen=True)
-class ChainContribution:
-    status: ChainContributionStatus
-    result_hash: str
-    result_seal: str
-    enclave_challenge: str
-    weight: int
 
 
 def _addr(value: Any) -> str:
@@ -529,6 +499,7 @@ class Toolkit:
     async def view_deal(self, deal_id: str) -> ChainDeal:
         d = await self.iexec.functions.viewDeal(to_bytes(deal_id)).call()
         return ChainDeal(
+            deal_id=deal_id.lower(),
             app=_asset(d[0]),
             dataset=_asset(d[1]),
             workerpool=_asset(d[2]),
