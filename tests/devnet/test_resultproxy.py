@@ -9,10 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import time
 import zipfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -22,11 +21,10 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
 from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, chain_task_id, result_hash, sign_eip191
-from worker.devnet.resultproxy import ProxyContribution, ProxyDeal, ProxyTask, ResultProxy
-from worker.errors import ChainError
+from worker.devnet.resultproxy import ResultProxy
 from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
-from worker.result import ComputedFile, compute_result_digest, run_standard_post_compute
 from worker.scheduler.models import ResultModel, Signature, WorkerpoolAuthorization
 
 DEAL_ID = "0x" + "33" * 32
@@ -36,33 +34,9 @@ TEE_TAG = "0x" + "00" * 31 + "01"
 
 
 @dataclass
-class FakeChain:
-    tasks: dict[str, ProxyTask] = field(default_factory=dict)
-    deals: dict[str, ProxyDeal] = field(default_factory=dict)
-    contributions: dict[tuple[str, str], ProxyContribution] = field(default_factory=dict)
-    broken: bool = False
-    block_time: int = field(default_factory=lambda: int(time.time()))
-
-    async def task(self, chain_task_id: str) -> ProxyTask:
-        if self.broken:
-            raise ChainError("node unreachable")
-        return self.tasks.get(chain_task_id, ProxyTask(ChainTaskStatus.UNSET, 0, "0x" + "00" * 32))
-
-    async def deal(self, deal_id: str) -> ProxyDeal:
-        return self.deals[deal_id]
-
-    async def contribution(self, chain_task_id: str, worker: str) -> ProxyContribution:
-        default = ProxyContribution(ChainContributionStatus.UNSET, "0x" + "00" * 32)
-        return self.contributions.get((chain_task_id, worker.lower()), default)
-
-    async def now(self) -> int:
-        return self.block_time
-
-
-@dataclass
 class Setup:
     url: str
-    chain: FakeChain
+    chain: FakeProxyChain
     storage: Path
     worker: LocalAccount
     owner: LocalAccount
@@ -111,32 +85,13 @@ class Setup:
             return r.status
 
 
-def _result_zip(tmp_path: Path) -> tuple[bytes, str]:
-    output = tmp_path / "worker-output"
-    (output / "iexec_out").mkdir(parents=True)
-    (output / "iexec_out" / "result.txt").write_text("42")
-    (output / "iexec_out" / "computed.json").write_text('{"deterministic-output-path": "/iexec_out"}')
-    result = run_standard_post_compute(output)
-    digest = compute_result_digest(
-        output, ComputedFile(deterministic_output_path="/iexec_out"), callback=False
-    )
-    return result.zip_path.read_bytes(), digest
-
-
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     worker: LocalAccount = Account.create()
     owner: LocalAccount = Account.create()
-    zip_bytes, digest = _result_zip(tmp_path)
-    chain = FakeChain(
-        tasks={TASK_ID: ProxyTask(ChainTaskStatus.REVEALING, int(time.time()) + 600, DEAL_ID)},
-        deals={DEAL_ID: ProxyDeal(workerpool_owner=owner.address, tag="0x" + "00" * 32)},
-        contributions={
-            (TASK_ID, worker.address.lower()): ProxyContribution(
-                ChainContributionStatus.PROVED, result_hash(TASK_ID, digest)
-            )
-        },
-    )
+    zip_path, digest = standard_result(tmp_path / "worker-output")
+    zip_bytes = zip_path.read_bytes()
+    chain = proved_chain(TASK_ID, DEAL_ID, worker, owner, result_hash(TASK_ID, digest))
     storage = tmp_path / "proxy"
     proxy = ResultProxy(chain, storage)
     url = await proxy.start()
@@ -292,15 +247,7 @@ async def test_malformed_upload_is_400(setup: Setup, body: str, message: str) ->
 async def test_oversized_and_zip_bomb_uploads_are_refused(tmp_path: Path) -> None:
     worker: LocalAccount = Account.create()
     owner: LocalAccount = Account.create()
-    chain = FakeChain(
-        tasks={TASK_ID: ProxyTask(ChainTaskStatus.REVEALING, int(time.time()) + 600, DEAL_ID)},
-        deals={DEAL_ID: ProxyDeal(workerpool_owner=owner.address, tag="0x" + "00" * 32)},
-        contributions={
-            (TASK_ID, worker.address.lower()): ProxyContribution(
-                ChainContributionStatus.PROVED, "0x" + "11" * 32
-            )
-        },
-    )
+    chain = proved_chain(TASK_ID, DEAL_ID, worker, owner, "0x" + "11" * 32)
     proxy = ResultProxy(chain, tmp_path / "proxy", max_result_bytes=50_000)
     await proxy.start()
     try:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +19,7 @@ from aiohttp import web
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
 from worker.chain.crypto import (
     ZERO_ADDRESS,
     authorization_hash,
@@ -28,16 +28,12 @@ from worker.chain.crypto import (
     result_hash,
     sign_eip191,
 )
-from worker.devnet.resultproxy import ProxyContribution, ProxyDeal, ProxyTask, create_result_proxy_app
-from worker.errors import ChainError
+from worker.devnet.resultproxy import create_result_proxy_app
 from worker.replicate.ports import StepFailed
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
+from worker.replicate.status import ReplicateStatusCause
 from worker.result import (
-    ComputedFile,
-    compute_result_digest,
     get_ipfs_hash,
     get_token,
-    run_standard_post_compute,
     upload,
     upload_result,
 )
@@ -49,32 +45,9 @@ UNREACHABLE = "http://127.0.0.1:1"
 
 
 @dataclass
-class FakeChain:
-    tasks: dict[str, ProxyTask] = field(default_factory=dict)
-    deals: dict[str, ProxyDeal] = field(default_factory=dict)
-    contributions: dict[tuple[str, str], ProxyContribution] = field(default_factory=dict)
-    broken: bool = False
-
-    async def task(self, chain_task_id: str) -> ProxyTask:
-        if self.broken:
-            raise ChainError("node unreachable")
-        return self.tasks.get(chain_task_id, ProxyTask(ChainTaskStatus.UNSET, 0, "0x" + "00" * 32))
-
-    async def deal(self, deal_id: str) -> ProxyDeal:
-        return self.deals[deal_id]
-
-    async def contribution(self, chain_task_id: str, worker: str) -> ProxyContribution:
-        default = ProxyContribution(ChainContributionStatus.UNSET, "0x" + "00" * 32)
-        return self.contributions.get((chain_task_id, worker.lower()), default)
-
-    async def now(self) -> int:
-        return int(time.time())
-
-
-@dataclass
 class Setup:
     url: str
-    chain: FakeChain
+    chain: FakeProxyChain
     storage: Path
     worker: LocalAccount
     authorization: WorkerpoolAuthorization
@@ -115,23 +88,8 @@ def _stored(storage: Path) -> list[str]:
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     worker: LocalAccount = Account.create()
     owner: LocalAccount = Account.create()
-    output = tmp_path / "output"
-    (output / "iexec_out").mkdir(parents=True)
-    (output / "iexec_out" / "result.txt").write_text("42")
-    (output / "iexec_out" / "computed.json").write_text('{"deterministic-output-path": "/iexec_out"}')
-    done = run_standard_post_compute(output)
-    digest = compute_result_digest(
-        output, ComputedFile(deterministic_output_path="/iexec_out"), callback=False
-    )
-    chain = FakeChain(
-        tasks={TASK_ID: ProxyTask(ChainTaskStatus.REVEALING, int(time.time()) + 600, DEAL_ID)},
-        deals={DEAL_ID: ProxyDeal(workerpool_owner=owner.address, tag="0x" + "00" * 32)},
-        contributions={
-            (TASK_ID, worker.address.lower()): ProxyContribution(
-                ChainContributionStatus.PROVED, result_hash(TASK_ID, digest)
-            )
-        },
-    )
+    zip_path, digest = standard_result(tmp_path / "output")
+    chain = proved_chain(TASK_ID, DEAL_ID, worker, owner, result_hash(TASK_ID, digest))
     authorization = WorkerpoolAuthorization(
         chain_task_id=TASK_ID,
         deal_id=DEAL_ID,
@@ -167,7 +125,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
                 worker,
                 authorization,
                 http,
-                done.zip_path,
+                zip_path,
                 digest,
                 headers,
             )
