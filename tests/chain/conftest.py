@@ -13,7 +13,7 @@ from worker.chain.client import ChainClient
 from worker.chain.models import SentTx, TxKind
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
-from worker.devnet.toolkit import Toolkit
+from worker.devnet.toolkit import Deal, Toolkit
 
 APP_IMAGE = "docker.io/iexechub/python-hello-world:8.0.0"
 
@@ -54,6 +54,23 @@ async def chain(devnet: Devnet) -> AsyncIterator[ChainClient]:
         yield client
 
 
+async def _buy(net: Devnet, toolkit: Toolkit, **buy: Any) -> tuple[Deal, str]:
+    """A deal of the devnet app on the devnet workerpool, bought by the requester: (deal, workerpool address)."""
+    scheduler = account(Role.SCHEDULER)
+    app = await toolkit.create_app(account(Role.APP_PROVIDER), "hello-world", APP_IMAGE, "0x" + "11" * 32)
+    pool = await toolkit.create_workerpool(scheduler, "devnet-workerpool")
+    deal = await toolkit.buy(
+        requester=account(Role.REQUESTER),
+        app=app,
+        app_owner=account(Role.APP_PROVIDER),
+        workerpool=pool,
+        workerpool_owner=scheduler,
+        category=net.deployment.categories[DEVNET_CATEGORY],
+        **buy,
+    )
+    return deal, pool
+
+
 async def new_task(
     net: Devnet,
     toolkit: Toolkit,
@@ -63,23 +80,11 @@ async def new_task(
     **buy: Any,
 ) -> tuple[str, str]:
     """Buy a one-task deal on the devnet workerpool and initialize it: (task id, workerpool address)."""
-    scheduler, requester = account(Role.SCHEDULER), account(Role.REQUESTER)
-    app = await toolkit.create_app(account(Role.APP_PROVIDER), "hello-world", APP_IMAGE, "0x" + "11" * 32)
-    pool = await toolkit.create_workerpool(scheduler, "devnet-workerpool")
+    scheduler = account(Role.SCHEDULER)
     if workerpool_price:
-        await toolkit.fund(requester, workerpool_price)
+        await toolkit.fund(account(Role.REQUESTER), workerpool_price)
         await toolkit.fund(scheduler, workerpool_price * 30 // 100)
-    deal = await toolkit.buy(
-        requester=requester,
-        app=app,
-        app_owner=account(Role.APP_PROVIDER),
-        workerpool=pool,
-        workerpool_owner=scheduler,
-        category=net.deployment.categories[DEVNET_CATEGORY],
-        params=params,
-        workerpool_price=workerpool_price,
-        **buy,
-    )
+    deal, pool = await _buy(net, toolkit, params=params, workerpool_price=workerpool_price, **buy)
     task_id = await toolkit.initialize(deal.deal_id, 0, scheduler)
     return task_id, pool
 
@@ -91,20 +96,8 @@ def worker_account(index: int) -> LocalAccount:
 
 async def new_tasks(net: Devnet, toolkit: Toolkit, count: int, *, trust: int = 1) -> list[str]:
     """One deal of ``count`` tasks on the devnet workerpool, every task initialized."""
-    scheduler, requester = account(Role.SCHEDULER), account(Role.REQUESTER)
-    app = await toolkit.create_app(account(Role.APP_PROVIDER), "hello-world", APP_IMAGE, "0x" + "11" * 32)
-    pool = await toolkit.create_workerpool(scheduler, "devnet-workerpool")
-    deal = await toolkit.buy(
-        requester=requester,
-        app=app,
-        app_owner=account(Role.APP_PROVIDER),
-        workerpool=pool,
-        workerpool_owner=scheduler,
-        category=net.deployment.categories[DEVNET_CATEGORY],
-        volume=count,
-        trust=trust,
-    )
-    return [await toolkit.initialize(deal.deal_id, i, scheduler) for i in range(count)]
+    deal, _ = await _buy(net, toolkit, volume=count, trust=trust)
+    return [await toolkit.initialize(deal.deal_id, i, account(Role.SCHEDULER)) for i in range(count)]
 
 
 @dataclass
