@@ -1,4 +1,4 @@
-"""Fixtures of the chain tests: a ChainClient on the shared devnet, a journal fake, deal helpers."""
+"""Fixtures of the chain tests: a ChainClient on the shared devnet, a devnet per module, a journal fake, deal helpers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 
+from tests.conftest import devnet_cache_dir
 from worker.chain.client import ChainClient
 from worker.chain.models import SentTx, TxKind
 from worker.devnet.accounts import Role, account
@@ -46,6 +47,13 @@ class MemoryJournal:
 
     async def sent(self, task_id: str, kind: TxKind) -> SentTx | None:
         return self.entries.get((task_id.lower(), kind))
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def net() -> AsyncIterator[Devnet]:
+    """A devnet of the test module's own, for tests that move the chain clock, mining or nodes."""
+    async with await Devnet.up(cache_dir=devnet_cache_dir()) as devnet:
+        yield devnet
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -7,13 +7,10 @@ fewer blocks, and without the task created after the dump.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from tests.conftest import devnet_cache_dir
 from worker.chain.client import ChainClient, redact
 from worker.chain.errors import TaskNotFound
 from worker.devnet.anvil import Anvil
@@ -29,12 +26,6 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def net() -> AsyncIterator[Devnet]:
-    async with await Devnet.up(cache_dir=devnet_cache_dir()) as devnet:
-        yield devnet
 
 
 async def test_a_dead_first_node_fails_over_to_the_next(net: Devnet) -> None:

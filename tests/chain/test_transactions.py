@@ -12,7 +12,6 @@ import pytest
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 
-from tests.conftest import devnet_cache_dir
 from worker.chain.client import ChainClient
 from worker.chain.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
 from worker.chain.errors import ContractReverted, TransactionRefused
@@ -137,24 +136,18 @@ async def test_reveal_before_consensus_is_refused_before_sending(
 # -- on a private devnet: these move the chain clock or need an unfunded worker -------------------
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def private_net() -> AsyncIterator[Devnet]:
-    async with await Devnet.up(cache_dir=devnet_cache_dir()) as net:
-        yield net
-
-
 @pytest_asyncio.fixture(loop_scope="session")
-async def private_chain(private_net: Devnet) -> AsyncIterator[ChainClient]:
-    async with await ChainClient.connect(private_net.rpc_url, private_net.deployment.hub) as client:
+async def private_chain(net: Devnet) -> AsyncIterator[ChainClient]:
+    async with await ChainClient.connect(net.rpc_url, net.deployment.hub) as client:
         yield client
 
 
 async def test_contributing_without_stake_is_refused_with_stake_too_low(
-    private_net: Devnet, private_chain: ChainClient
+    net: Devnet, private_chain: ChainClient
 ) -> None:
-    toolkit = Toolkit(private_net.w3, private_net.deployment)
+    toolkit = Toolkit(net.w3, net.deployment)
     worker, journal = worker_account(16), MemoryJournal()  # never deposits RLC on this chain
-    task_id, _ = await new_task(private_net, toolkit, workerpool_price=2 * 10**9)
+    task_id, _ = await new_task(net, toolkit, workerpool_price=2 * 10**9)
     assert (await private_chain.task_description(task_id)).worker_stake == 600_000_000
     count = await private_chain.nonce(worker.address, "pending")
 
@@ -170,7 +163,7 @@ async def test_contributing_without_stake_is_refused_with_stake_too_low(
         to_bytes(task_id),
         to_bytes(result_hash(task_id, DIGEST)),
         to_bytes(result_seal(worker.address, task_id, DIGEST)),
-        private_net.w3.to_checksum_address("0x" + "00" * 20),
+        net.w3.to_checksum_address("0x" + "00" * 20),
         bytes(32),
         to_bytes(_auth(task_id, worker)),
     )
@@ -180,13 +173,13 @@ async def test_contributing_without_stake_is_refused_with_stake_too_low(
 
 
 async def test_contributing_after_the_deadline_is_refused_with_contribution_timeout(
-    private_net: Devnet, private_chain: ChainClient
+    net: Devnet, private_chain: ChainClient
 ) -> None:
-    toolkit = Toolkit(private_net.w3, private_net.deployment)
+    toolkit = Toolkit(net.w3, net.deployment)
     worker, journal = worker_account(17), MemoryJournal()
-    task_id, _ = await new_task(private_net, toolkit)
-    await private_net.anvil.increase_time(7 * DEVNET_TIMEREF + 1)
-    await private_net.anvil.mine()
+    task_id, _ = await new_task(net, toolkit)
+    await net.anvil.increase_time(7 * DEVNET_TIMEREF + 1)
+    await net.anvil.mine()
     count = await private_chain.nonce(worker.address, "pending")
 
     with pytest.raises(TransactionRefused) as refused:
@@ -198,12 +191,12 @@ async def test_contributing_after_the_deadline_is_refused_with_contribution_time
 
 
 async def test_a_wallet_without_gas_money_is_refused_with_out_of_gas(
-    private_net: Devnet, private_chain: ChainClient
+    net: Devnet, private_chain: ChainClient
 ) -> None:
-    toolkit = Toolkit(private_net.w3, private_net.deployment)
+    toolkit = Toolkit(net.w3, net.deployment)
     worker, journal = worker_account(18), MemoryJournal()
-    task_id, _ = await new_task(private_net, toolkit)
-    await private_net.anvil.rpc("anvil_setBalance", worker.address, hex(10**9))
+    task_id, _ = await new_task(net, toolkit)
+    await net.anvil.rpc("anvil_setBalance", worker.address, hex(10**9))
     count = await private_chain.nonce(worker.address, "pending")
 
     with pytest.raises(TransactionRefused, match="fund the worker wallet") as refused:

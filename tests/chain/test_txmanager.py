@@ -17,7 +17,6 @@ from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
 
-from tests.conftest import devnet_cache_dir
 from tests.support import until
 from worker.chain.client import ChainClient
 from worker.chain.crypto import authorization_hash, sign_eip191
@@ -72,12 +71,6 @@ def test_the_network_price_above_the_cap_gives_the_cap() -> None:
 
 
 # -- on a private devnet -------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def net() -> AsyncIterator[Devnet]:
-    async with await Devnet.up(cache_dir=devnet_cache_dir()) as devnet:
-        yield devnet
 
 
 @pytest_asyncio.fixture(loop_scope="session")

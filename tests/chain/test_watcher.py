@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.conftest import devnet_cache_dir
 from worker.chain.client import ChainClient
 from worker.chain.crypto import authorization_hash, sign_eip191
 from worker.chain.transactions import TransactionSender
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.e2e
 
 DIGEST = "0x" + hashlib.sha256(b"watcher").hexdigest()
 RS, TNT = ReplicateStatus, TaskNotificationType
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def net() -> AsyncIterator[Devnet]:
-    async with await Devnet.up(cache_dir=devnet_cache_dir()) as devnet:
-        yield devnet
 
 
 @pytest_asyncio.fixture(loop_scope="session")
