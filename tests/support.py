@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 
 
@@ -25,3 +26,10 @@ async def until(
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {within} s: {what or predicate}")
         await asyncio.sleep(every)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now: a server of the test may take it, a client finds it closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
+from tests.support import free_port
 from worker.chain.authorization import verify_authorization
 from worker.chain.client import ChainClient
 from worker.chain.crypto import (
@@ -132,9 +132,7 @@ async def test_connect_refuses_an_address_without_contract(devnet: Devnet) -> No
 
 
 async def test_connect_to_a_node_that_is_down_is_transient() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with pytest.raises(ChainError, match=f"127.0.0.1:{port}"):
         await ChainClient.connect(f"http://127.0.0.1:{port}", "0x" + "42" * 20, request_timeout=2)
 

@@ -6,11 +6,11 @@ fewer blocks, and without the task created after the dump.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
 from worker.chain.client import ChainClient, redact
 from worker.chain.errors import TaskNotFound
 from worker.devnet.anvil import Anvil
@@ -22,14 +22,8 @@ from .conftest import RecordingObserver, new_tasks
 pytestmark = pytest.mark.e2e
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_a_dead_first_node_fails_over_to_the_next(net: Devnet) -> None:
-    dead = f"http://127.0.0.1:{_closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     seen = RecordingObserver()
     async with await ChainClient.connect([dead, net.rpc_url], net.deployment.hub, observer=seen) as chain:
         assert await chain.latest_block_number() == await net.w3.eth.block_number

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.support import until
+from tests.support import free_port, until
 from worker.compute import DockerEngine
 from worker.devnet.images import ensure_images
 
@@ -52,13 +51,6 @@ async def docker_cli(*args: str, check: bool = True) -> tuple[int, str]:
 async def container_exists(name: str) -> bool:
     code, _ = await docker_cli("container", "inspect", name, check=False)
     return code == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

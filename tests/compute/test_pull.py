@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.compute.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registries, docker_cli, free_port
+from tests.compute.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registries, docker_cli
+from tests.support import free_port
 from worker.compute import (
     ContainerSpec,
     DockerEngine,

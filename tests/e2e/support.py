@@ -8,7 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tests.compute.conftest import _start_registry, free_port
+from tests.compute.conftest import _start_registry
+from tests.support import free_port
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC
 from worker.devnet.platform import Platform
 from worker.replicate.status import ReplicateStatus

@@ -6,13 +6,12 @@ Real anvil + PoCo, Docker, the development scheduler; the wallet balance is set 
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import aiohttp
 
 from tests.e2e.conftest import running_worker
-from tests.support import until
+from tests.support import free_port, until
 from worker.devnet.images import HELLO
 from worker.devnet.platform import Platform, buy
 from worker.devnet.scheduler.state import TaskStatus
@@ -20,12 +19,6 @@ from worker.devnet.scheduler.state import TaskStatus
 WORKER = 1
 LOW = 10**16  # 0.01 ETH: less than 1e6 x the 22 gwei cap
 FULL = 10**20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_out_of_gas_pauses_demand_until_refilled(platform: Platform, tmp_path: Path) -> None:

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import aiohttp
 
-from tests.support import until
+from tests.support import free_port, until
 from worker import __version__
 from worker.app import run_worker
 from worker.config import load_settings
 from worker.devnet.images import HELLO
 from worker.devnet.platform import Platform, buy, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from tests.support import until
+from tests.support import free_port, until
 from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
 from worker.replicate.status import TaskAbortCause, TaskNotificationType
 from worker.scheduler.models import TaskNotification, TaskNotificationExtra
@@ -350,9 +349,7 @@ async def test_stop_disconnects_cleanly(http: aiohttp.ClientSession) -> None:
 
 
 async def test_channel_waits_for_a_scheduler_that_starts_late(http: aiohttp.ClientSession) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     broker = StompBroker()
     inbox = Inbox()
     channel = fast_channel(http, f"http://127.0.0.1:{port}", max_reconnect_delay=0.2)
