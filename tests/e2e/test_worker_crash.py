@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from tests.e2e.support import contribute_count, unique_worker_name
 from tests.support import until
 from worker.compute import container_name
 from worker.devnet.images import SLEEP
-from worker.devnet.platform import Platform, buy, worker_env, write_env_file
+from worker.devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
 from worker.replicate.status import ChainTaskStatus, ReplicateStatus
 
@@ -45,26 +43,39 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    async def until(
+        self,
+        predicate: Callable[[], bool | Awaitable[bool]],
+        *,
+        within: float,
+        every: float = 0.02,
+        what: str,
+    ) -> None:
+        """``until``, failing with the end of the worker's log: what it did is the diagnosis."""
+        try:
+            await until(predicate, within=within, every=every, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.output()}") from None
+
+    async def kill_9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
+
+    async def stop(self) -> None:
+        """SIGTERM, as an orchestrator stops the worker: it drains and exits 0."""
+        self.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(self.process.wait(), 60) == 0, self.output()
+
 
 @contextlib.asynccontextmanager
 async def worker_process(env_file: Path, log: Path) -> AsyncIterator[WorkerProcess]:
-    log_file = await asyncio.to_thread(log.open, "wb")
-    with log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
-            stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+    process = await start_worker_process(env_file, log)
     try:
         yield WorkerProcess(process, log)
     finally:
         if process.returncode is None:
             process.kill()
         await process.wait()
-
-
-async def _kill_9(worker: WorkerProcess) -> None:
-    worker.process.send_signal(signal.SIGKILL)
-    assert await asyncio.wait_for(worker.process.wait(), 10) == -signal.SIGKILL
 
 
 def _local_status(db: Path, task_id: str) -> ReplicateStatus | None:
@@ -96,7 +107,7 @@ async def test_kill_9_while_computing_and_after_contributing(platform: Platform,
         container = container_name(WORKER_NAME, task_id)
         await until(lambda: container_exists(container), within=60, every=0.05, what=f"{container} running")
         assert RS.COMPUTING in platform.scheduler.replicate_history(task_id, wallet), first.output()
-        await _kill_9(first)
+        await first.kill_9()
 
     async with worker_process(env_file, tmp_path / "worker-2.log") as second:
 
@@ -104,28 +115,19 @@ async def test_kill_9_while_computing_and_after_contributing(platform: Platform,
             status = await asyncio.to_thread(_local_status, db, task_id)
             return status in _CONTRIBUTED_OR_LATER
 
-        try:
-            await until(contributed, within=60, every=0.005, what="CONTRIBUTED recorded by the worker")
-        except AssertionError:
-            raise AssertionError(second.output()) from None
-        await _kill_9(second)
+        await second.until(contributed, within=60, every=0.005, what="CONTRIBUTED recorded by the worker")
+        await second.kill_9()
 
     async with worker_process(env_file, tmp_path / "worker-3.log") as third:
-        try:
-            await until(
-                lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
-                within=60,
-                what=f"task {task_id} COMPLETED",
-            )
-            await until(
-                lambda: _local_status(db, task_id) is RS.COMPLETED,
-                within=20,
-                what="replicate COMPLETED locally",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{third.output()}") from None
-        third.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(third.process.wait(), 60) == 0, third.output()
+        await third.until(
+            lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
+            within=60,
+            what=f"task {task_id} COMPLETED",
+        )
+        await third.until(
+            lambda: _local_status(db, task_id) is RS.COMPLETED, within=20, what="replicate COMPLETED locally"
+        )
+        await third.stop()
 
     assert (await platform.toolkit.view_task(task_id)).status is ChainTaskStatus.COMPLETED
     assert await contribute_count(platform, task_id, wallet) == 1
@@ -167,34 +169,27 @@ async def test_kill_9_after_broadcasting(
         # Blocks are mined by hand from here on, so the transaction waits in the node's pool when the worker dies.
         await anvil.set_automine(False)
         try:
-            try:
-                if kind == "REVEAL":
-                    await until(
-                        lambda: _journalled(db, task_id, "CONTRIBUTE"), within=60, what="contribute sent"
-                    )
-                    await anvil.mine()
-                await until(
-                    lambda: _journalled(db, task_id, kind), within=60, every=0.005, what=f"{kind} sent"
+            if kind == "REVEAL":
+                await first.until(
+                    lambda: _journalled(db, task_id, "CONTRIBUTE"), within=60, what="contribute sent"
                 )
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{first.output()}") from None
+                await anvil.mine()
+            await first.until(
+                lambda: _journalled(db, task_id, kind), within=60, every=0.005, what=f"{kind} sent"
+            )
             assert _local_status(db, task_id) is killed_in
-            await _kill_9(first)
+            await first.kill_9()
         finally:
             await anvil.mine()
             await anvil.set_automine(True)
 
     async with worker_process(env_file, tmp_path / "worker-2.log") as second:
-        try:
-            await until(
-                lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
-                within=60,
-                what=f"task {task_id} COMPLETED",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{second.output()}") from None
-        second.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(second.process.wait(), 60) == 0, second.output()
+        await second.until(
+            lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
+            within=60,
+            what=f"task {task_id} COMPLETED",
+        )
+        await second.stop()
 
     assert (await platform.toolkit.view_task(task_id)).status is ChainTaskStatus.COMPLETED
     assert await contribute_count(platform, task_id, wallet) == 1
@@ -216,29 +211,24 @@ async def test_kill_9_after_uploading_the_result(platform: Platform, tmp_path: P
     async with worker_process(env_file, tmp_path / "worker-1.log") as first:
         purchase = await buy(info, image=SLEEP.tag, args="0")
         task_id = purchase.task_ids[0]
+        await first.until(
+            lambda: _local_status(db, task_id) is RS.REVEALED, within=60, every=0.005, what="REVEALED"
+        )
+        # The scheduler's finalize waits for a block: the worker dies between its upload and the completion.
+        await anvil.set_automine(False)
         try:
-            await until(
-                lambda: _local_status(db, task_id) is RS.REVEALED, within=60, every=0.005, what="REVEALED"
+            await first.until(
+                lambda: _local_status(db, task_id) is RS.RESULT_UPLOADED, within=60, what="RESULT_UPLOADED"
             )
-            # The scheduler's finalize waits for a block: the worker dies between its upload and the completion.
-            await anvil.set_automine(False)
-            try:
-                await until(
-                    lambda: _local_status(db, task_id) is RS.RESULT_UPLOADED,
-                    within=60,
-                    what="RESULT_UPLOADED",
-                )
-                await until(
-                    lambda: platform.scheduler.task_status(task_id) is TaskStatus.FINALIZING,
-                    within=30,
-                    what="finalize sent",
-                )
-                await _kill_9(first)
-            finally:
-                await anvil.mine()
-                await anvil.set_automine(True)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{first.output()}") from None
+            await first.until(
+                lambda: platform.scheduler.task_status(task_id) is TaskStatus.FINALIZING,
+                within=30,
+                what="finalize sent",
+            )
+            await first.kill_9()
+        finally:
+            await anvil.mine()
+            await anvil.set_automine(True)
     await until(
         lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
         within=30,
@@ -246,16 +236,10 @@ async def test_kill_9_after_uploading_the_result(platform: Platform, tmp_path: P
     )
 
     async with worker_process(env_file, tmp_path / "worker-2.log") as second:
-        try:
-            await until(
-                lambda: _local_status(db, task_id) is RS.COMPLETED,
-                within=30,
-                what="replicate COMPLETED locally",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{second.output()}") from None
-        second.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(second.process.wait(), 60) == 0, second.output()
+        await second.until(
+            lambda: _local_status(db, task_id) is RS.COMPLETED, within=30, what="replicate COMPLETED locally"
+        )
+        await second.stop()
 
     assert platform.scheduler.replicate_history(task_id, wallet)[-2:] == [RS.COMPLETING, RS.COMPLETED]
     assert not (base / WORKER_NAME / task_id).exists()

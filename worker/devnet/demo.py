@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from worker.compute import DockerEngine
 from worker.devnet.images import HELLO, ensure_images
-from worker.devnet.platform import RLC, Platform, buy, worker_env, write_env_file
+from worker.devnet.platform import RLC, Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
 from worker.replicate.status import ReplicateStatus
 
@@ -55,12 +54,7 @@ async def demo(base: Path) -> int:
         env_file = write_env_file(base / "worker.env", worker_env(info, 0, base / "worker", slots=1))
         log_path = base / "worker.log"
         say(f"== starting a worker process (settings {env_file}, log {log_path})")
-        log_file = await asyncio.to_thread(log_path.open, "wb")
-        with log_file:
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
-                stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
+        worker = await start_worker_process(env_file, log_path)
         wallet = info.workers[0].address
         launched = time.monotonic()
         while not _joined(platform, wallet):

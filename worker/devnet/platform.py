@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -314,3 +316,13 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     return path
+
+
+async def start_worker_process(env_file: Path, log: Path) -> asyncio.subprocess.Process:
+    """``python -m worker.cli run --env-file env_file``, as an operator starts a worker, its output to ``log``."""
+    log_file = await asyncio.to_thread(log.open, "wb")
+    with log_file:  # the child keeps its own copy of the descriptor
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
+            stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
