@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support import serving_app
+
 # Over two write chunks, so a good download crosses chunk boundaries.
 GOOD = bytes(range(256)) * (10 * 1024)
 GOOD_CHECKSUM = "0x" + hashlib.sha256(GOOD).hexdigest()
@@ -99,16 +101,11 @@ def _routes(release: asyncio.Event) -> web.Application:
 @pytest.fixture
 async def server() -> AsyncIterator[FileServer]:
     release = asyncio.Event()
-    runner = web.AppRunner(_routes(release), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield FileServer(f"http://{host}:{port}", release)
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with serving_app(_routes(release), access_log=None, shutdown_timeout=1.0) as url:
+        try:
+            yield FileServer(url, release)
+        finally:
+            release.set()  # before the server stops: it waits for the requests held on it
 
 
 @pytest.fixture

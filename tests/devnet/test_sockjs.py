@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import until
+from tests.support import serving_app, until
 from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
 from worker.replicate.status import TaskNotificationType
 from worker.scheduler.models import TaskNotification, TaskNotificationExtra
@@ -31,15 +31,8 @@ async def serving(broker: StompBroker, **options: Any) -> AsyncIterator[str]:
     options.setdefault("heartbeat", 0.3)
     app = web.Application()
     add_sockjs_routes(app, broker, **options)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/connect"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app, shutdown_timeout=1.0) as url:
+        yield f"{url}/connect"
 
 
 class RawSession:

@@ -19,7 +19,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.e2e.conftest import running_worker
-from tests.support import until
+from tests.support import serving_app, until
 from worker.chain.crypto import keccak_hex, result_hash
 from worker.devnet.images import SHELL
 from worker.devnet.platform import Platform, buy
@@ -67,16 +67,9 @@ async def files() -> AsyncIterator[FileServer]:
     app = web.Application()
     app.router.add_get("/{name}", serve)
     app.router.add_get("/ipfs/{cid}", gateway)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    server.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving_app(app) as url:
+        server.url = url
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def script_args(script: str) -> str:

@@ -20,6 +20,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
+from tests.support import serving_app
 from worker.chain.crypto import (
     ZERO_ADDRESS,
     authorization_hash,
@@ -112,25 +113,8 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     storage = tmp_path / "proxy"
     app = create_result_proxy_app(chain, storage)
     app.middlewares.insert(0, record)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        async with aiohttp.ClientSession() as http:
-            yield Setup(
-                f"http://{host}:{port}",
-                chain,
-                storage,
-                worker,
-                authorization,
-                http,
-                zip_path,
-                digest,
-                headers,
-            )
-    finally:
-        await runner.cleanup()
+    async with serving_app(app, access_log=None) as url, aiohttp.ClientSession() as http:
+        yield Setup(url, chain, storage, worker, authorization, http, zip_path, digest, headers)
 
 
 async def test_upload_result_gives_the_exact_ipfs_link(

@@ -18,6 +18,7 @@ from aiohttp import web
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from tests.support import serving_app
 from worker.chain.crypto import keccak_hex, login_signature_matches
 from worker.scheduler.client import SchedulerClient
 from worker.scheduler.models import PublicConfiguration
@@ -143,16 +144,9 @@ def account() -> LocalAccount:
 @pytest.fixture
 async def core() -> AsyncIterator[FakeCore]:
     fake = FakeCore()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.url = f"http://{host}:{port}"
-    try:
+    async with serving_app(fake.app()) as url:
+        fake.url = url
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

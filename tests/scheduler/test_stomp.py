@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from tests.support import free_port, until
+from tests.support import free_port, serving_app, until
 from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
 from worker.replicate.status import TaskAbortCause, TaskNotificationType
 from worker.scheduler.models import TaskNotification, TaskNotificationExtra
@@ -99,15 +99,8 @@ async def serving(
     options.setdefault("heartbeat", 0.5)
     app = web.Application(middlewares=list(middlewares))
     add_sockjs_routes(app, broker, **options)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    host, bound = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app, port=port, shutdown_timeout=1.0) as url:
+        yield url
 
 
 @asynccontextmanager
@@ -394,17 +387,10 @@ async def test_client_sends_heart_beats_when_the_server_asks_for_them(http: aioh
     app.router.add_get("/connect/info", info)
     app.router.add_post("/connect/{server}/{session}/xhr", xhr)
     app.router.add_post("/connect/{server}/{session}/xhr_send", xhr_send)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        channel = fast_channel(http, f"http://{host}:{port}", transports=("xhr",), heartbeat_ms=50)
+    async with serving_app(app, shutdown_timeout=1.0) as url:
+        channel = fast_channel(http, url, transports=("xhr",), heartbeat_ms=50)
         async with running(channel):
             assert await channel.wait_connected(5)
             await until(lambda: sent.count("\n") >= 2, within=5, what="two heart-beats")
-    finally:
-        await runner.cleanup()
     assert sent[0].startswith("CONNECT\naccept-version:1.1,1.2\n")
     assert "heart-beat:50,50\n" in sent[0]
