@@ -24,7 +24,7 @@ from worker.compute import container_name
 from worker.devnet.images import SLEEP
 from worker.devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import ChainTaskStatus, ReplicateStatus
+from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus
 WORKER_NAME = unique_worker_name(0)
@@ -173,7 +173,14 @@ async def test_kill_9_after_broadcasting(
                 await first.until(
                     lambda: _journalled(db, task_id, "CONTRIBUTE"), within=60, what="contribute sent"
                 )
-                await anvil.mine()
+
+                # The journal is written just before the broadcast: mine until the contribution is in.
+                async def contributed() -> bool:
+                    await anvil.mine()
+                    contribution = await platform.toolkit.view_contribution(task_id, wallet)
+                    return contribution.status is not ChainContributionStatus.UNSET
+
+                await first.until(contributed, within=60, every=0.1, what="contribute mined")
             await first.until(
                 lambda: _journalled(db, task_id, kind), within=60, every=0.005, what=f"{kind} sent"
             )
