@@ -43,7 +43,7 @@ from worker.data.task import download_task_data
 from worker.errors import ConfigurationError, SchedulerError, WorkerError
 from worker.http import Health, HttpServer, create_http_app
 from worker.metrics import Metrics
-from worker.replicate.pipeline import PipelineDeps
+from worker.replicate.pipeline import PipelineDeps, local_notification
 from worker.replicate.ports import UploadOutcome
 from worker.replicate.status import (
     ChainTaskStatus,
@@ -63,7 +63,6 @@ from worker.scheduler.models import (
     ReplicateStatusDetails,
     ReplicateStatusUpdate,
     TaskNotification,
-    TaskNotificationExtra,
     WorkerModel,
     WorkerpoolAuthorization,
 )
@@ -329,20 +328,7 @@ async def _member(
             def deliver_local(
                 task_id: str, action: TaskNotificationType, block: int, cause: TaskAbortCause | None
             ) -> None:
-                # Same shape as a pushed notification, so the pipeline treats both alike (and drops a duplicate).
-                extra = (
-                    TaskNotificationExtra(block_number=block, task_abort_cause=cause)
-                    if block or cause
-                    else None
-                )
-                supervisor.notify(
-                    TaskNotification(
-                        chain_task_id=task_id,
-                        workers_address=[],
-                        task_notification_type=action,
-                        task_notification_extra=extra,
-                    )
-                )
+                supervisor.notify(local_notification(task_id, action, block_number=block, abort_cause=cause))
 
             watcher = ChainWatcher(
                 chain,
@@ -541,13 +527,7 @@ async def _complete_finalized(chain: ChainClient, supervisor: Supervisor) -> Non
             continue
         if task.status is ChainTaskStatus.COMPLETED:
             log.info("%s: completed on chain while this worker was down: completing the replicate", task_id)
-            supervisor.notify(
-                TaskNotification(
-                    chain_task_id=task_id,
-                    workers_address=[],
-                    task_notification_type=TaskNotificationType.PLEASE_COMPLETE,
-                )
-            )
+            supervisor.notify(local_notification(task_id, TaskNotificationType.PLEASE_COMPLETE))
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -95,8 +95,19 @@ def _abort_cause(notification: TaskNotification) -> ReplicateStatusCause:
     return Cause.UNKNOWN
 
 
-def _local(task_id: str, action: TaskNotificationType, block_number: int = 0) -> TaskNotification:
-    extra = TaskNotificationExtra(block_number=block_number) if block_number else None
+def local_notification(
+    task_id: str,
+    action: TaskNotificationType,
+    *,
+    block_number: int = 0,
+    abort_cause: TaskAbortCause | None = None,
+) -> TaskNotification:
+    """A notification raised by the worker itself (start, resume, chain watcher), shaped like a pushed one
+    so the pipeline treats both alike and drops a duplicate."""
+    has_extra = bool(block_number or abort_cause)
+    extra = (
+        TaskNotificationExtra(block_number=block_number, task_abort_cause=abort_cause) if has_extra else None
+    )
     return TaskNotification(
         chain_task_id=task_id,
         workers_address=[],
@@ -149,9 +160,9 @@ class ReplicatePipeline:
         pipeline = cls(record.task_id, deps, ReplicateState(base))
         first = None
         if action is TNT.PLEASE_REVEAL:
-            first = _local(record.task_id, action, record.consensus_block or 0)
+            first = local_notification(record.task_id, action, block_number=record.consensus_block or 0)
         elif action is not None:
-            first = _local(record.task_id, action)
+            first = local_notification(record.task_id, action)
         return pipeline, first
 
     @property
@@ -221,7 +232,7 @@ class ReplicatePipeline:
                     current = None
                     self._quiet.set()
                     if next_action is not None and next_action not in (TNT.PLEASE_WAIT, TNT.PLEASE_CONTINUE):
-                        pending.insert(0, _local(self.task_id, next_action))
+                        pending.insert(0, local_notification(self.task_id, next_action))
                     break
         finally:
             if current is not None and not current.done():

@@ -14,9 +14,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
+from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline, local_notification
 from worker.replicate.status import ReplicateStatus, TaskNotificationType
-from worker.scheduler.models import TaskNotification, TaskNotificationExtra, WorkerpoolAuthorization
+from worker.scheduler.models import TaskNotification, WorkerpoolAuthorization
 
 log = logging.getLogger("iexec.worker.supervisor")
 
@@ -74,7 +74,7 @@ class Supervisor:
         await self._subscribe(task_id)
         pipeline = ReplicatePipeline(task_id, self._deps)
         self._launch(pipeline)
-        pipeline.deliver(_notification(task_id, TaskNotificationType.PLEASE_START))
+        pipeline.deliver(local_notification(task_id, TaskNotificationType.PLEASE_START))
         log.info("%s: replicate taken", task_id)
         return True
 
@@ -162,13 +162,3 @@ class Supervisor:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
             log.info("stopped %d replicate(s); they resume at the next start", len(tasks))
-
-
-def _notification(task_id: str, action: TaskNotificationType, block: int = 0) -> TaskNotification:
-    extra = TaskNotificationExtra(block_number=block) if block else None
-    return TaskNotification(
-        chain_task_id=task_id,
-        workers_address=[],
-        task_notification_type=action,
-        task_notification_extra=extra,
-    )
