@@ -51,7 +51,9 @@ async def demo(base: Path) -> int:
         say(f"   scheduler {info.scheduler_url}  result proxy {info.result_proxy_url}")
         say(f"   ready in {time.monotonic() - started:.1f} s")
 
-        env_file = write_env_file(base / "worker.env", worker_env(info, 0, base / "worker", slots=1))
+        env_file = await asyncio.to_thread(
+            write_env_file, base / "worker.env", worker_env(info, 0, base / "worker", slots=1)
+        )
         log_path = base / "worker.log"
         say(f"== starting a worker process (settings {env_file}, log {log_path})")
         worker = await start_worker_process(env_file, log_path)

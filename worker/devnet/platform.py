@@ -131,7 +131,7 @@ class Platform:
             await devnet.stop()
             raise
         platform = cls(base_dir, devnet, toolkit, workerpool, proxy, scheduler, wallets)
-        (base_dir / "platform.json").write_text(platform.info().to_json())
+        await asyncio.to_thread((base_dir / "platform.json").write_text, platform.info().to_json())
         return platform
 
     def info(self) -> PlatformInfo:
@@ -148,7 +148,7 @@ class Platform:
         )
 
     async def stop(self) -> None:
-        (self.base_dir / "platform.json").unlink(missing_ok=True)
+        await asyncio.to_thread((self.base_dir / "platform.json").unlink, missing_ok=True)
         try:
             await self.scheduler.stop()
             await self.proxy.stop()
