@@ -15,7 +15,10 @@ from web3 import AsyncWeb3
 
 from worker.chain import ChainClient, SentTx, TransactionSender, TxKind
 from worker.chain.abi import HUB_ABI
-from worker.chain.crypto import (
+from worker.devnet.accounts import Role, account
+from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
+from worker.devnet.toolkit import Toolkit
+from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,
     result_hash,
@@ -23,9 +26,6 @@ from worker.chain.crypto import (
     sign_eip191,
     to_bytes,
 )
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
-from worker.devnet.toolkit import Toolkit
 
 RUNS = 20
 POLL = 0.05  # seconds between receipt polls, the same for both

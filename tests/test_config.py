@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from worker.config import Settings, host_cpu_count, known_keys, load_settings
-from worker.errors import ConfigurationError
+from worker.protocol.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "0xC0FFEE0000000000000000000000000000000001"

@@ -12,7 +12,7 @@ import pytest
 from eth_account import Account
 from pydantic import SecretStr
 
-from worker.errors import ConfigurationError
+from worker.protocol.errors import ConfigurationError
 from worker.wallet import (
     WalletLock,
     create_wallet,

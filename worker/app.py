@@ -40,25 +40,10 @@ from worker.config import Settings
 from worker.data.dataset import DatasetRef
 from worker.data.downloads import DownloadLimits
 from worker.data.task import download_task_data
-from worker.errors import ConfigurationError, SchedulerError, WorkerError
 from worker.http import Health, HttpServer, create_http_app
 from worker.metrics import Metrics
-from worker.replicate.pipeline import PipelineDeps, local_notification
-from worker.replicate.ports import UploadOutcome
-from worker.replicate.status import (
-    ChainTaskStatus,
-    ReplicateStatus,
-    TaskAbortCause,
-    TaskNotificationType,
-    next_action,
-)
-from worker.replicate.store import ReplicateStore
-from worker.replicate.supervisor import Supervisor
-from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
-from worker.result import ZIP_NAME
-from worker.result.upload import upload_result
-from worker.scheduler import SchedulerClient, UpdateKind
-from worker.scheduler.models import (
+from worker.protocol.errors import ConfigurationError, SchedulerError, WorkerError
+from worker.protocol.models import (
     PublicConfiguration,
     ReplicateStatusDetails,
     ReplicateStatusUpdate,
@@ -66,6 +51,21 @@ from worker.scheduler.models import (
     WorkerModel,
     WorkerpoolAuthorization,
 )
+from worker.protocol.status import (
+    ChainTaskStatus,
+    ReplicateStatus,
+    TaskAbortCause,
+    TaskNotificationType,
+    next_action,
+)
+from worker.replicate.pipeline import PipelineDeps, local_notification
+from worker.replicate.ports import UploadOutcome
+from worker.replicate.store import ReplicateStore
+from worker.replicate.supervisor import Supervisor
+from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
+from worker.result import ZIP_NAME
+from worker.result.upload import upload_result
+from worker.scheduler import SchedulerClient, UpdateKind
 from worker.scheduler.stomp import PushChannel
 from worker.wallet import WalletLock, load_wallet
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from worker import __version__
-from worker.errors import ConfigurationError
+from worker.protocol.errors import ConfigurationError
 
 DEFAULT_DEVNET_DIR = Path(".devnet")
 
@@ -102,8 +102,8 @@ def cmd_devnet_up(args: argparse.Namespace) -> int:
 
 
 def cmd_devnet_buy(args: argparse.Namespace) -> int:
-    from worker.chain.crypto import ZERO_ADDRESS
     from worker.devnet.platform import PlatformInfo, buy
+    from worker.protocol.crypto import ZERO_ADDRESS
 
     info = PlatformInfo.read(Path(args.dir).resolve())
     purchase = asyncio.run(

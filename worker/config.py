@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from yarl import URL
 
 from worker.data import DEFAULT_IPFS_GATEWAYS
-from worker.errors import ConfigurationError
+from worker.protocol.errors import ConfigurationError
 from worker.wallet import read_password
 
 DEFAULT_ENV_FILE = Path(".env")

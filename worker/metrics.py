@@ -9,8 +9,8 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.replicate.ports import Stage
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
 
 log = logging.getLogger("iexec.worker.replicate")
 

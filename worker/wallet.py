@@ -25,7 +25,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import SecretStr
 
-from worker.errors import ConfigurationError
+from worker.protocol.errors import ConfigurationError
 
 _PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{40}$")

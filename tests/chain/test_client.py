@@ -9,7 +9,12 @@ import pytest
 from tests.support import free_port
 from worker.chain.authorization import verify_authorization
 from worker.chain.client import ChainClient
-from worker.chain.crypto import (
+from worker.chain.errors import TaskNotFound
+from worker.chain.multiaddr import ipfs_multiaddr
+from worker.devnet.accounts import Role, account
+from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
+from worker.devnet.toolkit import Toolkit
+from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,
     chain_task_id,
@@ -17,14 +22,9 @@ from worker.chain.crypto import (
     sign_eip191,
     to_bytes,
 )
-from worker.chain.errors import TaskNotFound
-from worker.chain.multiaddr import ipfs_multiaddr
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
-from worker.devnet.toolkit import Toolkit
-from worker.errors import ChainError, ConfigurationError
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
-from worker.scheduler.models import Signature, WorkerpoolAuthorization
+from worker.protocol.errors import ChainError, ConfigurationError
+from worker.protocol.models import Signature, WorkerpoolAuthorization
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 from .conftest import APP_IMAGE, new_task, worker_account
 

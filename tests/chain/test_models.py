@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from worker.chain import abi
-from worker.chain.crypto import ZERO_ADDRESS
 from worker.chain.models import DealParams, TaskDescription, TeeFramework, is_tee_tag, tee_framework
 from worker.chain.multiaddr import ipfs_multiaddr, multiaddr_to_uri
+from worker.protocol.crypto import ZERO_ADDRESS
 
 POCO_ABIS = Path(__file__).resolve().parents[2] / "deploy/devnet/node_modules/@iexec/poco/abis/contracts"
 CID_V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"

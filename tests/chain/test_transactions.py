@@ -13,7 +13,6 @@ import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 
 from worker.chain.client import ChainClient
-from worker.chain.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
 from worker.chain.errors import ContractReverted, TransactionRefused
 from worker.chain.gas import GasPolicy
 from worker.chain.models import TxKind
@@ -21,7 +20,8 @@ from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
+from worker.protocol.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
 
 from .conftest import MemoryJournal, new_task, worker_account
 

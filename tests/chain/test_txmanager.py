@@ -19,15 +19,15 @@ from hexbytes import HexBytes
 
 from tests.support import until
 from worker.chain.client import ChainClient
-from worker.chain.crypto import authorization_hash, sign_eip191
 from worker.chain.errors import TransactionRefused
 from worker.chain.gas import DynamicFees, GasPolicy, LegacyFees
 from worker.chain.transactions import TransactionSender, bump, bumped
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
 from worker.devnet.toolkit import Toolkit
-from worker.errors import ChainError
-from worker.replicate.status import ChainContributionStatus, ReplicateStatusCause
+from worker.protocol.crypto import authorization_hash, sign_eip191
+from worker.protocol.errors import ChainError
+from worker.protocol.status import ChainContributionStatus, ReplicateStatusCause
 
 from .conftest import MemoryJournal, RecordingObserver, new_task, new_tasks, worker_account
 

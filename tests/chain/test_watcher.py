@@ -13,13 +13,13 @@ import pytest
 import pytest_asyncio
 
 from worker.chain.client import ChainClient
-from worker.chain.crypto import authorization_hash, sign_eip191
 from worker.chain.transactions import TransactionSender
 from worker.chain.watcher import ChainWatcher
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ReplicateStatus, TaskAbortCause, TaskNotificationType
+from worker.protocol.crypto import authorization_hash, sign_eip191
+from worker.protocol.status import ReplicateStatus, TaskAbortCause, TaskNotificationType
 
 from .conftest import MemoryJournal, new_tasks, worker_account
 

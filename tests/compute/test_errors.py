@@ -16,7 +16,7 @@ from worker.compute import (
     is_digest_reference,
     registry_of,
 )
-from worker.errors import TransientError
+from worker.protocol.errors import TransientError
 
 IMAGE = "registry.example.org/team/app:1"
 

@@ -23,7 +23,7 @@ from worker.compute import (
     RegistryUnreachableError,
 )
 from worker.devnet.images import HELLO, build_app_image
-from worker.errors import TransientError
+from worker.protocol.errors import TransientError
 
 pytestmark = pytest.mark.e2e
 

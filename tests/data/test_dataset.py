@@ -12,8 +12,8 @@ import pytest
 
 from tests.data.conftest import CID, GOOD, GOOD_CHECKSUM, FileServer
 from worker.data import DatasetRef, DownloadLimits, download_task_data, input_file_name
-from worker.replicate.ports import StepFailed
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.errors import StepFailed
+from worker.protocol.status import ReplicateStatusCause
 
 ADDRESS = "0x" + "ab" * 20
 LIMITS = DownloadLimits(max_bytes=10 * len(GOOD), total_timeout=10.0, stall_timeout=1.0, max_redirects=3)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from worker.chain.crypto import ZERO_BYTES32
 from worker.devnet.resultproxy import ProxyContribution, ProxyDeal, ProxyTask
-from worker.errors import ChainError
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.crypto import ZERO_BYTES32
+from worker.protocol.errors import ChainError
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 from worker.result import ComputedFile, compute_result_digest, run_standard_post_compute
 
 

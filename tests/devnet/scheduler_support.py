@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 from eth_account.signers.local import LocalAccount
 
-from worker.chain.crypto import ZERO_ADDRESS, ZERO_BYTES32, chain_task_id, sign_login_challenge
 from worker.devnet.contracts import Deployment
 from worker.devnet.scheduler import BlockRef, ContributionView, DealView, TaskView
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, chain_task_id, sign_login_challenge
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 HUB = "0x5fc8d32690cc91d4c39d9d3abcbd16989f875707"
 WORKERPOOL = "0x" + "77" * 20

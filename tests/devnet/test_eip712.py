@@ -9,7 +9,6 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from worker.chain.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_hex
 from worker.devnet.accounts import Role, account
 from worker.devnet.toolkit import (
     EIP712_DOMAIN_TYPE,
@@ -22,6 +21,7 @@ from worker.devnet.toolkit import (
     sign_order,
     typehash,
 )
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_hex
 
 DEVNET_HUB = "0x5fc8d32690cc91d4c39d9d3abcbd16989f875707"
 DEVNET_DOMAIN_SEPARATOR = "0x3a381c2b61f95eecc30cd1fa149a885c63820b699953cdfa94c38e311235e58f"

@@ -7,11 +7,11 @@ import hashlib
 
 import pytest
 
-from worker.chain import crypto
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol import crypto
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 pytestmark = pytest.mark.e2e
 

@@ -22,10 +22,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
-from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, chain_task_id, result_hash, sign_eip191
 from worker.devnet.resultproxy import ResultProxy
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
-from worker.scheduler.models import ResultModel, Signature, WorkerpoolAuthorization
+from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, chain_task_id, result_hash, sign_eip191
+from worker.protocol.models import ResultModel, Signature, WorkerpoolAuthorization
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 DEAL_ID = "0x" + "33" * 32
 TASK_ID = chain_task_id(DEAL_ID, 0)

@@ -12,14 +12,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from worker.chain import crypto
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
 from worker.devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ChainContributionStatus
+from worker.protocol import crypto
+from worker.protocol.models import ResultModel, Signature, WorkerpoolAuthorization
+from worker.protocol.status import ChainContributionStatus
 from worker.result import compute_result_digest, read_computed_file, run_standard_post_compute
-from worker.scheduler.models import ResultModel, Signature, WorkerpoolAuthorization
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,8 @@ from eth_account.signers.local import LocalAccount
 
 from tests.devnet.scheduler_support import FAKE_DEPLOYMENT, WORKERPOOL, FakeChain, FakeResults, WorkerClient
 from tests.support import until
-from worker.chain.crypto import (
+from worker.devnet.scheduler import DevScheduler, TaskStatus
+from worker.protocol.crypto import (
     authorization_hash,
     chain_task_id,
     keccak_hex,
@@ -27,9 +28,8 @@ from worker.chain.crypto import (
     sign_login_challenge,
     to_hex,
 )
-from worker.devnet.scheduler import DevScheduler, TaskStatus
-from worker.replicate.status import ReplicateStatus
-from worker.scheduler.models import PublicConfiguration
+from worker.protocol.models import PublicConfiguration
+from worker.protocol.status import ReplicateStatus
 
 DEAL = "0x" + "ab" * 32
 TASK = chain_task_id(DEAL, 0)

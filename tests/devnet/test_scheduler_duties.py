@@ -16,11 +16,11 @@ from eth_account import Account
 
 from tests.devnet.scheduler_support import FAKE_DEPLOYMENT, WORKERPOOL, FakeChain, FakeResults, WorkerClient
 from tests.support import until
-from worker.chain.crypto import chain_task_id, result_hash
 from worker.devnet.scheduler import DevScheduler, TaskStatus
 from worker.devnet.scheduler.state import DealParams, Modifier, Replicate, Task
 from worker.devnet.scheduler.supply import needs_more_contributions, worker_weight
-from worker.replicate.status import ReplicateStatus, TaskNotificationType
+from worker.protocol.crypto import chain_task_id, result_hash
+from worker.protocol.status import ReplicateStatus, TaskNotificationType
 
 DEAL = "0x" + "cd" * 32
 TASK = chain_task_id(DEAL, 0)

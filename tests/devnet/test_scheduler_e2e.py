@@ -20,12 +20,12 @@ from eth_account.signers.local import LocalAccount
 from tests.conftest import devnet_cache_dir
 from tests.devnet.scheduler_support import WorkerClient
 from tests.support import until
-from worker.chain import crypto
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
 from worker.devnet.scheduler import DevScheduler, TaskStatus
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ChainTaskStatus, ReplicateStatus
+from worker.protocol import crypto
+from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 from worker.scheduler.stomp import PushChannel
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from tests.support import serving_app, until
 from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
-from worker.replicate.status import TaskNotificationType
-from worker.scheduler.models import TaskNotification, TaskNotificationExtra
+from worker.protocol.models import TaskNotification, TaskNotificationExtra
+from worker.protocol.status import TaskNotificationType
 
 TASK = "0x" + "5a" * 32
 TOPIC = f"/topic/task/{TASK}"

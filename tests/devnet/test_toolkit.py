@@ -12,11 +12,11 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import devnet_cache_dir
-from worker.chain import crypto
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet, TransactionFailed
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ChainTaskStatus
+from worker.protocol import crypto
+from worker.protocol.status import ChainTaskStatus
 
 pytestmark = pytest.mark.e2e
 

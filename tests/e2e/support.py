@@ -12,7 +12,7 @@ from tests.compute.conftest import _start_registry
 from tests.support import free_port
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC
 from worker.devnet.platform import Platform
-from worker.replicate.status import ReplicateStatus
+from worker.protocol.status import ReplicateStatus
 
 RS = ReplicateStatus
 

@@ -21,7 +21,7 @@ from worker.devnet.anvil import Anvil
 from worker.devnet.images import SLEEP
 from worker.devnet.platform import Platform, buy, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import ChainContributionStatus, ReplicateStatus
+from worker.protocol.status import ChainContributionStatus, ReplicateStatus
 
 RS = ReplicateStatus
 

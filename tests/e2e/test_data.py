@@ -20,11 +20,11 @@ from aiohttp import web
 
 from tests.e2e.conftest import running_worker
 from tests.support import serving_app, until
-from worker.chain.crypto import keccak_hex, result_hash
 from worker.devnet.images import SHELL
 from worker.devnet.platform import Platform, buy
 from worker.devnet.scheduler.state import StatusChange, TaskStatus
-from worker.replicate.status import (
+from worker.protocol.crypto import keccak_hex, result_hash
+from worker.protocol.status import (
     ChainContributionStatus,
     ChainTaskStatus,
     ReplicateStatus,

@@ -14,7 +14,7 @@ from tests.support import until
 from worker.devnet.images import HELLO
 from worker.devnet.platform import RLC, Platform, buy
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import ChainTaskStatus, ReplicateStatus
+from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus
 

@@ -24,7 +24,7 @@ from worker.compute import container_name
 from worker.devnet.images import SLEEP
 from worker.devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus
 WORKER_NAME = unique_worker_name(0)

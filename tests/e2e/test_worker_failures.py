@@ -19,7 +19,7 @@ from worker.devnet.accounts import Role, account
 from worker.devnet.images import FAIL, SLEEP
 from worker.devnet.platform import Platform, buy
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import (
+from worker.protocol.status import (
     ChainContributionStatus,
     ChainTaskStatus,
     ReplicateStatus,

@@ -17,7 +17,7 @@ from tests.support import until
 from worker.devnet.images import HELLO, SLEEP
 from worker.devnet.platform import RLC, Platform, buy
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus
 

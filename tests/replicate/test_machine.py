@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.protocol.status import ReplicateStatus, is_valid_transition
 from worker.replicate.machine import (
     TABLE,
     TERMINAL,
@@ -14,7 +15,6 @@ from worker.replicate.machine import (
     TransitionNotAllowed,
     mermaid,
 )
-from worker.replicate.status import ReplicateStatus, is_valid_transition
 
 RS = ReplicateStatus
 PAIRS = [(source, target) for source in WORKER_STATES for target in TABLE]

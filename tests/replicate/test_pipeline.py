@@ -12,18 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import until
-from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
-from worker.replicate.ports import ComputeOutcome, Stage, StepFailed, UploadOutcome
-from worker.replicate.status import (
-    ReplicateStatus,
-    ReplicateStatusCause,
-    TaskAbortCause,
-    TaskNotificationType,
-    is_valid_transition,
-    next_action,
-)
-from worker.replicate.store import ReplicateStore
-from worker.scheduler.models import (
+from worker.protocol.errors import StepFailed
+from worker.protocol.models import (
     ChainReceipt,
     ReplicateStatusDetails,
     Signature,
@@ -31,6 +21,17 @@ from worker.scheduler.models import (
     TaskNotificationExtra,
     WorkerpoolAuthorization,
 )
+from worker.protocol.status import (
+    ReplicateStatus,
+    ReplicateStatusCause,
+    TaskAbortCause,
+    TaskNotificationType,
+    is_valid_transition,
+    next_action,
+)
+from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
+from worker.replicate.ports import ComputeOutcome, Stage, UploadOutcome
+from worker.replicate.store import ReplicateStore
 
 RS = ReplicateStatus
 TNT = TaskNotificationType

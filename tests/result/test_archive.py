@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.status import ReplicateStatusCause
 from worker.result import ResultError, check_file_names, run_standard_post_compute, zip_folder
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.result import ComputedFile, ResultError, error_result_text, read_computed_file
 
 NOT_FOUND = ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from eth_utils.crypto import keccak
 
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.status import ReplicateStatusCause
 from worker.result import ComputedFile, ResultError, compute_result_digest, compute_result_digest_async
 from worker.result import digest as digest_module
 

@@ -21,7 +21,8 @@ from eth_account.signers.local import LocalAccount
 
 from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
 from tests.support import serving_app
-from worker.chain.crypto import (
+from worker.devnet.resultproxy import create_result_proxy_app
+from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,
     chain_task_id,
@@ -29,16 +30,15 @@ from worker.chain.crypto import (
     result_hash,
     sign_eip191,
 )
-from worker.devnet.resultproxy import create_result_proxy_app
-from worker.replicate.ports import StepFailed
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.errors import StepFailed
+from worker.protocol.models import Signature, WorkerpoolAuthorization
+from worker.protocol.status import ReplicateStatusCause
 from worker.result import (
     get_ipfs_hash,
     get_token,
     upload,
     upload_result,
 )
-from worker.scheduler.models import Signature, WorkerpoolAuthorization
 
 DEAL_ID = "0x" + "44" * 32
 TASK_ID = chain_task_id(DEAL_ID, 0)

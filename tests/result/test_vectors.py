@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.result.conftest import VECTORS_DIR, load_vectors
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.result import (
     ComputedFile,
     ResultError,

@@ -19,9 +19,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from tests.support import serving_app
-from worker.chain.crypto import keccak_hex, login_signature_matches
+from worker.protocol.crypto import keccak_hex, login_signature_matches
+from worker.protocol.models import PublicConfiguration
 from worker.scheduler.client import SchedulerClient
-from worker.scheduler.models import PublicConfiguration
 
 # Anvil's well-known first development key: public, never used on a real chain.
 WORKER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"

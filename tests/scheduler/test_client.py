@@ -16,20 +16,20 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from tests.scheduler.conftest import PUBLIC_CONFIGURATION, FakeCore
-from worker.errors import SchedulerError
-from worker.replicate.status import (
+from worker.protocol.errors import SchedulerError
+from worker.protocol.models import (
+    ChainReceipt,
+    ReplicateStatusDetails,
+    ReplicateStatusUpdate,
+    WorkerModel,
+)
+from worker.protocol.status import (
     ReplicateStatus,
     ReplicateStatusCause,
     TaskAbortCause,
     TaskNotificationType,
 )
 from worker.scheduler.client import SchedulerClient, UpdateKind
-from worker.scheduler.models import (
-    ChainReceipt,
-    ReplicateStatusDetails,
-    ReplicateStatusUpdate,
-    WorkerModel,
-)
 
 TASK = "0x" + "7a" * 32
 STARTING = ReplicateStatusUpdate(status=ReplicateStatus.STARTING)

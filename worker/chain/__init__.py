@@ -1,6 +1,7 @@
 """Chain: the PoCo contracts through web3, transactions, the chain watcher, protocol hashes.
 
-The only package that imports web3; everything it raises is ours (worker.errors, chain.errors).
+The only package that imports web3; everything it raises is ours (worker.protocol.errors, chain.errors).
+The protocol hashes it signs live in the vocabulary layer (``worker.protocol.crypto``).
 """
 
 from worker.chain.authorization import verify_authorization

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 
 from worker.chain.client import ChainClient
-from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191
-from worker.scheduler.models import WorkerpoolAuthorization
+from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191
+from worker.protocol.models import WorkerpoolAuthorization
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ from web3.types import BlockIdentifier, FilterParams, LogReceipt, TxData, TxPara
 from yarl import URL
 
 from worker.chain.abi import HUB_ABI, WORKERPOOL_ABI
-from worker.chain.crypto import ZERO_ADDRESS, checksum, to_bytes, to_hex
 from worker.chain.errors import ContractReverted, NonceTooLow, TaskNotFound
 from worker.chain.models import (
     ChainAccount,
@@ -49,8 +48,9 @@ from worker.chain.models import (
 )
 from worker.chain.multiaddr import multiaddr_to_uri
 from worker.chain.observer import ChainObserver, NullObserver
-from worker.errors import ChainError, ConfigurationError
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.crypto import ZERO_ADDRESS, checksum, to_bytes, to_hex
+from worker.protocol.errors import ChainError, ConfigurationError
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 T = TypeVar("T")
 log = logging.getLogger("iexec.worker.chain")

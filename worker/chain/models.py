@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from worker.chain.crypto import ZERO_ADDRESS
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.crypto import ZERO_ADDRESS
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 
 @dataclass(frozen=True, slots=True)

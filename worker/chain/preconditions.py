@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 
 from worker.chain.client import ChainClient
-from worker.chain.crypto import result_hash, result_seal
-from worker.errors import ChainError
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
+from worker.protocol.crypto import result_hash, result_seal
+from worker.protocol.errors import ChainError
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
 
 
 async def cannot_contribute_cause(

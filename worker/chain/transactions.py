@@ -35,7 +35,11 @@ from web3.types import TxReceipt as Web3Receipt
 
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC, TASK_REVEAL_TOPIC
 from worker.chain.client import ChainClient
-from worker.chain.crypto import (
+from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TransactionRefused
+from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees, gas_limit
+from worker.chain.models import SentTx, TxKind, TxReceipt
+from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
+from worker.protocol.crypto import (
     ZERO_ADDRESS,
     ZERO_BYTES32,
     authorization_hash,
@@ -46,12 +50,8 @@ from worker.chain.crypto import (
     to_bytes,
     to_hex,
 )
-from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TransactionRefused
-from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees, gas_limit
-from worker.chain.models import SentTx, TxKind, TxReceipt
-from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
-from worker.errors import ChainError
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.errors import ChainError
+from worker.protocol.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)
 

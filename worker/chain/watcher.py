@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from worker.chain.abi import TASK_CONSENSUS_TOPIC, TASK_FINALIZE_TOPIC
 from worker.chain.client import ChainClient
-from worker.chain.crypto import to_hex
-from worker.errors import ChainError
-from worker.replicate.status import (
+from worker.protocol.crypto import to_hex
+from worker.protocol.errors import ChainError
+from worker.protocol.status import (
     FINAL_STATUSES,
     ChainContributionStatus,
     ChainTaskStatus,

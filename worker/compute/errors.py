@@ -6,7 +6,7 @@ pull ran out of time. The others say the image reference, the credentials or the
 
 from __future__ import annotations
 
-from worker.errors import TransientError, WorkerError
+from worker.protocol.errors import TransientError, WorkerError
 
 
 class ComputeError(WorkerError):

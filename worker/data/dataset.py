@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 
 from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, Progress, display_url, download
-from worker.replicate.ports import StepFailed
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.errors import StepFailed
+from worker.protocol.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)
 

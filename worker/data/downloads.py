@@ -21,7 +21,7 @@ from typing import BinaryIO
 import aiohttp
 from yarl import URL
 
-from worker.errors import WorkerError
+from worker.protocol.errors import WorkerError
 
 log = logging.getLogger(__name__)
 

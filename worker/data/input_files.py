@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 
 from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, Progress, download
-from worker.replicate.ports import StepFailed
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.errors import StepFailed
+from worker.protocol.status import ReplicateStatusCause
 
 
 def input_file_name(url: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Self
 import aiohttp
 
 from worker.devnet.accounts import ACCOUNT_COUNT, MNEMONIC
-from worker.errors import WorkerError
+from worker.protocol.errors import WorkerError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = REPO_ROOT / "deploy" / "devnet" / "node_modules"

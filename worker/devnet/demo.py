@@ -20,7 +20,7 @@ from worker.compute import DockerEngine
 from worker.devnet.images import HELLO, ensure_images
 from worker.devnet.platform import RLC, Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.devnet.scheduler.state import TaskStatus
-from worker.replicate.status import ReplicateStatus
+from worker.protocol.status import ReplicateStatus
 
 RS = ReplicateStatus
 DEMO_DIR = Path(".devnet/demo")

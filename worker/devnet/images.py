@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.compute import DockerEngine
-from worker.errors import WorkerError
+from worker.protocol.errors import WorkerError
 
 BUSYBOX = Path("/usr/bin/busybox")
 CONTENT_LABEL = "iexec-devnet.content-sha256"

@@ -20,12 +20,12 @@ from typing import Any, Self
 import aiohttp
 from pydantic import SecretStr
 
-from worker.chain.crypto import ZERO_ADDRESS
 from worker.devnet.accounts import Role, account
 from worker.devnet.contracts import DEVNET_CATEGORY, Deployment, Devnet, new_web3
 from worker.devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
 from worker.devnet.scheduler import DevScheduler
 from worker.devnet.toolkit import Deal, Toolkit
+from worker.protocol.crypto import ZERO_ADDRESS
 from worker.wallet import import_wallet
 
 log = logging.getLogger("iexec.devnet")

@@ -35,11 +35,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from web3.exceptions import Web3Exception
 
-from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191, result_hash
-from worker.errors import ChainError
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191, result_hash
+from worker.protocol.errors import ChainError
+from worker.protocol.models import ResultModel, WorkerpoolAuthorization
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 from worker.result import IEXEC_OUT, ResultError, compute_result_digest, read_computed_file
-from worker.scheduler.models import ResultModel, WorkerpoolAuthorization
 
 if TYPE_CHECKING:
     from worker.devnet.toolkit import Toolkit

@@ -1,7 +1,7 @@
 """On-chain actions of the requester, asset owners and scheduler on the devnet, plus the views a test checks.
 
 Every transaction is signed client-side by the ``LocalAccount`` passed in. Orders are EIP-712 signed with the
-typehashes and domain of devnet.md §4; the worker-side hashes come from :mod:`worker.chain.crypto`.
+typehashes and domain of devnet.md §4; the worker-side hashes come from :mod:`worker.protocol.crypto`.
 Public values are lowercase ``0x`` hex (addresses, bytes32), as on the scheduler wire.
 """
 
@@ -23,13 +23,14 @@ from web3.contract.async_contract import AsyncContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from worker.chain import ChainContribution, ChainDeal, DealAsset, crypto
-from worker.chain.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_bytes, to_hex
+from worker.chain import ChainContribution, ChainDeal, DealAsset
 from worker.devnet.accounts import Role, account
 from worker.devnet.anvil import DevnetError
 from worker.devnet.contracts import Deployment, abi, send_call
 from worker.devnet.contracts import checksum as cs
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol import crypto
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_bytes, to_hex
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 # ---------------------------------------------------------------------------------------------
 # EIP-712 (devnet.md §4)

@@ -14,7 +14,7 @@ from typing import Any
 from statemachine import State, StateMachine
 from statemachine.exceptions import TransitionNotAllowed
 
-from worker.replicate.status import ReplicateStatus
+from worker.protocol.status import ReplicateStatus
 
 RS = ReplicateStatus
 

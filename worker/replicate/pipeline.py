@@ -18,22 +18,23 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from worker.replicate.machine import ReplicateState
-from worker.replicate.ports import Observer, Reporter, Stage, StepFailed, Work
-from worker.replicate.status import (
-    ReplicateStatus,
-    ReplicateStatusCause,
-    TaskAbortCause,
-    TaskNotificationType,
-)
-from worker.replicate.store import ReplicateRecord, ReplicateStore
-from worker.scheduler.models import (
+from worker.protocol.errors import StepFailed
+from worker.protocol.models import (
     ComputeLogs,
     ReplicateStatusDetails,
     TaskNotification,
     TaskNotificationExtra,
     WorkerpoolAuthorization,
 )
+from worker.protocol.status import (
+    ReplicateStatus,
+    ReplicateStatusCause,
+    TaskAbortCause,
+    TaskNotificationType,
+)
+from worker.replicate.machine import ReplicateState
+from worker.replicate.ports import Observer, Reporter, Stage, Work
+from worker.replicate.store import ReplicateRecord, ReplicateStore
 
 RS = ReplicateStatus
 TNT = TaskNotificationType

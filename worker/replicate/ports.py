@@ -11,17 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from worker.errors import WorkerError
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause, TaskNotificationType
-from worker.scheduler.models import ChainReceipt, ReplicateStatusDetails, WorkerpoolAuthorization
-
-
-class StepFailed(WorkerError):
-    """A stage of one replicate failed; ``cause`` is what the scheduler is told."""
-
-    def __init__(self, cause: ReplicateStatusCause, message: str = "") -> None:
-        super().__init__(message or cause.value)
-        self.cause = cause
+from worker.protocol.models import ChainReceipt, ReplicateStatusDetails, WorkerpoolAuthorization
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause, TaskNotificationType
 
 
 class Stage(StrEnum):

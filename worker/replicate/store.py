@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 
 T = TypeVar("T")
 

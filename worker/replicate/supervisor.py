@@ -14,9 +14,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from worker.protocol.models import TaskNotification, WorkerpoolAuthorization
+from worker.protocol.status import ReplicateStatus, TaskNotificationType
 from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline, local_notification
-from worker.replicate.status import ReplicateStatus, TaskNotificationType
-from worker.scheduler.models import TaskNotification, WorkerpoolAuthorization
 
 log = logging.getLogger("iexec.worker.supervisor")
 

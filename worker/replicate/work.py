@@ -48,9 +48,10 @@ from worker.compute import (
     task_labels,
 )
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
-from worker.errors import ChainError, TransientError
-from worker.replicate.ports import ComputeOutcome, Stage, StepFailed, UploadOutcome
-from worker.replicate.status import ChainContributionStatus, ReplicateStatus, ReplicateStatusCause
+from worker.protocol.errors import ChainError, StepFailed, TransientError
+from worker.protocol.models import ChainReceipt, WorkerpoolAuthorization
+from worker.protocol.status import ChainContributionStatus, ReplicateStatus, ReplicateStatusCause
+from worker.replicate.ports import ComputeOutcome, Stage, UploadOutcome
 from worker.result import (
     ResultError,
     compute_result_digest_async,
@@ -58,7 +59,6 @@ from worker.result import (
     run_standard_post_compute_async,
     write_error_result,
 )
-from worker.scheduler.models import ChainReceipt, WorkerpoolAuthorization
 
 Cause = ReplicateStatusCause
 T = TypeVar("T")

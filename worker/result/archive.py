@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from typing_extensions import Buffer
 
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.status import ReplicateStatusCause
 from worker.result.computed import (
     COMPUTED_FILE_NAME,
     IEXEC_OUT,

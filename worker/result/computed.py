@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.result.errors import ResultError
 
 COMPUTED_FILE_NAME = "computed.json"

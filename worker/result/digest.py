@@ -21,8 +21,8 @@ from pathlib import Path
 
 from eth_utils.crypto import keccak
 
-from worker.chain.crypto import java_hex_decode, to_hex
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.crypto import java_hex_decode, to_hex
+from worker.protocol.status import ReplicateStatusCause
 from worker.result.computed import IEXEC_OUT, ComputedFile
 from worker.result.errors import ResultError
 

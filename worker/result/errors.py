@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker.errors import WorkerError
-from worker.replicate.status import ReplicateStatusCause
+from worker.protocol.errors import WorkerError
+from worker.protocol.status import ReplicateStatusCause
 
 
 class ResultError(WorkerError):

@@ -18,12 +18,11 @@ from typing import TypeVar
 import aiohttp
 from eth_account.signers.local import LocalAccount
 
-from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
 from worker.data import display_url
-from worker.errors import WorkerError
-from worker.replicate.ports import StepFailed
-from worker.replicate.status import ReplicateStatusCause
-from worker.scheduler.models import ResultModel, WorkerpoolAuthorization
+from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
+from worker.protocol.errors import StepFailed, WorkerError
+from worker.protocol.models import ResultModel, WorkerpoolAuthorization
+from worker.protocol.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,9 @@ import aiohttp
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, ValidationError
 
-from worker.chain.crypto import sign_login_challenge
-from worker.errors import SchedulerError
-from worker.replicate.status import TaskNotificationType
-from worker.scheduler.models import (
+from worker.protocol.crypto import sign_login_challenge
+from worker.protocol.errors import SchedulerError
+from worker.protocol.models import (
     PublicChainConfig,
     PublicConfiguration,
     ReplicateStatusUpdate,
@@ -34,6 +33,7 @@ from worker.scheduler.models import (
     TaskNotification,
     WorkerModel,
 )
+from worker.protocol.status import TaskNotificationType
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from worker.chain.crypto import keccak_hex, to_hex
-from worker.scheduler.models import (
+from worker.protocol.crypto import keccak_hex, to_hex
+from worker.protocol.models import (
     PublicChainConfig,
     PublicConfiguration,
     ReplicateStatusUpdate,

@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 import jwt
 
-from worker.chain.crypto import login_signature_matches
+from worker.protocol.crypto import login_signature_matches
 
 CHALLENGE_TTL_S = 300.0
 TOKEN_TTL_S = 3600

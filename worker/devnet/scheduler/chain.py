@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.chain.crypto import ZERO_ADDRESS, ZERO_BYTES32
-from worker.replicate.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
+from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.chain.crypto import chain_task_id, to_bytes
-from worker.replicate.status import (
+from worker.protocol.crypto import chain_task_id, to_bytes
+from worker.protocol.models import ReplicateStatusDetails, TaskNotification, TaskNotificationExtra
+from worker.protocol.status import (
     FINAL_STATUSES,
     ChainTaskStatus,
     ReplicateStatus,
@@ -27,7 +28,6 @@ from worker.replicate.status import (
     TaskNotificationType,
     is_valid_transition,
 )
-from worker.scheduler.models import ReplicateStatusDetails, TaskNotification, TaskNotificationExtra
 
 from .chain import SchedulerChain
 from .state import (

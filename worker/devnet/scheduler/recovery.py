@@ -10,18 +10,18 @@ import logging
 
 from eth_account.signers.local import LocalAccount
 
-from worker.replicate.status import (
+from worker.protocol.models import (
+    ChainReceipt,
+    ReplicateStatusDetails,
+    TaskNotification,
+    TaskNotificationExtra,
+)
+from worker.protocol.status import (
     ChainContributionStatus,
     ReplicateStatus,
     TaskAbortCause,
     TaskNotificationType,
     is_valid_transition,
-)
-from worker.scheduler.models import (
-    ChainReceipt,
-    ReplicateStatusDetails,
-    TaskNotification,
-    TaskNotificationExtra,
 )
 
 from .chain import SchedulerChain, is_zero

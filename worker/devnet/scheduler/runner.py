@@ -17,8 +17,8 @@ from eth_account.signers.local import LocalAccount
 
 from worker.devnet.contracts import Deployment
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ReplicateStatus
-from worker.scheduler.models import TaskNotification
+from worker.protocol.models import TaskNotification
+from worker.protocol.status import ReplicateStatus
 
 from .app import ApiSettings, SchedulerApi
 from .auth import Authenticator

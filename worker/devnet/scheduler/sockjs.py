@@ -17,19 +17,12 @@ import itertools
 import json
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import Final, Protocol
 
 from aiohttp import web
 
-from worker.scheduler.stomp import (
-    CLIENT_COMMANDS,
-    FrameDecoder,
-    StompFrame,
-    StompProtocolError,
-    encode_frame,
-    sockjs_close_frame,
-    sockjs_message_frame,
-)
+from worker.protocol.stomp import CLIENT_COMMANDS, FrameDecoder, StompFrame, StompProtocolError, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +34,15 @@ NORMAL_CLOSURE: Final = (1000, "Normal closure")
 _NO_CACHE: Final = "no-store, no-cache, must-revalidate, max-age=0"
 _JS_TYPE: Final = "application/javascript;charset=UTF-8"
 _SUPPORTED_VERSIONS: Final = ("1.2", "1.1")
+
+
+def sockjs_message_frame(messages: Iterable[str]) -> str:
+    """``a[...]`` frame; ASCII-only JSON so no transport has to care about encodings."""
+    return "a" + json.dumps(list(messages), separators=(",", ":"))
+
+
+def sockjs_close_frame(code: int, reason: str) -> str:
+    return "c" + json.dumps([code, reason], separators=(",", ":"))
 
 
 class _Link(Protocol):

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from worker.replicate.status import ReplicateStatus, ReplicateStatusCause
-from worker.scheduler.models import ReplicateStatusDetails, TaskNotification
+from worker.protocol.models import ReplicateStatusDetails, TaskNotification
+from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 
 RS = ReplicateStatus
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 from eth_account.signers.local import LocalAccount
 
-from worker.chain.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
-from worker.replicate.status import ChainTaskStatus, ReplicateStatus
-from worker.scheduler.models import ReplicateTaskSummary, Signature, WorkerpoolAuthorization
+from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
+from worker.protocol.models import ReplicateTaskSummary, Signature, WorkerpoolAuthorization
+from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 
 from .chain import SchedulerChain
 from .state import CONTRIBUTION_PHASE, Modifier, Replicate, SchedulerState, Task, TaskStatus

@@ -7,10 +7,10 @@ from typing import Any, cast
 from eth_account.signers.local import LocalAccount
 from web3.types import FilterParams
 
-from worker.chain.crypto import to_hex
 from worker.devnet.contracts import checksum
 from worker.devnet.toolkit import Toolkit
-from worker.replicate.status import ChainTaskStatus
+from worker.protocol.crypto import to_hex
+from worker.protocol.status import ChainTaskStatus
 
 from .chain import BlockRef, ContributionView, DealView, TaskView
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from worker.replicate.status import (
+from worker.protocol.models import ReplicateStatusDetails, ReplicateStatusUpdate
+from worker.protocol.status import (
     FAILED_BEFORE_COMPUTED,
     ChainContributionStatus,
     ChainTaskStatus,
@@ -22,7 +23,6 @@ from worker.replicate.status import (
     is_valid_transition,
     next_action,
 )
-from worker.scheduler.models import ReplicateStatusDetails, ReplicateStatusUpdate
 
 from .chain import ContributionView, SchedulerChain, is_zero
 from .results import ResultChecker

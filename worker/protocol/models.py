@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from worker.replicate.status import (
+from worker.protocol.status import (
     ReplicateStatus,
     ReplicateStatusCause,
     TaskAbortCause,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from worker.protocol.status import ReplicateStatusCause
+
 
 class WorkerError(Exception):
     """Root of every error this package raises on purpose."""
@@ -33,3 +35,11 @@ class SchedulerError(TransientError):
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.status = status
+
+
+class StepFailed(WorkerError):
+    """A stage of one replicate failed; ``cause`` is what the scheduler is told."""
+
+    def __init__(self, cause: ReplicateStatusCause, message: str = "") -> None:
+        super().__init__(message or cause.value)
+        self.cause = cause
