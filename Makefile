@@ -1,23 +1,31 @@
 # The README's two commands are `make demo` and `make test`; CI runs `.ci/run`, which calls `make ci`.
+# lint, typecheck and test-unit need only the Python environment: no root, no Docker, no chain.
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: bootstrap demo test lint typecheck ci bench clean
+.PHONY: venv bootstrap demo test test-unit lint typecheck ci bench clean
+
+venv:
+	@scripts/bootstrap.sh python
 
 bootstrap:
 	@scripts/bootstrap.sh
 
 demo: bootstrap
-	$(PY) -m worker.devnet.demo
+	$(PY) -m devnet.demo
 
 test: bootstrap
 	$(PY) -m pytest -q -p no:cacheprovider
 
-lint: bootstrap
+test-unit: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
+
+lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	lint-imports --no-cache --no-logo
 
-typecheck: bootstrap
+typecheck: venv
 	$(PY) -m mypy
 
 ci: lint typecheck test
@@ -26,4 +34,4 @@ bench: bootstrap
 	$(PY) -m bench
 
 clean:
-	rm -rf .devnet .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .devnet .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -13,11 +13,11 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, Devnet
+from devnet.toolkit import Toolkit
 from worker.chain import ChainClient, SentTx, TransactionSender, TxKind
 from worker.chain.abi import HUB_ABI
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
-from worker.devnet.toolkit import Toolkit
 from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,

@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from devnet.core.state import TaskStatus
+from devnet.images import HELLO, ensure_images
+from devnet.platform import Platform, buy, worker_env, write_env_file
 from worker.compute import DockerEngine
-from worker.devnet.images import HELLO, ensure_images
-from worker.devnet.platform import Platform, buy, worker_env, write_env_file
-from worker.devnet.scheduler.state import TaskStatus
 
 RUNS = 5
 

@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine, and starts dockerd when absent.
 # Safe to run again: each step is skipped when already done.
+#   scripts/bootstrap.sh          everything: Debian packages, the venv, the devnet's npm packages, dockerd
+#   scripts/bootstrap.sh python   the venv only (lint, type check, unit tests: no root, no Docker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[bootstrap] %s\n' "$*"; }
+
+python_env() {
+    # The worker with its dev tools, and the devnet beside it (its own distribution: never in a worker install).
+    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import worker, devnet' >/dev/null 2>&1 \
+            || [ pyproject.toml -nt .venv/.installed ] || [ devnet/pyproject.toml -nt .venv/.installed ]; then
+        say "creating the Python environment in .venv"
+        python3 -m venv .venv
+        .venv/bin/pip install -q --upgrade pip >/dev/null
+        .venv/bin/pip install -q -e '.[dev]' -e ./devnet
+        touch .venv/.installed
+    fi
+}
+
+if [ "${1:-all}" = python ]; then
+    python_env
+    exit 0
+fi
 
 need_apt=()
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
@@ -20,24 +39,18 @@ if ((${#need_apt[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+python_env
+
 # docker-registry is started by the tests that need it, never as a system service.
 if command -v systemctl >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import worker' >/dev/null 2>&1 \
-        || [ pyproject.toml -nt .venv/.installed ]; then
-    say "creating the Python environment in .venv"
-    python3 -m venv .venv
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[dev]'
-    touch .venv/.installed
-fi
 
-if [ ! -d deploy/devnet/node_modules/@iexec/poco ] \
-        || [ deploy/devnet/package-lock.json -nt deploy/devnet/node_modules/.package-lock.json ]; then
+if [ ! -d devnet/npm/node_modules/@iexec/poco ] \
+        || [ devnet/npm/package-lock.json -nt devnet/npm/node_modules/.package-lock.json ]; then
     say "installing the pinned chain packages (anvil, PoCo contracts)"
-    (cd deploy/devnet && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    (cd devnet/npm && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 if ! docker info >/dev/null 2>&1; then

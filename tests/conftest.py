@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from worker.devnet.contracts import Devnet
-from worker.devnet.toolkit import Toolkit
+from devnet.contracts import Devnet
+from devnet.toolkit import Toolkit
 
 DEFAULT_DEVNET_CACHE = Path(__file__).resolve().parents[1] / ".devnet" / "cache"
 

@@ -1,4 +1,4 @@
-"""``iexec-worker``: run the worker, manage its wallet, and drive a local devnet.
+"""``iexec-worker``: run the worker and manage its wallet (the operator's commands only).
 
 Exit codes: 0 done, 1 runtime failure (an orchestrator should restart), 2 configuration error.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,8 +15,6 @@ from pydantic import SecretStr
 
 from worker import __version__
 from worker.protocol.errors import ConfigurationError
-
-DEFAULT_DEVNET_DIR = Path(".devnet")
 
 
 def _password(args: argparse.Namespace, *, confirm: bool = False) -> SecretStr:
@@ -66,72 +63,6 @@ def cmd_wallet(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_devnet_up(args: argparse.Namespace) -> int:
-    from worker.devnet.platform import Platform
-    from worker.logs import setup_logging
-
-    setup_logging("WARNING")
-
-    base = Path(args.dir).resolve()
-
-    async def main() -> None:
-        async with await Platform.up(base, workers=args.workers) as platform:
-            info = platform.info()
-            print(f"RPC URL:            {info.rpc_url} (chain id {info.chain_id})")
-            print(f"iExec hub:          {info.hub}")
-            print(f"workerpool:         {info.workerpool}")
-            print(f"scheduler:          {info.scheduler_url}")
-            print(f"result proxy:       {info.result_proxy_url}")
-            for wallet in info.workers:
-                print(
-                    f"worker wallet:      {wallet.address}  keystore {wallet.keystore}  password file {wallet.password_file}"
-                )
-            print(f"description:        {base / 'platform.json'}")
-            print("devnet running; Ctrl-C stops it")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            import signal
-
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
-            print("stopping devnet")
-
-    asyncio.run(main())
-    return 0
-
-
-def cmd_devnet_buy(args: argparse.Namespace) -> int:
-    from worker.devnet.platform import PlatformInfo, buy
-    from worker.protocol.crypto import ZERO_ADDRESS
-
-    info = PlatformInfo.read(Path(args.dir).resolve())
-    purchase = asyncio.run(
-        buy(
-            info,
-            image=args.image,
-            args=" ".join(args.args or []),
-            input_files=args.input_file or None,
-            dataset_url=args.dataset,
-            trust=args.trust,
-            callback=args.callback or ZERO_ADDRESS,
-            volume=args.volume,
-        )
-    )
-    print(
-        json.dumps(
-            {
-                "dealId": purchase.deal_id,
-                "taskIds": purchase.task_ids,
-                "app": purchase.app,
-                "dataset": purchase.dataset,
-            },
-            indent=2,
-        )
-    )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iexec-worker", description="iExec worker")
     parser.add_argument("--version", action="version", version=__version__)
@@ -147,22 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     wallet.add_argument("--password-file", help="file holding the keystore password")
     wallet.set_defaults(handler=cmd_wallet)
 
-    devnet = commands.add_parser("devnet", help="a local iExec platform on loopback")
-    devnet_commands = devnet.add_subparsers(dest="devnet_command", required=True)
-    up = devnet_commands.add_parser("up", help="start anvil with PoCo, a scheduler and a result proxy")
-    up.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR), help="state folder (default: .devnet)")
-    up.add_argument("--workers", type=int, default=2, help="worker wallets to create and fund")
-    up.set_defaults(handler=cmd_devnet_up)
-    purchase = devnet_commands.add_parser("buy", help="buy a task on the running devnet")
-    purchase.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR))
-    purchase.add_argument("--image", required=True, help="docker image of the app")
-    purchase.add_argument("--args", nargs="*", help="app arguments")
-    purchase.add_argument("--dataset", help="dataset URL")
-    purchase.add_argument("--input-file", action="append", help="input file URL (repeatable)")
-    purchase.add_argument("--trust", type=int, default=1)
-    purchase.add_argument("--callback", help="callback contract address")
-    purchase.add_argument("--volume", type=int, default=1)
-    purchase.set_defaults(handler=cmd_devnet_buy)
     return parser
 
 

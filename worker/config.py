@@ -694,7 +694,7 @@ def load_settings(
 
 def _reject_unknown_keys(keys: list[str], env_file: Path | None) -> None:
     known = known_keys()
-    # IEXEC_DEVNET_* belong to the development network (worker.devnet), which may share the environment.
+    # IEXEC_DEVNET_* belong to the development network (devnet), which may share the environment.
     unknown = sorted(
         {k for k in keys if k.startswith("IEXEC_") and not k.startswith("IEXEC_DEVNET_") and k not in known}
     )

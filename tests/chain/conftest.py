@@ -9,12 +9,12 @@ from typing import Any
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, Devnet
+from devnet.toolkit import Deal, Toolkit
 from tests.conftest import devnet_cache_dir
 from worker.chain.client import ChainClient
 from worker.chain.models import SentTx, TxKind
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
-from worker.devnet.toolkit import Deal, Toolkit
 
 APP_IMAGE = "docker.io/iexechub/python-hello-world:8.0.0"
 

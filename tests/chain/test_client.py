@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
+from devnet.toolkit import Toolkit
 from tests.support import free_port
 from worker.chain.authorization import verify_authorization
 from worker.chain.client import ChainClient
 from worker.chain.errors import TaskNotFound
 from worker.chain.multiaddr import ipfs_multiaddr
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
-from worker.devnet.toolkit import Toolkit
 from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from devnet.anvil import Anvil
+from devnet.contracts import Devnet
+from devnet.toolkit import Toolkit
 from tests.support import free_port
 from worker.chain.client import ChainClient, redact
 from worker.chain.errors import TaskNotFound
-from worker.devnet.anvil import Anvil
-from worker.devnet.contracts import Devnet
-from worker.devnet.toolkit import Toolkit
 
 from .conftest import RecordingObserver, new_tasks
 

@@ -13,7 +13,7 @@ from worker.chain.models import DealParams, TaskDescription, TeeFramework, is_te
 from worker.chain.multiaddr import ipfs_multiaddr, multiaddr_to_uri
 from worker.protocol.crypto import ZERO_ADDRESS
 
-POCO_ABIS = Path(__file__).resolve().parents[2] / "deploy/devnet/node_modules/@iexec/poco/abis/contracts"
+POCO_ABIS = Path(__file__).resolve().parents[2] / "devnet/npm/node_modules/@iexec/poco/abis/contracts"
 CID_V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 
 

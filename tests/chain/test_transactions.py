@@ -12,14 +12,14 @@ import pytest
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_TIMEREF, Devnet
+from devnet.toolkit import Toolkit
 from worker.chain.client import ChainClient
 from worker.chain.errors import ContractReverted, TransactionRefused
 from worker.chain.gas import GasPolicy
 from worker.chain.models import TxKind
 from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _revert_cause
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
-from worker.devnet.toolkit import Toolkit
 from worker.protocol.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
 

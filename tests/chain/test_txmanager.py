@@ -17,14 +17,14 @@ from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from hexbytes import HexBytes
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_TIMEREF, Devnet
+from devnet.toolkit import Toolkit
 from tests.support import until
 from worker.chain.client import ChainClient
 from worker.chain.errors import TransactionRefused
 from worker.chain.gas import DynamicFees, GasPolicy, LegacyFees
 from worker.chain.transactions import TransactionSender, bump, bumped
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
-from worker.devnet.toolkit import Toolkit
 from worker.protocol.crypto import authorization_hash, sign_eip191
 from worker.protocol.errors import ChainError
 from worker.protocol.status import ChainContributionStatus, ReplicateStatusCause

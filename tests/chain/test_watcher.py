@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_TIMEREF, Devnet
+from devnet.toolkit import Toolkit
 from worker.chain.client import ChainClient
 from worker.chain.transactions import TransactionSender
 from worker.chain.watcher import ChainWatcher
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_TIMEREF, Devnet
-from worker.devnet.toolkit import Toolkit
 from worker.protocol.crypto import authorization_hash, sign_eip191
 from worker.protocol.status import ReplicateStatus, TaskAbortCause, TaskNotificationType
 

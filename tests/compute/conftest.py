@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from devnet.images import ensure_images
 from tests.support import free_port, until
 from worker.compute import DockerEngine
-from worker.devnet.images import ensure_images
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 # bcrypt of the password below: the registry's htpasswd accepts nothing else, and the password is a test value.

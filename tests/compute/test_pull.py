@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from devnet.images import HELLO, build_app_image
 from tests.compute.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registries, docker_cli
 from tests.support import free_port
 from worker.compute import (
@@ -22,7 +23,6 @@ from worker.compute import (
     RegistryAuthError,
     RegistryUnreachableError,
 )
-from worker.devnet.images import HELLO, build_app_image
 from worker.protocol.errors import TransientError
 
 pytestmark = pytest.mark.e2e

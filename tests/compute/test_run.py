@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devnet.images import CHATTY, ENV, FAIL, HELLO, SHELL, SLEEP
 from tests.compute.conftest import container_exists, docker_cli
 from tests.support import until
 from worker.compute import (
@@ -18,7 +19,6 @@ from worker.compute import (
     split_args,
     task_labels,
 )
-from worker.devnet.images import CHATTY, ENV, FAIL, HELLO, SHELL, SLEEP
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from worker.devnet.resultproxy import ProxyContribution, ProxyDeal, ProxyTask
+from devnet.resultproxy import ProxyContribution, ProxyDeal, ProxyTask
 from worker.protocol.crypto import ZERO_BYTES32
 from worker.protocol.errors import ChainError
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus

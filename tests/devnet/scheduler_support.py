@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 from eth_account.signers.local import LocalAccount
 
-from worker.devnet.contracts import Deployment
-from worker.devnet.scheduler import BlockRef, ContributionView, DealView, TaskView
+from devnet.contracts import Deployment
+from devnet.core import BlockRef, ContributionView, DealView
+from worker.chain import ChainTask
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, chain_task_id, sign_login_challenge
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
@@ -37,7 +38,7 @@ class FakeChain:
     deals: dict[str, DealView] = field(default_factory=dict)
     timerefs: dict[str, int] = field(default_factory=dict)
     notices: list[tuple[int, str, str]] = field(default_factory=list)  # (block, workerpool, deal)
-    tasks: dict[str, TaskView] = field(default_factory=dict)
+    tasks: dict[str, ChainTask] = field(default_factory=dict)
     contributions: dict[tuple[str, str], ContributionView] = field(default_factory=dict)
     consensus_blocks: dict[str, int] = field(default_factory=dict)
     scores: dict[str, int] = field(default_factory=dict)
@@ -115,7 +116,8 @@ class FakeChain:
         self.mine()
         deal, timeref = self.deals[deal_id], self.timerefs[deal_id]
         task_id = chain_task_id(deal_id, index)
-        self.tasks[task_id] = TaskView(
+        self.tasks[task_id] = ChainTask(
+            task_id=task_id,
             status=ChainTaskStatus.ACTIVE,
             deal_id=deal_id,
             index=index,
@@ -132,7 +134,7 @@ class FakeChain:
         self.finalized.append((task_id, results, results_callback))
         self.tasks[task_id] = replace(self.tasks[task_id], status=ChainTaskStatus.COMPLETED, results=results)
 
-    async def view_task(self, task_id: str) -> TaskView | None:
+    async def view_task(self, task_id: str) -> ChainTask | None:
         self._check("view_task")
         return self.tasks.get(task_id)
 

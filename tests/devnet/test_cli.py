@@ -1,4 +1,4 @@
-"""End to end: ``iexec-worker devnet up`` and ``devnet buy`` as an operator runs them, in real processes."""
+"""End to end: ``iexec-devnet up`` and ``iexec-devnet buy`` as a developer runs them, in real processes."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import signal
 import sys
 from pathlib import Path
 
+from devnet.images import HELLO
+from devnet.platform import PlatformInfo
 from tests.conftest import devnet_cache_dir
 from tests.support import until
-from worker.devnet.images import HELLO
-from worker.devnet.platform import PlatformInfo
 
 
 async def test_devnet_up_prints_the_platform_and_buy_prints_the_deal(tmp_path: Path) -> None:
     env = {**os.environ, "IEXEC_DEVNET_CACHE": str(devnet_cache_dir())}
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.cli", "devnet", "up", "--dir", str(tmp_path), "--workers", "1",
+        sys.executable, "-m", "devnet", "up", "--dir", str(tmp_path), "--workers", "1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
     assert up.stdout is not None
@@ -46,7 +46,7 @@ async def test_devnet_up_prints_the_platform_and_buy_prints_the_deal(tmp_path: P
         assert await asyncio.to_thread(Path(wallet.keystore).is_file)
 
         buy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker.cli", "devnet", "buy", "--dir", str(tmp_path), "--image", HELLO.tag,
+            sys.executable, "-m", "devnet", "buy", "--dir", str(tmp_path), "--image", HELLO.tag,
             "--args", "from", "cli",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
@@ -67,9 +67,9 @@ async def test_devnet_up_prints_the_platform_and_buy_prints_the_deal(tmp_path: P
 
 async def test_buy_without_a_running_devnet_says_how_to_start_one(tmp_path: Path) -> None:
     buy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.cli", "devnet", "buy", "--dir", str(tmp_path), "--image", HELLO.tag,
+        sys.executable, "-m", "devnet", "buy", "--dir", str(tmp_path), "--image", HELLO.tag,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(buy.communicate(), 30)
     assert buy.returncode == 2
-    assert "iexec-worker devnet up" in err.decode()
+    assert "iexec-devnet up" in err.decode()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import (
+from devnet.accounts import Role, account
+from devnet.contracts import (
     DEVNET_CATEGORY,
     DEVNET_TIMEREF,
     STANDARD_CATEGORIES,
@@ -17,7 +17,7 @@ from worker.devnet.contracts import (
     abi,
     checksum,
 )
-from worker.devnet.toolkit import Toolkit, domain_separator
+from devnet.toolkit import Toolkit, domain_separator
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from worker.devnet.accounts import Role, account
-from worker.devnet.toolkit import (
+from devnet.accounts import Role, account
+from devnet.toolkit import (
     EIP712_DOMAIN_TYPE,
     AppOrder,
     DatasetOrder,

@@ -10,8 +10,8 @@ from io import BytesIO
 import pytest
 import pytest_asyncio
 
+from devnet.images import CONTENT_LABEL, IMAGES, build_app_image, build_context, ensure_images
 from worker.compute import ContainerSpec, DockerEngine
-from worker.devnet.images import CONTENT_LABEL, IMAGES, build_app_image, build_context, ensure_images
 
 pytestmark = pytest.mark.e2e
 

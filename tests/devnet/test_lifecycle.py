@@ -7,9 +7,9 @@ import hashlib
 
 import pytest
 
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
-from worker.devnet.toolkit import Toolkit
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
+from devnet.toolkit import Toolkit
 from worker.protocol import crypto
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
@@ -89,7 +89,7 @@ async def test_full_task_cycle_pays_everyone(devnet: Devnet, toolkit: Toolkit) -
     task = await toolkit.view_task(task_id)
     assert task.status is ChainTaskStatus.REVEALING
     assert task.consensus_value == crypto.result_hash(task_id, digest)
-    assert task.contributors == [worker_wallet]
+    assert task.contributors == (worker_wallet,)
     contribution = await toolkit.view_contribution(task_id, worker_wallet)
     assert contribution.status is ChainContributionStatus.CONTRIBUTED
     assert contribution.result_seal == crypto.result_seal(worker_wallet, task_id, digest)

@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
-from worker.devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
-from worker.devnet.toolkit import Toolkit
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, Devnet
+from devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
+from devnet.toolkit import Toolkit
 from worker.protocol import crypto
 from worker.protocol.models import ResultModel, Signature, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus

@@ -14,11 +14,11 @@ import pytest
 import pytest_asyncio
 from eth_account import Account
 
+from devnet.core import DevScheduler, TaskStatus
+from devnet.core.state import DealParams, Modifier, Replicate, Task
+from devnet.core.supply import needs_more_contributions, worker_weight
 from tests.devnet.scheduler_support import FAKE_DEPLOYMENT, WORKERPOOL, FakeChain, FakeResults, WorkerClient
 from tests.support import until
-from worker.devnet.scheduler import DevScheduler, TaskStatus
-from worker.devnet.scheduler.state import DealParams, Modifier, Replicate, Task
-from worker.devnet.scheduler.supply import needs_more_contributions, worker_weight
 from worker.protocol.crypto import chain_task_id, result_hash
 from worker.protocol.status import ReplicateStatus, TaskNotificationType
 

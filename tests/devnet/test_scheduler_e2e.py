@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, Devnet
+from devnet.core import DevScheduler, TaskStatus
+from devnet.toolkit import Toolkit
 from tests.conftest import devnet_cache_dir
 from tests.devnet.scheduler_support import WorkerClient
 from tests.support import until
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, Devnet
-from worker.devnet.scheduler import DevScheduler, TaskStatus
-from worker.devnet.toolkit import Toolkit
 from worker.protocol import crypto
 from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 from worker.scheduler.stomp import PushChannel

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from devnet.core.sockjs import StompBroker, add_sockjs_routes
 from tests.support import serving_app, until
-from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
 from worker.protocol.models import TaskNotification, TaskNotificationExtra
 from worker.protocol.status import TaskNotificationType
 

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet, TransactionFailed
+from devnet.toolkit import Toolkit
 from tests.conftest import devnet_cache_dir
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet, TransactionFailed
-from worker.devnet.toolkit import Toolkit
 from worker.protocol import crypto
 from worker.protocol.status import ChainTaskStatus
 

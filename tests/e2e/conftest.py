@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from devnet.images import ensure_images
+from devnet.platform import Platform, worker_env, write_env_file
 from tests.conftest import devnet_cache_dir
 from worker.app import run_worker
 from worker.compute import DockerEngine
 from worker.config import load_settings
-from worker.devnet.images import ensure_images
-from worker.devnet.platform import Platform, worker_env, write_env_file
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from devnet.platform import Platform
 from tests.compute.conftest import _start_registry
 from tests.support import free_port
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC
-from worker.devnet.platform import Platform
 from worker.protocol.status import ReplicateStatus
 
 RS = ReplicateStatus

@@ -13,14 +13,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from devnet.anvil import Anvil
+from devnet.core.state import TaskStatus
+from devnet.images import SLEEP
+from devnet.platform import Platform, buy, worker_env, write_env_file
 from tests.e2e.conftest import RunningWorker
 from tests.support import until
 from worker.app import run_worker
 from worker.config import load_settings
-from worker.devnet.anvil import Anvil
-from worker.devnet.images import SLEEP
-from worker.devnet.platform import Platform, buy, worker_env, write_env_file
-from worker.devnet.scheduler.state import TaskStatus
 from worker.protocol.status import ChainContributionStatus, ReplicateStatus
 
 RS = ReplicateStatus

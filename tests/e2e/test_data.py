@@ -18,11 +18,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from devnet.core.state import StatusChange, TaskStatus
+from devnet.images import SHELL
+from devnet.platform import Platform, buy
 from tests.e2e.conftest import running_worker
 from tests.support import serving_app, until
-from worker.devnet.images import SHELL
-from worker.devnet.platform import Platform, buy
-from worker.devnet.scheduler.state import StatusChange, TaskStatus
 from worker.protocol.crypto import keccak_hex, result_hash
 from worker.protocol.status import (
     ChainContributionStatus,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from devnet.core.state import TaskStatus
+from devnet.images import HELLO
+from devnet.platform import RLC, Platform, buy
 from tests.e2e.conftest import running_worker
 from tests.support import until
-from worker.devnet.images import HELLO
-from worker.devnet.platform import RLC, Platform, buy
-from worker.devnet.scheduler.state import TaskStatus
 from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus

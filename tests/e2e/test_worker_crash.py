@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from devnet.core.state import TaskStatus
+from devnet.images import SLEEP
+from devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
 from tests.compute.conftest import container_exists
 from tests.e2e.support import contribute_count, unique_worker_name
 from tests.support import until
 from worker.compute import container_name
-from worker.devnet.images import SLEEP
-from worker.devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
-from worker.devnet.scheduler.state import TaskStatus
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus

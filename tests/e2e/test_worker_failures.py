@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devnet.accounts import Role, account
+from devnet.core.state import TaskStatus
+from devnet.images import FAIL, SLEEP
+from devnet.platform import Platform, buy
 from tests.compute.conftest import container_exists
 from tests.e2e.conftest import running_worker
 from tests.support import until
 from worker.compute import container_name
-from worker.devnet.accounts import Role, account
-from worker.devnet.images import FAIL, SLEEP
-from worker.devnet.platform import Platform, buy
-from worker.devnet.scheduler.state import TaskStatus
 from worker.protocol.status import (
     ChainContributionStatus,
     ChainTaskStatus,
@@ -44,7 +44,7 @@ def _ended(platform: Platform, task_id: str) -> bool:
 async def _assert_nothing_contributed(platform: Platform, task_id: str) -> None:
     chain_task = await platform.toolkit.view_task(task_id)
     assert chain_task.status is ChainTaskStatus.ACTIVE
-    assert chain_task.contributors == []
+    assert chain_task.contributors == ()
     contribution = await platform.toolkit.view_contribution(task_id, platform.workers[WORKER].address)
     assert contribution.status is ChainContributionStatus.UNSET
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import aiohttp
 
+from devnet.core.state import TaskStatus
+from devnet.images import HELLO
+from devnet.platform import Platform, buy, worker_env, write_env_file
 from tests.support import free_port, until
 from worker import __version__
 from worker.app import run_worker
 from worker.config import load_settings
-from worker.devnet.images import HELLO
-from worker.devnet.platform import Platform, buy, worker_env, write_env_file
-from worker.devnet.scheduler.state import TaskStatus
 
 
 async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) -> None:

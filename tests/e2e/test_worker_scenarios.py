@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from devnet.core.state import TaskStatus
+from devnet.images import HELLO, SLEEP
+from devnet.platform import RLC, Platform, buy
 from tests.compute.conftest import docker_cli
 from tests.e2e.conftest import running_worker
 from tests.e2e.support import computing_interval, local_registry
 from tests.support import until
-from worker.devnet.images import HELLO, SLEEP
-from worker.devnet.platform import RLC, Platform, buy
-from worker.devnet.scheduler.state import TaskStatus
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus
@@ -100,7 +100,7 @@ async def test_trust_two_needs_a_single_fresh_worker(platform: Platform, tmp_pat
     assert len(chain_task.contributors) == 1
     task = platform.scheduler.task(task_id)
     assert task is not None
-    assert list(task.replicates) == chain_task.contributors
+    assert list(task.replicates) == list(chain_task.contributors)
 
 
 async def test_app_pulled_from_a_local_registry(platform: Platform, tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from aiohttp import web
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from devnet.resultproxy import create_result_proxy_app
 from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
 from tests.support import serving_app
-from worker.devnet.resultproxy import create_result_proxy_app
 from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,

@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from devnet.core.sockjs import StompBroker, add_sockjs_routes
 from tests.support import free_port, serving_app, until
-from worker.devnet.scheduler.sockjs import StompBroker, add_sockjs_routes
 from worker.protocol.models import TaskNotification, TaskNotificationExtra
 from worker.protocol.status import TaskAbortCause, TaskNotificationType
 from worker.scheduler.stomp import PushChannel

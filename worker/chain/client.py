@@ -422,7 +422,7 @@ class ChainClient:
             consensus_value=_hex32(consensus),
             reveal_counter=int(reveals),
             winner_counter=int(winners),
-            contributors=tuple(str(c) for c in who),
+            contributors=tuple(str(c).lower() for c in who),
             results=bytes(results),
         )
 

@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from worker.protocol.crypto import ZERO_ADDRESS
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 
 @dataclass(frozen=True, slots=True)
 class ChainTask:
+    """The whole ``viewTask`` struct, addresses lowercase; shared by the worker and the devnet.
+
+    The worker reads the legacy view (``viewTaskABILegacy``), which stops at ``results``: the last
+    three fields then keep their defaults.
+    """
+
     task_id: str
     status: ChainTaskStatus
     deal_id: str
@@ -27,14 +33,17 @@ class ChainTask:
     contribution_deadline: int
     reveal_deadline: int
     final_deadline: int
-    consensus_value: str
-    reveal_counter: int
-    winner_counter: int
-    contributors: tuple[str, ...]
-    results: bytes
+    consensus_value: str = ZERO_BYTES32
+    reveal_counter: int = 0
+    winner_counter: int = 0
+    contributors: tuple[str, ...] = ()
+    results: bytes = b""
+    result_digest: str = ZERO_BYTES32
+    results_timestamp: int = 0
+    results_callback: bytes = b""
 
     def has_contributor(self, wallet: str) -> bool:
-        return wallet.lower() in (c.lower() for c in self.contributors)
+        return wallet.lower() in self.contributors
 
 
 @dataclass(frozen=True, slots=True)

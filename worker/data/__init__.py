@@ -1,7 +1,7 @@
 """Data: datasets and input files downloaded for a task."""
 
 from worker.data.dataset import DEFAULT_IPFS_GATEWAYS, DatasetRef, download_dataset, is_ipfs_multiaddr
-from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, display_url, download
+from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, download
 from worker.data.input_files import download_input_file, input_file_name
 from worker.data.task import TaskProgress, download_task_data
 
@@ -12,7 +12,6 @@ __all__ = [
     "DownloadLimits",
     "Downloaded",
     "TaskProgress",
-    "display_url",
     "download",
     "download_dataset",
     "download_input_file",

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import aiohttp
 
-from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, Progress, display_url, download
+from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, Progress, download
 from worker.protocol.errors import StepFailed
+from worker.protocol.redact import display_url
 from worker.protocol.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 from worker.protocol.errors import WorkerError
+from worker.protocol.redact import display_url
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,6 @@ class DownloadError(WorkerError):
         self.url = url
         self.reason = reason
         self.status = status
-
-
-def display_url(url: str) -> str:
-    """``url`` without user, password, query or fragment, which may hold secrets (signed URLs, tokens)."""
-    try:
-        parsed = URL(url)
-    except (ValueError, TypeError):
-        return "<unparsable URL>"
-    if not parsed.is_absolute():
-        return str(parsed.with_query(None).with_fragment(None))
-    shown = parsed.with_user(None).with_password(None).with_query(None).with_fragment(None)
-    return str(shown) + ("?…" if parsed.query_string else "")
 
 
 async def download(

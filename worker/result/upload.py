@@ -18,10 +18,10 @@ from typing import TypeVar
 import aiohttp
 from eth_account.signers.local import LocalAccount
 
-from worker.data import display_url
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
 from worker.protocol.errors import StepFailed, WorkerError
 from worker.protocol.models import ResultModel, WorkerpoolAuthorization
+from worker.protocol.redact import display_url
 from worker.protocol.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)

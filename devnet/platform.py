@@ -1,7 +1,7 @@
 """The whole local platform on loopback: chain, workerpool, result proxy and development scheduler.
 
-``Platform.up`` is what ``iexec-worker devnet up`` and the end-to-end tests start; ``Platform.buy``
-is the requester's side of ``iexec-worker devnet buy``. A running platform writes a description of
+``Platform.up`` is what ``iexec-devnet up`` and the end-to-end tests start; ``Platform.buy``
+is the requester's side of ``iexec-devnet buy``. A running platform writes a description of
 itself (URLs, addresses, wallets) to ``<base>/platform.json`` so other commands can reach it.
 """
 
@@ -20,11 +20,11 @@ from typing import Any, Self
 import aiohttp
 from pydantic import SecretStr
 
-from worker.devnet.accounts import Role, account
-from worker.devnet.contracts import DEVNET_CATEGORY, Deployment, Devnet, new_web3
-from worker.devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
-from worker.devnet.scheduler import DevScheduler
-from worker.devnet.toolkit import Deal, Toolkit
+from devnet.accounts import Role, account
+from devnet.contracts import DEVNET_CATEGORY, Deployment, Devnet, new_web3
+from devnet.core import DevScheduler
+from devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
+from devnet.toolkit import Deal, Toolkit
 from worker.protocol.crypto import ZERO_ADDRESS
 from worker.wallet import import_wallet
 
@@ -70,7 +70,7 @@ class PlatformInfo:
             return cls.from_json(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{path}: no running devnet here; start one with `iexec-worker devnet up`"
+                f"{path}: no running devnet here; start one with `iexec-devnet up`"
             ) from None
 
 

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import gzip
 import itertools
+import os
 import re
 from pathlib import Path
 from types import TracebackType
@@ -14,11 +15,14 @@ from typing import Any, Self
 
 import aiohttp
 
-from worker.devnet.accounts import ACCOUNT_COUNT, MNEMONIC
+from devnet.accounts import ACCOUNT_COUNT, MNEMONIC
 from worker.protocol.errors import WorkerError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NODE_MODULES = REPO_ROOT / "deploy" / "devnet" / "node_modules"
+# The pinned npm packages (anvil, @iexec/poco) are installed beside this package by `make bootstrap`
+# (`npm ci` in devnet/npm); IEXEC_DEVNET_NODE_MODULES points elsewhere.
+NODE_MODULES = Path(
+    os.environ.get("IEXEC_DEVNET_NODE_MODULES") or Path(__file__).resolve().parent / "npm" / "node_modules"
+)
 ANVIL_PACKAGE = NODE_MODULES / "@foundry-rs" / "anvil-linux-amd64"
 
 _LISTENING = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")

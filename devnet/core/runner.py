@@ -15,12 +15,12 @@ import aiohttp
 from aiohttp import web
 from eth_account.signers.local import LocalAccount
 
-from worker.devnet.contracts import Deployment
-from worker.devnet.toolkit import Toolkit
+from devnet.contracts import Deployment
+from devnet.toolkit import Toolkit
 from worker.protocol.models import TaskNotification
 from worker.protocol.status import ReplicateStatus
 
-from .app import ApiSettings, SchedulerApi
+from .api import ApiSettings, SchedulerApi
 from .auth import Authenticator
 from .chain import SchedulerChain
 from .duties import Duties, DutySettings

@@ -4,7 +4,7 @@ State is in memory only. ``DevScheduler.start(...)`` serves it; ``SchedulerChain
 port it needs (``ToolkitChain`` over the devnet toolkit in practice).
 """
 
-from .chain import BlockRef, ContributionView, DealView, SchedulerChain, TaskView
+from .chain import BlockRef, ContributionView, DealView, SchedulerChain
 from .runner import DevScheduler
 from .state import TaskStatus
 from .updates import ChainCheckPolicy
@@ -17,5 +17,4 @@ __all__ = [
     "DevScheduler",
     "SchedulerChain",
     "TaskStatus",
-    "TaskView",
 ]

@@ -23,11 +23,11 @@ from web3.contract.async_contract import AsyncContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from worker.chain import ChainContribution, ChainDeal, DealAsset
-from worker.devnet.accounts import Role, account
-from worker.devnet.anvil import DevnetError
-from worker.devnet.contracts import Deployment, abi, send_call
-from worker.devnet.contracts import checksum as cs
+from devnet.accounts import Role, account
+from devnet.anvil import DevnetError
+from devnet.contracts import Deployment, abi, send_call
+from devnet.contracts import checksum as cs
+from worker.chain import ChainContribution, ChainDeal, ChainTask, DealAsset
 from worker.protocol import crypto
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_bytes, to_hex
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
@@ -198,31 +198,6 @@ class Deal:
     block_number: int
     order_hashes: dict[str, str] = field(default_factory=dict)
     """EIP-712 digests of the matched orders: keys app, dataset, workerpool, request."""
-
-
-@dataclass(frozen=True)
-class ChainTask:
-    """The whole ``viewTask`` struct as the requester and scheduler see it, addresses lowercase.
-
-    Apart from :class:`worker.chain.ChainTask`: that one keeps only what a worker decides on
-    (checksummed contributors, no result digest, timestamp nor callback data).
-    """
-
-    status: ChainTaskStatus
-    deal_id: str
-    index: int
-    timeref: int
-    contribution_deadline: int
-    reveal_deadline: int
-    final_deadline: int
-    consensus_value: str
-    reveal_counter: int
-    winner_counter: int
-    contributors: list[str]
-    result_digest: str
-    results: bytes
-    results_timestamp: int
-    results_callback: bytes
 
 
 def _addr(value: Any) -> str:
@@ -480,6 +455,7 @@ class Toolkit:
     async def view_task(self, task_id: str) -> ChainTask:
         t = await self.iexec.functions.viewTask(to_bytes(task_id)).call()
         return ChainTask(
+            task_id=task_id.lower(),
             status=ChainTaskStatus(t[0]),
             deal_id=_b32(t[1]),
             index=int(t[2]),
@@ -490,7 +466,7 @@ class Toolkit:
             consensus_value=_b32(t[7]),
             reveal_counter=int(t[8]),
             winner_counter=int(t[9]),
-            contributors=[_addr(a) for a in t[10]],
+            contributors=tuple(_addr(a) for a in t[10]),
             result_digest=_b32(t[11]),
             results=bytes(t[12]),
             results_timestamp=int(t[13]),

@@ -42,7 +42,7 @@ from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 from worker.result import IEXEC_OUT, ResultError, compute_result_digest, read_computed_file
 
 if TYPE_CHECKING:
-    from worker.devnet.toolkit import Toolkit
+    from devnet.toolkit import Toolkit
 
 log = logging.getLogger(__name__)
 

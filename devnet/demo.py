@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from devnet.core.state import TaskStatus
+from devnet.images import HELLO, ensure_images
+from devnet.platform import RLC, Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.compute import DockerEngine
-from worker.devnet.images import HELLO, ensure_images
-from worker.devnet.platform import RLC, Platform, buy, start_worker_process, worker_env, write_env_file
-from worker.devnet.scheduler.state import TaskStatus
 from worker.protocol.status import ReplicateStatus
 
 RS = ReplicateStatus

@@ -7,12 +7,12 @@ from typing import Any, cast
 from eth_account.signers.local import LocalAccount
 from web3.types import FilterParams
 
-from worker.devnet.contracts import checksum
-from worker.devnet.toolkit import Toolkit
+from devnet.contracts import checksum
+from devnet.toolkit import Toolkit
 from worker.protocol.crypto import to_hex
 from worker.protocol.status import ChainTaskStatus
 
-from .chain import BlockRef, ContributionView, DealView, TaskView
+from .chain import BlockRef, ChainTask, ContributionView, DealView
 
 SCHEDULER_NOTICE_TOPIC = "0x692ad61076dceddd0f1a861f737553dd61fc8501cf4190d29c4e90af6607f765"
 TASK_CONSENSUS_TOPIC = "0xf6d49bf3e05d33a4bc497d3c793fb5756388bb96b947cf51bb60aaecb0e022e3"
@@ -54,24 +54,11 @@ class ToolkitChain:
     async def finalize(self, task_id: str, results: bytes, results_callback: bytes) -> None:
         await self._toolkit.finalize(task_id, results, results_callback, self._scheduler)
 
-    async def view_task(self, task_id: str) -> TaskView | None:
+    async def view_task(self, task_id: str) -> ChainTask | None:
         t = await self._toolkit.view_task(task_id)
         if t.status is ChainTaskStatus.UNSET:
             return None
-        return TaskView(
-            status=t.status,
-            deal_id=t.deal_id,
-            index=t.index,
-            timeref=t.timeref,
-            contribution_deadline=t.contribution_deadline,
-            reveal_deadline=t.reveal_deadline,
-            final_deadline=t.final_deadline,
-            consensus_value=t.consensus_value,
-            reveal_counter=t.reveal_counter,
-            winner_counter=t.winner_counter,
-            contributors=tuple(t.contributors),
-            results=t.results,
-        )
+        return t
 
     async def view_deal(self, deal_id: str) -> DealView | None:
         d = await self._toolkit.view_deal(deal_id)

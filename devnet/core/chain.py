@@ -10,30 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from worker.chain import ChainTask
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
-from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.status import ChainContributionStatus
 
 
 @dataclass(frozen=True)
 class BlockRef:
     number: int
     timestamp: int
-
-
-@dataclass(frozen=True)
-class TaskView:
-    status: ChainTaskStatus
-    deal_id: str
-    index: int
-    timeref: int
-    contribution_deadline: int
-    reveal_deadline: int
-    final_deadline: int
-    consensus_value: str = ZERO_BYTES32
-    reveal_counter: int = 0
-    winner_counter: int = 0
-    contributors: tuple[str, ...] = ()
-    results: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -80,7 +65,7 @@ class SchedulerChain(Protocol):
 
     async def finalize(self, task_id: str, results: bytes, results_callback: bytes) -> None: ...
 
-    async def view_task(self, task_id: str) -> TaskView | None:
+    async def view_task(self, task_id: str) -> ChainTask | None:
         """None when the task does not exist on chain (status UNSET)."""
         ...
 
@@ -109,9 +94,9 @@ __all__ = [
     "NO_CONTRIBUTION",
     "ZERO_ADDRESS",
     "BlockRef",
+    "ChainTask",
     "ContributionView",
     "DealView",
     "SchedulerChain",
-    "TaskView",
     "is_zero",
 ]

@@ -29,8 +29,8 @@ from web3.contract.async_contract import AsyncContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 from web3.types import TxParams, TxReceipt
 
-from worker.devnet.accounts import Role, account
-from worker.devnet.anvil import ANVIL_PACKAGE, NODE_MODULES, Anvil, DevnetError
+from devnet.accounts import Role, account
+from devnet.anvil import ANVIL_PACKAGE, NODE_MODULES, Anvil, DevnetError
 from worker.protocol.crypto import ZERO_ADDRESS
 
 POCO_PACKAGE = NODE_MODULES / "@iexec" / "poco"
