@@ -8,22 +8,14 @@ that needs a pristine chain, starts its own ``Devnet.up(cache_dir=devnet_cache_d
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from devnet.contracts import Devnet
 from devnet.toolkit import Toolkit
-
-DEFAULT_DEVNET_CACHE = Path(__file__).resolve().parents[1] / ".devnet" / "cache"
-
-
-def devnet_cache_dir() -> Path:
-    """Where deployed states are cached: ``IEXEC_DEVNET_CACHE`` if set, else ``.devnet/cache`` in the repo."""
-    return Path(os.environ.get("IEXEC_DEVNET_CACHE") or DEFAULT_DEVNET_CACHE)
+from tests.support.devnet import devnet_cache_dir
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -5,7 +5,6 @@ No service is started; the wheel is built with the venv's own setuptools (no net
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import zipfile

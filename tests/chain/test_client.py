@@ -10,6 +10,7 @@ from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet
 from devnet.toolkit import Toolkit
 from tests.support import free_port
+from tests.support.chain import APP_IMAGE, new_task, worker_account
 from worker.chain.authorization import verify_authorization
 from worker.chain.client import ChainClient
 from worker.chain.errors import TaskNotFound
@@ -25,8 +26,6 @@ from worker.protocol.crypto import (
 from worker.protocol.errors import ChainError, ConfigurationError
 from worker.protocol.models import Signature, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
-
-from .conftest import APP_IMAGE, new_task, worker_account
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,9 @@ from devnet.anvil import Anvil
 from devnet.contracts import Devnet
 from devnet.toolkit import Toolkit
 from tests.support import free_port
+from tests.support.chain import RecordingObserver, new_tasks
 from worker.chain.client import ChainClient, redact
 from worker.chain.errors import TaskNotFound
-
-from .conftest import RecordingObserver, new_tasks
 
 pytestmark = pytest.mark.e2e
 

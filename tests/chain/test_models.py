@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.chain import task_description
 from worker.chain import abi
-from worker.chain.models import DealParams, TaskDescription, TeeFramework, is_tee_tag, tee_framework
+from worker.chain.models import DealParams, TeeFramework, is_tee_tag, tee_framework
 from worker.chain.multiaddr import ipfs_multiaddr, multiaddr_to_uri
-from worker.protocol.crypto import ZERO_ADDRESS
 
 POCO_ABIS = Path(__file__).resolve().parents[2] / "devnet/npm/node_modules/@iexec/poco/abis/contracts"
 CID_V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
@@ -113,33 +113,19 @@ def test_text_multiaddr_is_read_as_text(text: str) -> None:
     assert multiaddr_to_uri(text.encode()) == text
 
 
-def _description(**changes: object) -> TaskDescription:
-    base = TaskDescription(
-        task_id="0x" + "aa" * 32, deal_id="0x" + "bb" * 32, bot_index=0, app_type="DOCKER",
-        app_uri="docker.io/x/y:1", app_checksum="0x" + "00" * 32, app_mrenclave="", app_address="0x" + "11" * 20,
-        app_owner="0x" + "12" * 20, app_price=0, dataset_address=ZERO_ADDRESS, dataset_owner=ZERO_ADDRESS,
-        dataset_price=0, dataset_uri="", dataset_checksum="", workerpool_address="0x" + "13" * 20,
-        workerpool_owner="0x" + "14" * 20, workerpool_price=0, trust=1, category=0, tag="0x" + "00" * 32,
-        requester="0x" + "15" * 20, beneficiary="0x" + "15" * 20, callback=ZERO_ADDRESS,
-        deal_params=DealParams(), start_time=1, bot_first_index=0, bot_size=1, worker_stake=0,
-        tee_framework=None, max_execution_time=300, contribution_deadline=2101, final_deadline=3001,
-    )  # fmt: skip
-    return replace(base, **changes)  # type: ignore[arg-type]
-
-
 def test_task_description_helpers() -> None:
-    plain = _description()
+    plain = task_description()
     assert not plain.contains_callback()
     assert not plain.contains_dataset()
     assert not plain.is_tee_task
     assert not plain.is_eligible_to_contribute_and_finalize()
-    assert _description(callback="0x" + "99" * 20).contains_callback()
-    with_dataset = _description(
+    assert task_description(callback="0x" + "99" * 20).contains_callback()
+    with_dataset = task_description(
         dataset_address="0x" + "98" * 20, dataset_uri="/ipfs/x", dataset_checksum="0x01"
     )
     assert with_dataset.contains_dataset()
     assert not replace(with_dataset, dataset_checksum=" ").contains_dataset()
-    tee = _description(tag="0x" + "00" * 31 + "03", tee_framework=TeeFramework.SCONE)
+    tee = task_description(tag="0x" + "00" * 31 + "03", tee_framework=TeeFramework.SCONE)
     assert tee.is_tee_task
     assert tee.is_eligible_to_contribute_and_finalize()
     assert not replace(tee, trust=2).is_eligible_to_contribute_and_finalize()

@@ -15,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_TIMEREF, Devnet
 from devnet.toolkit import Toolkit
+from tests.support.chain import MemoryJournal, new_task, worker_account
 from worker.chain.client import ChainClient
 from worker.chain.errors import ContractReverted, TransactionRefused
 from worker.chain.gas import GasPolicy
@@ -22,8 +23,6 @@ from worker.chain.models import TxKind
 from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _revert_cause
 from worker.protocol.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
-
-from .conftest import MemoryJournal, new_task, worker_account
 
 pytestmark = pytest.mark.e2e
 

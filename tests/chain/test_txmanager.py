@@ -21,6 +21,7 @@ from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_TIMEREF, Devnet
 from devnet.toolkit import Toolkit
 from tests.support import until
+from tests.support.chain import MemoryJournal, RecordingObserver, new_task, new_tasks, worker_account
 from worker.chain.client import ChainClient
 from worker.chain.errors import TransactionRefused
 from worker.chain.gas import DynamicFees, GasPolicy, LegacyFees
@@ -28,8 +29,6 @@ from worker.chain.transactions import TransactionSender, bump, bumped
 from worker.protocol.crypto import authorization_hash, sign_eip191
 from worker.protocol.errors import ChainError
 from worker.protocol.status import ChainContributionStatus, ReplicateStatusCause
-
-from .conftest import MemoryJournal, RecordingObserver, new_task, new_tasks, worker_account
 
 DIGEST = "0x" + hashlib.sha256(b"txmanager").hexdigest()
 GWEI = 10**9

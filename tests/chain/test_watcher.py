@@ -15,13 +15,12 @@ import pytest_asyncio
 from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_TIMEREF, Devnet
 from devnet.toolkit import Toolkit
+from tests.support.chain import MemoryJournal, new_tasks, worker_account
 from worker.chain.client import ChainClient
 from worker.chain.transactions import TransactionSender
 from worker.chain.watcher import ChainWatcher
 from worker.protocol.crypto import authorization_hash, sign_eip191
 from worker.protocol.status import ReplicateStatus, TaskAbortCause, TaskNotificationType
-
-from .conftest import MemoryJournal, new_tasks, worker_account
 
 pytestmark = pytest.mark.e2e
 

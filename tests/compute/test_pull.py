@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from devnet.images import HELLO, build_app_image
-from tests.compute.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registries, docker_cli
 from tests.support import free_port
+from tests.support.docker import REGISTRY_PASSWORD, REGISTRY_USER, Registries, docker_cli
 from worker.compute import (
     ContainerSpec,
     DockerEngine,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devnet.images import CHATTY, ENV, FAIL, HELLO, SHELL, SLEEP
-from tests.compute.conftest import container_exists, docker_cli
 from tests.support import until
+from tests.support.docker import container_exists, docker_cli
 from worker.compute import (
     Bind,
     ContainerError,

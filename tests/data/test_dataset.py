@@ -10,10 +10,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.data.conftest import CID, GOOD, GOOD_CHECKSUM, FileServer
-from worker.data import DatasetRef, DownloadLimits, download_task_data, input_file_name
-from worker.protocol.errors import StepFailed
+from tests.support.files import CID, GOOD, GOOD_CHECKSUM, FileServer
+from worker.data import DataError, DatasetRef, DownloadLimits, download_task_data, input_file_name
 from worker.protocol.status import ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 
 ADDRESS = "0x" + "ab" * 20
 LIMITS = DownloadLimits(max_bytes=10 * len(GOOD), total_timeout=10.0, stall_timeout=1.0, max_redirects=3)
@@ -55,9 +56,9 @@ async def test_dataset_with_a_wrong_checksum_is_refused(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     wrong = "0x" + hashlib.sha256(b"what was registered").hexdigest()
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(DataError) as caught:
         await _fetch(session, tmp_path, dataset=DatasetRef(ADDRESS, f"{server.url}/good", wrong))
-    assert caught.value.cause is ReplicateStatusCause.DATASET_FILE_BAD_CHECKSUM
+    assert cause_of(Stage.DOWNLOAD_DATA, caught.value) is ReplicateStatusCause.DATASET_FILE_BAD_CHECKSUM
     assert wrong in str(caught.value)
     assert GOOD_CHECKSUM in str(caught.value)
     assert not (tmp_path / ADDRESS).exists()
@@ -78,9 +79,9 @@ async def test_dataset_download_failure(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     url = f"{server.url}/missing"
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(DataError) as caught:
         await _fetch(session, tmp_path, dataset=DatasetRef(ADDRESS, url, GOOD_CHECKSUM))
-    assert caught.value.cause is ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED
+    assert cause_of(Stage.DOWNLOAD_DATA, caught.value) is ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED
     assert url in str(caught.value)
     assert "HTTP 404" in str(caught.value)
 
@@ -99,11 +100,11 @@ async def test_ipfs_dataset_fails_when_every_gateway_fails(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     gateways = [f"{server.url}/gw-broken", "http://127.0.0.1:1"]
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(DataError) as caught:
         await _fetch(
             session, tmp_path, dataset=DatasetRef(ADDRESS, f"/ipfs/{CID}", GOOD_CHECKSUM), gateways=gateways
         )
-    assert caught.value.cause is ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED
+    assert cause_of(Stage.DOWNLOAD_DATA, caught.value) is ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED
     message = str(caught.value)
     assert "any of the 2 IPFS gateways" in message
     assert "HTTP 502" in message
@@ -122,11 +123,11 @@ async def test_ipfs_dataset_fails_when_every_gateway_fails(
 async def test_unusable_dataset_references(
     session: aiohttp.ClientSession, tmp_path: Path, address: str, uri: str, expected: str
 ) -> None:
-    with pytest.raises(StepFailed, match=re.escape(expected)) as caught:
+    with pytest.raises(DataError, match=re.escape(expected)) as caught:
         await _fetch(
             session, tmp_path / "input", dataset=DatasetRef(address, uri, GOOD_CHECKSUM), gateways=["x"]
         )
-    assert caught.value.cause is ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED
+    assert cause_of(Stage.DOWNLOAD_DATA, caught.value) is ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED
     assert _files(tmp_path) == ["input"]
     assert _files(tmp_path / "input") == []
 
@@ -160,10 +161,10 @@ async def test_input_file_failure_names_the_file_without_its_secrets(
 ) -> None:
     host = server.url.removeprefix("http://")
     urls = [f"{server.url}/inputs/a.txt", f"http://alice:pa55word@{host}/missing?token=s3cret"]
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(DataError) as caught:
         await _fetch(session, tmp_path, input_files=urls)
     message = str(caught.value)
-    assert caught.value.cause is ReplicateStatusCause.INPUT_FILES_DOWNLOAD_FAILED
+    assert cause_of(Stage.DOWNLOAD_DATA, caught.value) is ReplicateStatusCause.INPUT_FILES_DOWNLOAD_FAILED
     assert "input file 2 of 2" in message
     assert f"{server.url}/missing?…" in message
     assert "s3cret" not in message
@@ -174,7 +175,7 @@ async def test_dataset_and_input_files_share_one_size_budget(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     limits = DownloadLimits(max_bytes=int(len(GOOD) * 1.5), total_timeout=10.0, stall_timeout=1.0)
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(DataError) as caught:
         await _fetch(
             session,
             tmp_path,
@@ -182,6 +183,6 @@ async def test_dataset_and_input_files_share_one_size_budget(
             input_files=[f"{server.url}/inputs/a.txt"],
             limits=limits,
         )
-    assert caught.value.cause is ReplicateStatusCause.INPUT_FILES_DOWNLOAD_FAILED
+    assert cause_of(Stage.DOWNLOAD_DATA, caught.value) is ReplicateStatusCause.INPUT_FILES_DOWNLOAD_FAILED
     assert f"over the {len(GOOD) // 2} bytes" in str(caught.value)
     assert _files(tmp_path) == [ADDRESS]

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.data.conftest import GOOD, HUGE, FileServer
 from tests.support import until
+from tests.support.files import GOOD, HUGE, FileServer
 from worker.data import DownloadError, DownloadLimits, download
 
 FAST = DownloadLimits(max_bytes=HUGE * 2, total_timeout=10.0, stall_timeout=0.3, max_redirects=3)

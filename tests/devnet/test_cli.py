@@ -11,8 +11,8 @@ from pathlib import Path
 
 from devnet.images import HELLO
 from devnet.platform import PlatformInfo
-from tests.conftest import devnet_cache_dir
 from tests.support import until
+from tests.support.devnet import devnet_cache_dir
 
 
 async def test_devnet_up_prints_the_platform_and_buy_prints_the_deal(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from devnet.resultproxy import ResultProxy
-from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
+from tests.support.proxy_fakes import FakeProxyChain, proved_chain, standard_result
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, chain_task_id, result_hash, sign_eip191
 from worker.protocol.models import ResultModel, Signature, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus

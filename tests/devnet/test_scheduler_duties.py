@@ -17,8 +17,8 @@ from eth_account import Account
 from devnet.core import DevScheduler, TaskStatus
 from devnet.core.state import DealParams, Modifier, Replicate, Task
 from devnet.core.supply import needs_more_contributions, worker_weight
-from tests.devnet.scheduler_support import FAKE_DEPLOYMENT, WORKERPOOL, FakeChain, FakeResults, WorkerClient
 from tests.support import until
+from tests.support.core_fakes import FAKE_DEPLOYMENT, WORKERPOOL, FakeChain, FakeResults, WorkerClient
 from worker.protocol.crypto import chain_task_id, result_hash
 from worker.protocol.status import ReplicateStatus, TaskNotificationType
 

@@ -21,9 +21,9 @@ from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_CATEGORY, Devnet
 from devnet.core import DevScheduler, TaskStatus
 from devnet.toolkit import Toolkit
-from tests.conftest import devnet_cache_dir
-from tests.devnet.scheduler_support import WorkerClient
 from tests.support import until
+from tests.support.core_fakes import WorkerClient
+from tests.support.devnet import devnet_cache_dir
 from worker.protocol import crypto
 from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 from worker.scheduler.stomp import PushChannel

@@ -14,7 +14,7 @@ import pytest_asyncio
 from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_CATEGORY, DEVNET_TIMEREF, Devnet, TransactionFailed
 from devnet.toolkit import Toolkit
-from tests.conftest import devnet_cache_dir
+from tests.support.devnet import devnet_cache_dir
 from worker.protocol import crypto
 from worker.protocol.status import ChainTaskStatus
 

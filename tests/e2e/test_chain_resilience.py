@@ -17,8 +17,8 @@ from devnet.anvil import Anvil
 from devnet.core.state import TaskStatus
 from devnet.images import SLEEP
 from devnet.platform import Platform, buy, worker_env, write_env_file
-from tests.e2e.conftest import RunningWorker
 from tests.support import until
+from tests.support.e2e import RunningWorker
 from worker.app import run_worker
 from worker.config import load_settings
 from worker.protocol.status import ChainContributionStatus, ReplicateStatus

@@ -21,8 +21,8 @@ from aiohttp import web
 from devnet.core.state import StatusChange, TaskStatus
 from devnet.images import SHELL
 from devnet.platform import Platform, buy
-from tests.e2e.conftest import running_worker
 from tests.support import serving_app, until
+from tests.support.e2e import running_worker
 from worker.protocol.crypto import keccak_hex, result_hash
 from worker.protocol.status import (
     ChainContributionStatus,

@@ -13,8 +13,8 @@ import aiohttp
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
 from devnet.platform import Platform, buy
-from tests.e2e.conftest import running_worker
 from tests.support import free_port, until
+from tests.support.e2e import running_worker
 
 WORKER = 1
 LOW = 10**16  # 0.01 ETH: less than 1e6 x the 22 gwei cap

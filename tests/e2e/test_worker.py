@@ -12,8 +12,8 @@ from pathlib import Path
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
 from devnet.platform import RLC, Platform, buy
-from tests.e2e.conftest import running_worker
 from tests.support import until
+from tests.support.e2e import running_worker
 from worker.protocol.status import ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus

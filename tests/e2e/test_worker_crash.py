@@ -20,9 +20,9 @@ import pytest
 from devnet.core.state import TaskStatus
 from devnet.images import SLEEP
 from devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
-from tests.compute.conftest import container_exists
-from tests.e2e.support import contribute_count, unique_worker_name
 from tests.support import until
+from tests.support.docker import container_exists
+from tests.support.e2e import contribute_count, unique_worker_name
 from worker.compute import container_name
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 

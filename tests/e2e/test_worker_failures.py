@@ -15,9 +15,9 @@ from devnet.accounts import Role, account
 from devnet.core.state import TaskStatus
 from devnet.images import FAIL, SLEEP
 from devnet.platform import Platform, buy
-from tests.compute.conftest import container_exists
-from tests.e2e.conftest import running_worker
 from tests.support import until
+from tests.support.docker import container_exists
+from tests.support.e2e import running_worker
 from worker.compute import container_name
 from worker.protocol.status import (
     ChainContributionStatus,

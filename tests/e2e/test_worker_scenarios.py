@@ -13,10 +13,9 @@ from pathlib import Path
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO, SLEEP
 from devnet.platform import RLC, Platform, buy
-from tests.compute.conftest import docker_cli
-from tests.e2e.conftest import running_worker
-from tests.e2e.support import computing_interval, local_registry
 from tests.support import until
+from tests.support.docker import docker_cli
+from tests.support.e2e import computing_interval, local_registry, running_worker
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
 RS = ReplicateStatus

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from worker.protocol.status import ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 from worker.result import ResultError, check_file_names, run_standard_post_compute, zip_folder
 
 
@@ -54,7 +56,7 @@ def test_linked_computed_file_is_refused(out: Path) -> None:
     (out / "iexec_out" / "computed.json").symlink_to("/etc/passwd")
     with pytest.raises(ResultError) as caught:
         run_standard_post_compute(out)
-    assert caught.value.cause is ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
     assert not (out / "computed.json").exists()
 
 
@@ -77,7 +79,10 @@ def test_names_are_limited_to_31_characters(out: Path, relative: str, too_long: 
     if too_long:
         with pytest.raises(ResultError, match="limited to 31") as caught:
             run_standard_post_compute(out)
-        assert caught.value.cause is ReplicateStatusCause.POST_COMPUTE_TOO_LONG_RESULT_FILE_NAME
+        assert (
+            cause_of(Stage.COMPUTE, caught.value)
+            is ReplicateStatusCause.POST_COMPUTE_TOO_LONG_RESULT_FILE_NAME
+        )
         assert not (out / "iexec_out.zip").exists()
     else:
         check_file_names(out / "iexec_out")
@@ -88,7 +93,7 @@ def test_output_size_limit(out: Path) -> None:
     (out / "iexec_out" / "noise.bin").write_bytes(os.urandom(200_000))
     with pytest.raises(ResultError, match="maximum result size of 100000 bytes") as caught:
         run_standard_post_compute(out, max_zip_bytes=100_000)
-    assert caught.value.cause is ReplicateStatusCause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED
+    assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED
     assert not (out / "iexec_out.zip").exists()
 
     result = run_standard_post_compute(out, max_zip_bytes=300_000)
@@ -104,13 +109,13 @@ def test_empty_folder_gives_an_empty_zip_but_no_computed_file(tmp_path: Path) ->
         assert archive.namelist() == []
     with pytest.raises(ResultError, match="no such file") as caught:
         run_standard_post_compute(tmp_path)
-    assert caught.value.cause is ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
 
 
 def test_missing_folder_is_an_unknown_issue(tmp_path: Path) -> None:
     with pytest.raises(ResultError) as caught:
         run_standard_post_compute(tmp_path)
-    assert caught.value.cause is ReplicateStatusCause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE
+    assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE
 
 
 def test_fifo_is_zipped_empty_without_blocking(out: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 from worker.result import ComputedFile, ResultError, error_result_text, read_computed_file
 
 NOT_FOUND = ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
@@ -52,13 +54,13 @@ def test_invalid_content_is_a_clear_error(tmp_path: Path, content: bytes, messag
     path.write_bytes(content)
     with pytest.raises(ResultError, match=message) as caught:
         read_computed_file(path)
-    assert caught.value.cause is NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is NOT_FOUND
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ResultError, match="no such file") as caught:
         read_computed_file(tmp_path / "computed.json")
-    assert caught.value.cause is NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is NOT_FOUND
 
 
 def test_link_is_not_followed(tmp_path: Path) -> None:
@@ -66,7 +68,7 @@ def test_link_is_not_followed(tmp_path: Path) -> None:
     (tmp_path / "computed.json").symlink_to(tmp_path / "real.json")
     with pytest.raises(ResultError, match="regular file") as caught:
         read_computed_file(tmp_path / "computed.json")
-    assert caught.value.cause is NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is NOT_FOUND
 
 
 def test_oversized_file_is_refused(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 from eth_utils.crypto import keccak
 
 from worker.protocol.status import ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 from worker.result import ComputedFile, ResultError, compute_result_digest, compute_result_digest_async
 from worker.result import digest as digest_module
 
@@ -66,7 +68,7 @@ def test_link_out_of_the_folder_is_never_read(out: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(os, "open", spy)
     with pytest.raises(ResultError, match="link leading out") as caught:
         compute_result_digest(out, AS_DIRECTORY, callback=False)
-    assert caught.value.cause is NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is NOT_FOUND
     as_file = ComputedFile(deterministic_output_path="/iexec_out/passwd")
     with pytest.raises(ResultError, match="link leading out"):
         compute_result_digest(out, as_file, callback=False)
@@ -78,7 +80,7 @@ def test_path_escaping_iexec_out_is_refused(out: Path) -> None:
     for path in ("/iexec_out/../secret", "/../secret", "iexec_out"):
         with pytest.raises(ResultError, match="must name something under /iexec_out") as caught:
             compute_result_digest(out, ComputedFile(deterministic_output_path=path), callback=False)
-        assert caught.value.cause is NOT_FOUND
+        assert cause_of(Stage.COMPUTE, caught.value) is NOT_FOUND
 
 
 def test_missing_path_key_is_a_clear_error(out: Path) -> None:
@@ -106,7 +108,7 @@ def test_large_file_is_hashed_across_chunks(out: Path, monkeypatch: pytest.Monke
 def test_callback_data_must_be_hex(callback_data: str | None) -> None:
     with pytest.raises(ResultError) as caught:
         compute_result_digest(Path("/nonexistent"), ComputedFile(callback_data=callback_data), callback=True)
-    assert caught.value.cause is NOT_FOUND
+    assert cause_of(Stage.COMPUTE, caught.value) is NOT_FOUND
 
 
 def test_callback_data_decodes_like_web3j() -> None:

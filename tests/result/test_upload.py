@@ -20,8 +20,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from devnet.resultproxy import create_result_proxy_app
-from tests.devnet.resultproxy_support import FakeProxyChain, proved_chain, standard_result
 from tests.support import serving_app
+from tests.support.proxy_fakes import FakeProxyChain, proved_chain, standard_result
 from worker.protocol.crypto import (
     ZERO_ADDRESS,
     authorization_hash,
@@ -30,10 +30,12 @@ from worker.protocol.crypto import (
     result_hash,
     sign_eip191,
 )
-from worker.protocol.errors import StepFailed
 from worker.protocol.models import Signature, WorkerpoolAuthorization
 from worker.protocol.status import ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 from worker.result import (
+    ResultNotUploaded,
     get_ipfs_hash,
     get_token,
     upload,
@@ -152,10 +154,10 @@ async def test_a_wrong_digest_is_refused_and_no_link_is_given(setup: Setup) -> N
     other = result_hash(TASK_ID, "0x" + hashlib.sha256(b"another result").hexdigest())
     setup.chain.contributions[key] = replace(setup.chain.contributions[key], result_hash=other)
 
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(ResultNotUploaded) as caught:
         await setup.upload_result()
 
-    assert caught.value.cause is ReplicateStatusCause.RESULT_LINK_MISSING
+    assert cause_of(Stage.UPLOAD, caught.value) is ReplicateStatusCause.RESULT_LINK_MISSING
     assert "HTTP 401" in str(caught.value)
     assert "does not match the result hash" in str(caught.value)
     assert _stored(setup.storage) == []
@@ -181,17 +183,17 @@ async def test_the_deal_proxy_wins_over_the_scheduler_one(setup: Setup) -> None:
 
 async def test_a_failing_proxy_is_retried_then_gives_up(setup: Setup) -> None:
     setup.chain.broken = True
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(ResultNotUploaded) as caught:
         await setup.upload_result(attempts=2)
-    assert caught.value.cause is ReplicateStatusCause.RESULT_LINK_MISSING
+    assert cause_of(Stage.UPLOAD, caught.value) is ReplicateStatusCause.RESULT_LINK_MISSING
     assert "HTTP 503" in str(caught.value)
     assert [h[:2] for h in setup.headers] == [("POST", "/v1/results/token")] * 2
 
 
 async def test_an_unreachable_proxy_gives_no_link(setup: Setup) -> None:
-    with pytest.raises(StepFailed, match=r"cannot connect to 127\.0\.0\.1:1") as caught:
+    with pytest.raises(ResultNotUploaded, match=r"cannot connect to 127\.0\.0\.1:1") as caught:
         await setup.upload_result(result_repository_url=UNREACHABLE)
-    assert caught.value.cause is ReplicateStatusCause.RESULT_LINK_MISSING
+    assert cause_of(Stage.UPLOAD, caught.value) is ReplicateStatusCause.RESULT_LINK_MISSING
 
 
 @pytest.mark.parametrize(
@@ -204,16 +206,16 @@ async def test_an_unreachable_proxy_gives_no_link(setup: Setup) -> None:
 async def test_no_link_without_a_usable_destination(
     setup: Setup, overrides: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(StepFailed) as caught:
+    with pytest.raises(ResultNotUploaded) as caught:
         await setup.upload_result(**overrides)
-    assert caught.value.cause is ReplicateStatusCause.RESULT_LINK_MISSING
+    assert cause_of(Stage.UPLOAD, caught.value) is ReplicateStatusCause.RESULT_LINK_MISSING
     assert message in str(caught.value)
     assert setup.headers == []
 
 
 async def test_an_authorization_for_another_wallet_is_not_sent(setup: Setup) -> None:
     stranger: LocalAccount = Account.create()
-    with pytest.raises(StepFailed, match="not for this worker") as caught:
+    with pytest.raises(ResultNotUploaded, match="not for this worker") as caught:
         await setup.upload_result(account=stranger)
-    assert caught.value.cause is ReplicateStatusCause.RESULT_LINK_MISSING
+    assert cause_of(Stage.UPLOAD, caught.value) is ReplicateStatusCause.RESULT_LINK_MISSING
     assert setup.headers == []

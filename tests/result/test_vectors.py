@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.result.conftest import VECTORS_DIR, load_vectors
+from tests.support.vectors import VECTORS_DIR, load_vectors
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 from worker.result import (
     ComputedFile,
     ResultError,
@@ -51,7 +53,7 @@ def test_result_digest_vector(case: dict[str, Any], tmp_path: Path) -> None:
     if case["expected"] is None:
         with pytest.raises(ResultError) as caught:
             compute_result_digest(output, computed, callback=callback)
-        assert caught.value.cause is ReplicateStatusCause.DETERMINISM_HASH_NOT_FOUND
+        assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.DETERMINISM_HASH_NOT_FOUND
     else:
         assert compute_result_digest(output, computed, callback=callback) == case["expected"]
 

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from tests.scheduler.conftest import PUBLIC_CONFIGURATION, FakeCore
+from tests.support.scheduler_fake import PUBLIC_CONFIGURATION, FakeCore
 from worker.protocol.errors import SchedulerError
 from worker.protocol.models import (
     ChainReceipt,

@@ -6,16 +6,20 @@ Everything is local or an ``eth_call``: a forged authorization costs the worker 
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from worker.chain.client import ChainClient
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191
 from worker.protocol.models import WorkerpoolAuthorization
 
 log = logging.getLogger(__name__)
 
 
+class PoolOwnerReader(Protocol):
+    async def workerpool_owner(self, pool_address: str) -> str: ...
+
+
 async def verify_authorization(
-    client: ChainClient,
+    client: PoolOwnerReader,
     authorization: WorkerpoolAuthorization,
     pool_address: str,
     worker_address: str,

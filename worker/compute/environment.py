@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
+from worker.protocol.errors import WorkerError
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
@@ -14,7 +15,7 @@ WORKER_LABEL = "iexec-worker"
 TASK_LABEL = "iexec-task-id"
 
 
-class ArgsError(ValueError):
+class ArgsError(WorkerError, ValueError):
     """``iexec_args`` cannot be split into arguments (unbalanced quotes)."""
 
 

@@ -2,15 +2,20 @@
 
 from worker.data.dataset import DEFAULT_IPFS_GATEWAYS, DatasetRef, download_dataset, is_ipfs_multiaddr
 from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, download
+from worker.data.errors import DataError, DatasetChecksumMismatch, DatasetUnavailable, InputFileUnavailable
 from worker.data.input_files import download_input_file, input_file_name
 from worker.data.task import TaskProgress, download_task_data
 
 __all__ = [
     "DEFAULT_IPFS_GATEWAYS",
+    "DataError",
+    "DatasetChecksumMismatch",
     "DatasetRef",
+    "DatasetUnavailable",
     "DownloadError",
     "DownloadLimits",
     "Downloaded",
+    "InputFileUnavailable",
     "TaskProgress",
     "download",
     "download_dataset",

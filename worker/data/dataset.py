@@ -16,9 +16,8 @@ from pathlib import Path
 import aiohttp
 
 from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, Progress, download
-from worker.protocol.errors import StepFailed
+from worker.data.errors import DatasetChecksumMismatch, DatasetUnavailable
 from worker.protocol.redact import display_url
-from worker.protocol.status import ReplicateStatusCause
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,7 @@ def is_ipfs_multiaddr(uri: str) -> bool:
 
 def dataset_file_name(address: str) -> str:
     if not _ADDRESS.match(address):
-        raise StepFailed(
-            ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED,
+        raise DatasetUnavailable(
             f"dataset address {address!r} is not 0x followed by 40 hex digits",
         )
     return address
@@ -66,7 +64,7 @@ async def download_dataset(
     max_bytes: int | None = None,
     on_progress: Progress | None = None,
 ) -> Downloaded:
-    """Save the dataset as ``input_dir/<address>``; raise ``StepFailed`` with the cause to report."""
+    """Save the dataset as ``input_dir/<address>``; raise a ``DataError`` saying why not."""
     destination = input_dir / dataset_file_name(dataset.address)
     uri = dataset.uri.strip()
     if is_ipfs_multiaddr(uri):
@@ -79,12 +77,9 @@ async def download_dataset(
                 session, uri, destination, limits, max_bytes=max_bytes, on_progress=on_progress
             )
         except DownloadError as exc:
-            raise StepFailed(
-                ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED, f"dataset {dataset.address}: {exc}"
-            ) from exc
+            raise DatasetUnavailable(f"dataset {dataset.address}: {exc}") from exc
     else:
-        raise StepFailed(
-            ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED,
+        raise DatasetUnavailable(
             f"dataset {dataset.address}: URI {display_url(uri)!r} is neither an http(s) URL nor an "
             "IPFS multiaddr (/ipfs/<cid>); the dataset owner must register a downloadable URI",
         )
@@ -103,13 +98,11 @@ async def _from_gateways(
     on_progress: Progress | None,
 ) -> Downloaded:
     if not _IPFS_MULTIADDR.match(multiaddr) or {".", ".."} & set(multiaddr.split("/")):
-        raise StepFailed(
-            ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED,
+        raise DatasetUnavailable(
             f"dataset URI {multiaddr!r} is not a valid IPFS multiaddr (/ipfs/<cid>[/path])",
         )
     if not gateways:
-        raise StepFailed(
-            ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED,
+        raise DatasetUnavailable(
             f"dataset {multiaddr} is on IPFS but no gateway is configured; set IEXEC_WORKER_IPFS_GATEWAYS",
         )
     failures: list[str] = []
@@ -122,8 +115,7 @@ async def _from_gateways(
         except DownloadError as exc:
             log.warning("IPFS gateway failed for %s: %s", multiaddr, exc)
             failures.append(str(exc))
-    raise StepFailed(
-        ReplicateStatusCause.DATASET_FILE_DOWNLOAD_FAILED,
+    raise DatasetUnavailable(
         f"dataset {multiaddr} could not be fetched from any of the {len(gateways)} IPFS gateways: "
         + "; ".join(failures),
     )
@@ -142,8 +134,7 @@ async def _check(dataset: DatasetRef, downloaded: Downloaded) -> None:
         return
     if expected.lower() != actual:
         await asyncio.to_thread(downloaded.path.unlink, missing_ok=True)
-        raise StepFailed(
-            ReplicateStatusCause.DATASET_FILE_BAD_CHECKSUM,
+        raise DatasetChecksumMismatch(
             f"dataset {dataset.address} from {display_url(dataset.uri)}: sha256 is {actual}, the on-chain "
             f"checksum is {expected}; the file at this URI changed since the dataset was registered",
         )

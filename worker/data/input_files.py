@@ -12,8 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from worker.data.downloads import Downloaded, DownloadError, DownloadLimits, Progress, download
-from worker.protocol.errors import StepFailed
-from worker.protocol.status import ReplicateStatusCause
+from worker.data.errors import InputFileUnavailable
 
 
 def input_file_name(url: str) -> str:
@@ -30,7 +29,7 @@ async def download_input_file(
     max_bytes: int | None = None,
     on_progress: Progress | None = None,
 ) -> Downloaded:
-    """Save ``url`` under its name in ``input_dir``; raise ``StepFailed`` with the cause to report.
+    """Save ``url`` under its name in ``input_dir``; raise ``InputFileUnavailable`` if it cannot be fetched.
 
     ``position`` is (1-based index, count) of the file in ``iexec_input_files``, for the message.
     """
@@ -45,6 +44,4 @@ async def download_input_file(
         )
     except DownloadError as exc:
         index, count = position
-        raise StepFailed(
-            ReplicateStatusCause.INPUT_FILES_DOWNLOAD_FAILED, f"input file {index} of {count}, {exc}"
-        ) from exc
+        raise InputFileUnavailable(f"input file {index} of {count}, {exc}") from exc

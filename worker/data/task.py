@@ -29,8 +29,7 @@ async def download_task_data(
     """Download the dataset and input files of a task into ``task_input_dir``.
 
     ``limits.max_bytes`` bounds the whole task, so many input files cannot fill the disk either.
-    Raises ``StepFailed`` with DATASET_FILE_DOWNLOAD_FAILED, DATASET_FILE_BAD_CHECKSUM or
-    INPUT_FILES_DOWNLOAD_FAILED.
+    Raises ``DatasetUnavailable``, ``DatasetChecksumMismatch`` or ``InputFileUnavailable``.
     """
     await asyncio.to_thread(task_input_dir.mkdir, parents=True, exist_ok=True)
     used = 0

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
+from eth_account.signers.local import LocalAccount
+
 from worker.chain import (
     ChainClient,
     ReceiptTimeout,
@@ -32,13 +35,10 @@ from worker.chain import (
     has_enough_gas,
 )
 from worker.compute import (
-    ArgsError,
     Bind,
     ComputeError,
     ContainerSpec,
     DockerEngine,
-    DockerUnavailableError,
-    ImagePullError,
     PullProgress,
     RegistryAuth,
     app_environment,
@@ -48,17 +48,22 @@ from worker.compute import (
     task_labels,
 )
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
+from worker.data import DEFAULT_IPFS_GATEWAYS, DatasetRef, DownloadLimits, download_task_data
 from worker.protocol.errors import ChainError, StepFailed, TransientError
 from worker.protocol.models import ChainReceipt, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ReplicateStatus, ReplicateStatusCause
+from worker.replicate.causes import failures_of
 from worker.replicate.ports import ComputeOutcome, Stage, UploadOutcome
+from worker.replicate.store import ReplicateStore
 from worker.result import (
+    ZIP_NAME,
     ResultError,
     compute_result_digest_async,
     read_computed_file,
     run_standard_post_compute_async,
     write_error_result,
 )
+from worker.result.upload import upload_result
 
 Cause = ReplicateStatusCause
 T = TypeVar("T")
@@ -79,10 +84,15 @@ class WorkSettings:
     task_root: Path
     gas_price_cap: int
     limits: ContainerLimits
+    download_limits: DownloadLimits
+    result_repository_url: str
     registries: tuple[RegistryAuth, ...] = ()
     min_pull_timeout: float = 300.0
     max_pull_timeout: float = 1800.0
     max_result_bytes: int | None = None
+    ipfs_gateways: tuple[str, ...] = DEFAULT_IPFS_GATEWAYS
+    upload_attempts: int = 3
+    upload_timeout: float = 300.0
     sidechain: bool = False
     chain_retry_window: float = 120.0
 
@@ -103,20 +113,18 @@ class TaskWork:
         chain: ChainClient,
         sender: TransactionSender,
         engine: DockerEngine,
-        *,
-        worker_address: str,
-        download_data: Callable[[TaskDescription, Path], Awaitable[None]],
-        upload: Callable[[TaskDescription, WorkerpoolAuthorization, Path, str], Awaitable[UploadOutcome]],
-        digest_of: Callable[[str], Awaitable[str | None]],
+        session: aiohttp.ClientSession,
+        account: LocalAccount,
+        store: ReplicateStore,
     ) -> None:
         self._settings = settings
         self._chain = chain
         self._sender = sender
         self._engine = engine
-        self._worker = worker_address.lower()
-        self._download_data = download_data
-        self._upload = upload
-        self._digest_of = digest_of
+        self._session = session
+        self._account = account
+        self._store = store
+        self._worker = account.address.lower()
         self._descriptions: dict[str, TaskDescription] = {}
 
     # -- task facts -------------------------------------------------------------------------------
@@ -124,10 +132,8 @@ class TaskWork:
     async def describe(self, task_id: str) -> TaskDescription:
         cached = self._descriptions.get(task_id)
         if cached is None:
-            try:
+            with failures_of(Stage.START):
                 cached = await self._chain_call(lambda: self._chain.task_description(task_id))
-            except TaskNotFound as exc:
-                raise StepFailed(Cause.TASK_DESCRIPTION_NOT_FOUND, str(exc)) from exc
             self._descriptions[task_id] = cached
         return cached
 
@@ -156,7 +162,8 @@ class TaskWork:
                 raise
             except ChainError as exc:
                 if time.monotonic() + delay > deadline:
-                    raise StepFailed(Cause.CHAIN_UNREACHABLE, f"blockchain node unreachable: {exc}") from exc
+                    with failures_of(Stage.START, "blockchain node unreachable"):
+                        raise
                 log.warning("chain read failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -213,24 +220,30 @@ class TaskWork:
         registry = registry_of(image)
         auth = next((r for r in self._settings.registries if r.server == registry), None)
         progress = _PullLog(task_id, image)
-        try:
+        with failures_of(Stage.DOWNLOAD_APP, f"cannot pull {image}"):
             outcome = await self._engine.pull(image, auth=auth, pull_timeout=timeout, on_progress=progress)
-        except DockerUnavailableError as exc:
-            # The worker's own engine is down: not the app's fault, so no error result is contributed.
-            raise StepFailed(
-                Cause.APP_NOT_FOUND_LOCALLY, f"Docker engine unavailable: {exc}; start dockerd"
-            ) from exc
-        except ImagePullError as exc:
-            raise StepFailed(Cause.APP_IMAGE_DOWNLOAD_FAILED, f"cannot pull {image}: {exc}") from exc
-        except ComputeError as exc:
-            raise StepFailed(Cause.APP_IMAGE_DOWNLOAD_FAILED, f"cannot pull {image}: {exc}") from exc
         log.info("%s: app image %s ready (%s)", task_id, image, outcome.value)
 
     async def download_data(self, task_id: str) -> None:
         description = await self.describe(task_id)
         folder = self.task_dir(task_id) / "input"
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        await self._download_data(description, folder)
+        dataset = None
+        if description.contains_dataset():
+            dataset = DatasetRef(
+                address=description.dataset_address,
+                uri=description.dataset_uri,
+                checksum=description.dataset_checksum,
+            )
+        with failures_of(Stage.DOWNLOAD_DATA):
+            await download_task_data(
+                self._session,
+                folder,
+                dataset=dataset,
+                input_files=list(description.deal_params.iexec_input_files),
+                limits=self._settings.download_limits,
+                gateways=self._settings.ipfs_gateways,
+            )
 
     async def write_error_result(
         self, task_id: str, status: ReplicateStatus, cause: ReplicateStatusCause
@@ -255,10 +268,8 @@ class TaskWork:
         task_dir = self.task_dir(task_id)
         output = task_dir / "output"
         await asyncio.to_thread(_prepare_folders, task_dir)
-        try:
+        with failures_of(Stage.COMPUTE, "iexec_args cannot be split"):
             args = split_args(description.deal_params.iexec_args or "")
-        except ArgsError as exc:
-            raise StepFailed(Cause.TASK_DESCRIPTION_INVALID, f"iexec_args cannot be split: {exc}") from exc
         env = app_environment(
             deal_id=description.deal_id,
             chain_task_id=task_id,
@@ -286,10 +297,8 @@ class TaskWork:
             network=limits.network,
         )
         log.info("%s: running %s (limit %d s)", task_id, description.app_uri, description.max_execution_time)
-        try:
+        with failures_of(Stage.COMPUTE, f"cannot run {description.app_uri}"):
             result = await self._engine.run(spec)
-        except ComputeError as exc:
-            raise StepFailed(Cause.APP_NOT_FOUND_LOCALLY, f"cannot run {description.app_uri}: {exc}") from exc
         if result.timed_out:
             raise StepFailed(
                 Cause.APP_COMPUTE_TIMEOUT,
@@ -301,14 +310,12 @@ class TaskWork:
                 Cause.APP_COMPUTE_FAILED, f"app exited with code {result.exit_code}: {tail[0][:300]}"
             )
         await asyncio.to_thread(_write_logs, output / "iexec_out", result.stdout, result.stderr)
-        try:
+        with failures_of(Stage.COMPUTE):
             await run_standard_post_compute_async(output, max_zip_bytes=self._settings.max_result_bytes)
             computed = await asyncio.to_thread(read_computed_file, output / "computed.json")
             digest = await compute_result_digest_async(
                 output, computed, callback=description.contains_callback()
             )
-        except ResultError as exc:
-            raise StepFailed(exc.cause, str(exc)) from exc
         return ComputeOutcome(
             exit_code=result.exit_code,
             stdout=result.stdout,
@@ -353,10 +360,27 @@ class TaskWork:
 
     async def upload(self, task_id: str, authorization: WorkerpoolAuthorization) -> UploadOutcome:
         description = await self.describe(task_id)
-        digest = await self._digest_of(task_id)
-        if not digest:
+        record = await self._store.get(task_id)
+        if record is None or not record.result_digest:
             raise StepFailed(Cause.RESULT_LINK_MISSING, "no result digest recorded for this task")
-        return await self._upload(description, authorization, self._output(task_id), digest)
+        params = description.deal_params
+        callback = description.contains_callback()
+        with failures_of(Stage.UPLOAD):
+            link = await upload_result(
+                self._session,
+                task_id=task_id,
+                authorization=authorization,
+                account=self._account,
+                zip_path=self._output(task_id) / ZIP_NAME,
+                result_digest=record.result_digest,
+                callback=description.callback if callback else None,
+                storage_proxy=params.iexec_result_storage_proxy,
+                result_repository_url=self._settings.result_repository_url,
+                storage_provider=params.iexec_result_storage_provider,
+                attempts=self._settings.upload_attempts,
+                max_seconds=self._settings.upload_timeout,
+            )
+        return UploadOutcome(result_link=link, callback_data=record.callback_data if callback else None)
 
     async def purge(self, task_id: str) -> None:
         try:
@@ -377,6 +401,7 @@ class TaskWork:
             try:
                 return await send()
             except TransactionRefused as exc:
+                # The chain's verdict is already a cause of the protocol (causes.py passes it through).
                 raise StepFailed(exc.cause, f"{what} refused before sending: {exc}") from exc
             except (ReceiptTimeout, TransientError) as exc:
                 if time.time() + delay >= deadline:

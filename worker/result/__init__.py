@@ -27,7 +27,15 @@ from worker.result.digest import (
     directory_digest,
     web2_result_digest,
 )
-from worker.result.errors import ResultError
+from worker.result.errors import (
+    ComputedFileInvalid,
+    ResultDigestUnavailable,
+    ResultError,
+    ResultFileNameTooLong,
+    ResultFolderUnreadable,
+    ResultNotUploaded,
+    ResultZipFailed,
+)
 from worker.result.upload import (
     ETHEREUM_STORAGE,
     IPFS_STORAGE,
@@ -49,9 +57,15 @@ __all__ = [
     "MAX_RESULT_FILE_NAME_LENGTH",
     "ZIP_NAME",
     "ComputedFile",
+    "ComputedFileInvalid",
     "PostComputeResult",
+    "ResultDigestUnavailable",
     "ResultError",
+    "ResultFileNameTooLong",
+    "ResultFolderUnreadable",
+    "ResultNotUploaded",
     "ResultProxyError",
+    "ResultZipFailed",
     "callback_result_digest",
     "check_file_names",
     "compute_result_digest",

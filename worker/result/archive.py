@@ -23,19 +23,22 @@ from typing import BinaryIO
 
 from typing_extensions import Buffer
 
-from worker.protocol.status import ReplicateStatusCause
 from worker.result.computed import (
     COMPUTED_FILE_NAME,
     IEXEC_OUT,
     MAX_COMPUTED_FILE_BYTES,
     read_bounded_regular_file,
 )
-from worker.result.errors import ResultError
+from worker.result.errors import (
+    ComputedFileInvalid,
+    ResultFileNameTooLong,
+    ResultFolderUnreadable,
+    ResultZipFailed,
+)
 
 ZIP_NAME = "iexec_out.zip"
 MAX_RESULT_FILE_NAME_LENGTH = 31
 CHUNK_BYTES = 1024 * 1024
-_ZIP_FAILED = ReplicateStatusCause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class PostComputeResult:
 def run_standard_post_compute(output: Path, *, max_zip_bytes: int | None = None) -> PostComputeResult:
     """Check names, zip ``output/iexec_out`` and copy its ``computed.json`` next to the zip.
 
-    Raises ``ResultError`` with the cause the replicate fails with.
+    Raises a ``ResultError`` saying why not.
     """
     iexec_out = output / IEXEC_OUT
     check_file_names(iexec_out)
@@ -69,21 +72,18 @@ def check_file_names(iexec_out: Path) -> None:
     try:
         for entry, _relative in _walk(iexec_out):
             if _java_length(entry.name) > MAX_RESULT_FILE_NAME_LENGTH:
-                raise ResultError(
-                    ReplicateStatusCause.POST_COMPUTE_TOO_LONG_RESULT_FILE_NAME,
+                raise ResultFileNameTooLong(
                     f"{entry.path}: result file names are limited to {MAX_RESULT_FILE_NAME_LENGTH} "
                     "characters; the app must use a shorter name",
                 )
     except OSError as exc:
-        raise ResultError(
-            ReplicateStatusCause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE, f"{iexec_out}: cannot be listed ({exc})"
-        ) from exc
+        raise ResultFolderUnreadable(f"{iexec_out}: cannot be listed ({exc})") from exc
 
 
 def zip_folder(folder: Path, zip_path: Path, *, max_bytes: int | None = None) -> None:
     """Zip the files of ``folder`` into ``zip_path``.
 
-    Raises ``ResultError(POST_COMPUTE_OUT_FOLDER_ZIP_FAILED)``, also when ``max_bytes`` would be exceeded.
+    Raises ``ResultZipFailed``, also when ``max_bytes`` would be exceeded.
     """
     try:
         with open(zip_path, "wb") as raw:
@@ -96,27 +96,23 @@ def zip_folder(folder: Path, zip_path: Path, *, max_bytes: int | None = None) ->
                     _add_entry(archive, entry, relative)
     except _TooLarge as exc:
         zip_path.unlink(missing_ok=True)
-        raise ResultError(
-            _ZIP_FAILED,
+        raise ResultZipFailed(
             f"{zip_path}: the result zip would exceed the maximum result size of {max_bytes} bytes; "
             "the app must write less to /iexec_out or the limit must be raised",
         ) from exc
     except (OSError, UnicodeError, zipfile.LargeZipFile) as exc:
         zip_path.unlink(missing_ok=True)
-        raise ResultError(_ZIP_FAILED, f"{folder}: cannot be zipped into {zip_path} ({exc})") from exc
+        raise ResultZipFailed(f"{folder}: cannot be zipped into {zip_path} ({exc})") from exc
 
 
 def copy_computed_file(source: Path, destination: Path) -> None:
-    data = read_bounded_regular_file(
-        source, MAX_COMPUTED_FILE_BYTES, ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
-    )
+    data = read_bounded_regular_file(source, MAX_COMPUTED_FILE_BYTES, ComputedFileInvalid)
     tmp = destination.with_name(destination.name + ".tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, destination)
     except OSError as exc:
-        raise ResultError(
-            ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND,
+        raise ComputedFileInvalid(
             f"{destination}: cannot be written ({exc})",
         ) from exc
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
-from worker.result.errors import ResultError
+from worker.result.errors import ComputedFileInvalid, ResultError
 
 COMPUTED_FILE_NAME = "computed.json"
 ERROR_FILE_NAME = "error.txt"
@@ -45,51 +45,46 @@ def parse_computed_file(text: str | bytes, *, source: str = COMPUTED_FILE_NAME) 
     try:
         body: Any = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ResultError(
-            ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND,
+        raise ComputedFileInvalid(
             f"{source}: not valid JSON ({exc}); "
             f"the app must write a JSON object to /{IEXEC_OUT}/{COMPUTED_FILE_NAME}",
         ) from exc
     if not isinstance(body, dict):
-        raise ResultError(
-            ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND,
+        raise ComputedFileInvalid(
             f"{source}: expected a JSON object, got {type(body).__name__}",
         )
     try:
         return ComputedFile.model_validate(body)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
-        raise ResultError(
-            ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND,
+        raise ComputedFileInvalid(
             f"{source}: keys {fields} must be strings or null",
         ) from exc
 
 
-def read_bounded_regular_file(path: Path, limit: int, cause: ReplicateStatusCause) -> bytes:
+def read_bounded_regular_file(path: Path, limit: int, error: type[ResultError]) -> bytes:
     """Bytes of a regular file that is neither a symbolic link nor larger than ``limit``."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
-        raise ResultError(cause, f"{path}: no such file") from exc
+        raise error(f"{path}: no such file") from exc
     except OSError as exc:
         # ELOOP is what O_NOFOLLOW answers for a symbolic link.
-        raise ResultError(cause, f"{path}: cannot be opened as a regular file ({exc.strerror})") from exc
+        raise error(f"{path}: cannot be opened as a regular file ({exc.strerror})") from exc
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise ResultError(cause, f"{path}: not a regular file")
+            raise error(f"{path}: not a regular file")
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise ResultError(cause, f"{path}: larger than {limit} bytes")
+        raise error(f"{path}: larger than {limit} bytes")
     return data
 
 
 def read_computed_file(path: Path) -> ComputedFile:
-    """Read ``computed.json``; raises ``ResultError(POST_COMPUTE_COMPUTED_FILE_NOT_FOUND)`` on any defect."""
-    data = read_bounded_regular_file(
-        path, MAX_COMPUTED_FILE_BYTES, ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
-    )
+    """Read ``computed.json``; raises ``ComputedFileInvalid`` on any defect."""
+    data = read_bounded_regular_file(path, MAX_COMPUTED_FILE_BYTES, ComputedFileInvalid)
     return parse_computed_file(data, source=str(path))
 
 

@@ -22,17 +22,15 @@ from pathlib import Path
 from eth_utils.crypto import keccak
 
 from worker.protocol.crypto import java_hex_decode, to_hex
-from worker.protocol.status import ReplicateStatusCause
 from worker.result.computed import IEXEC_OUT, ComputedFile
-from worker.result.errors import ResultError
+from worker.result.errors import ResultDigestUnavailable
 
 CHUNK_BYTES = 1024 * 1024
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
-_NOT_FOUND = ReplicateStatusCause.DETERMINISM_HASH_NOT_FOUND
 
 
 def compute_result_digest(output: Path, computed: ComputedFile, *, callback: bool) -> str:
-    """The ``0x``-prefixed digest; ``ResultError(DETERMINISM_HASH_NOT_FOUND)`` says why there is none.
+    """The ``0x``-prefixed digest; ``ResultDigestUnavailable`` says why there is none.
 
     ``output`` is the task's output folder (the parent of ``iexec_out``); ``callback`` tells whether
     the deal names a callback contract.
@@ -48,51 +46,46 @@ async def compute_result_digest_async(output: Path, computed: ComputedFile, *, c
 
 def callback_result_digest(callback_data: str | None) -> str:
     if not callback_data:
-        raise ResultError(
-            _NOT_FOUND,
+        raise ResultDigestUnavailable(
             "computed.json has no callback-data, yet the deal has a callback: the app must write it",
         )
     digits = callback_data[2:] if callback_data[:2] in ("0x", "0X") else callback_data
     if not set(digits) <= _HEX_DIGITS:
-        raise ResultError(_NOT_FOUND, "computed.json callback-data must be hexadecimal (0x...)")
+        raise ResultDigestUnavailable("computed.json callback-data must be hexadecimal (0x...)")
     # Odd lengths are accepted the way web3j decodes them (a leading half byte).
     return to_hex(keccak(java_hex_decode(digits)))
 
 
 def web2_result_digest(output: Path, deterministic_output_path: str | None) -> str:
     if not deterministic_output_path:
-        raise ResultError(
-            _NOT_FOUND, "computed.json has no deterministic-output-path: the app must name its result in it"
+        raise ResultDigestUnavailable(
+            "computed.json has no deterministic-output-path: the app must name its result in it"
         )
     root = os.path.realpath(output / IEXEC_OUT)
     candidate = str(output) + deterministic_output_path
     if not _is_inside(os.path.normpath(candidate), os.path.normpath(output / IEXEC_OUT)):
-        raise ResultError(
-            _NOT_FOUND,
+        raise ResultDigestUnavailable(
             f"deterministic-output-path {deterministic_output_path!r} must name something under /{IEXEC_OUT}",
         )
     target = os.path.realpath(candidate)
     if not _is_inside(target, root):
-        raise ResultError(
-            _NOT_FOUND,
+        raise ResultDigestUnavailable(
             f"deterministic-output-path {deterministic_output_path!r} is a link leading out of /{IEXEC_OUT}; "
             "it is not followed",
         )
     try:
         mode = os.stat(target).st_mode
     except FileNotFoundError as exc:
-        raise ResultError(
-            _NOT_FOUND,
+        raise ResultDigestUnavailable(
             f"deterministic-output-path {deterministic_output_path!r} does not exist in the output",
         ) from exc
     except OSError as exc:
-        raise ResultError(_NOT_FOUND, f"{target}: cannot be read ({exc.strerror})") from exc
+        raise ResultDigestUnavailable(f"{target}: cannot be read ({exc.strerror})") from exc
     if stat.S_ISREG(mode):
         return to_hex(_sha256_file(target))
     if stat.S_ISDIR(mode):
         return directory_digest(target, root)
-    raise ResultError(
-        _NOT_FOUND,
+    raise ResultDigestUnavailable(
         f"deterministic-output-path {deterministic_output_path!r} is neither a file nor a directory",
     )
 
@@ -108,8 +101,7 @@ def directory_digest(directory: str | Path, root: str | Path) -> str:
         if child.is_symlink():
             path = os.path.realpath(child.path)
             if not _is_inside(path, real_root):
-                raise ResultError(
-                    _NOT_FOUND,
+                raise ResultDigestUnavailable(
                     f"{child.path} is a link leading out of /{IEXEC_OUT}; it is not followed",
                 )
         parts.append(_child_hash(path))
@@ -124,7 +116,7 @@ def _child_hash(path: str) -> bytes:
     except FileNotFoundError:
         return b""
     except OSError as exc:
-        raise ResultError(_NOT_FOUND, f"{path}: cannot be read ({exc.strerror})") from exc
+        raise ResultDigestUnavailable(f"{path}: cannot be read ({exc.strerror})") from exc
     return _sha256_file(path) if stat.S_ISREG(mode) else b""
 
 
@@ -134,11 +126,11 @@ def _sha256_file(path: str) -> bytes:
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise ResultError(_NOT_FOUND, f"{path}: cannot be read ({exc.strerror})") from exc
+        raise ResultDigestUnavailable(f"{path}: cannot be read ({exc.strerror})") from exc
     digest = hashlib.sha256()
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ResultError(_NOT_FOUND, f"{path}: not a regular file")
+            raise ResultDigestUnavailable(f"{path}: not a regular file")
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.digest()

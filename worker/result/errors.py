@@ -1,17 +1,34 @@
-"""The one error type of the result stage: it carries the cause the replicate fails with."""
+"""What can go wrong producing and publishing a result; ``worker.replicate.causes`` maps each to a
+status cause (the names follow the reference's post-compute causes)."""
 
 from __future__ import annotations
 
 from worker.protocol.errors import WorkerError
-from worker.protocol.status import ReplicateStatusCause
 
 
 class ResultError(WorkerError):
-    """The result of a replicate cannot be produced; the replicate fails with ``cause``."""
+    """The result of a replicate cannot be produced or published."""
 
-    def __init__(self, cause: ReplicateStatusCause, message: str) -> None:
-        super().__init__(message)
-        self.cause = cause
 
-    def __str__(self) -> str:
-        return f"{self.cause.value}: {super().__str__()}"
+class ComputedFileInvalid(ResultError):
+    """``computed.json`` is missing, unreadable, too large or malformed."""
+
+
+class ResultDigestUnavailable(ResultError):
+    """The result digest cannot be computed (deterministic output missing or unreadable)."""
+
+
+class ResultFolderUnreadable(ResultError):
+    """``iexec_out`` cannot be listed."""
+
+
+class ResultFileNameTooLong(ResultError):
+    """A file of ``iexec_out`` has a name longer than the reference accepts."""
+
+
+class ResultZipFailed(ResultError):
+    """``iexec_out`` cannot be zipped within the result size limit."""
+
+
+class ResultNotUploaded(ResultError):
+    """The result could not be uploaded, or no link to it could be obtained."""

@@ -19,10 +19,10 @@ import aiohttp
 from eth_account.signers.local import LocalAccount
 
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
-from worker.protocol.errors import StepFailed, WorkerError
+from worker.protocol.errors import WorkerError
 from worker.protocol.models import ResultModel, WorkerpoolAuthorization
 from worker.protocol.redact import display_url
-from worker.protocol.status import ReplicateStatusCause
+from worker.result.errors import ResultNotUploaded
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ def result_proxy_url(storage_proxy: str | None, result_repository_url: str) -> s
     """Deal param ``iexec_result_storage_proxy`` when set, else the scheduler's ``resultRepositoryURL``."""
     url = (storage_proxy or "").strip() or result_repository_url.strip()
     if not url.lower().startswith(("http://", "https://")):
-        raise StepFailed(
-            ReplicateStatusCause.RESULT_LINK_MISSING,
+        raise ResultNotUploaded(
             f"result proxy URL {display_url(url)!r} is not an http(s) URL; fix the deal param "
             "iexec_result_storage_proxy or the scheduler's resultRepositoryURL",
         )
@@ -172,7 +171,7 @@ async def upload_result(
 ) -> str:
     """Upload the result of a standard task and return its result link text.
 
-    A callback task is not uploaded: its link names the callback contract. Raises ``StepFailed`` with
+    A callback task is not uploaded: its link names the callback contract. Raises ``ResultNotUploaded`` with
     RESULT_LINK_MISSING when no link can be produced. Calls that fail transiently (no answer, 5xx) are
     tried ``attempts`` times.
     """
@@ -181,8 +180,7 @@ async def upload_result(
         return result_link(ETHEREUM_STORAGE, callback.strip().lower())
     provider = (storage_provider or "").strip() or IPFS_STORAGE
     if provider != IPFS_STORAGE:
-        raise StepFailed(
-            ReplicateStatusCause.RESULT_LINK_MISSING,
+        raise ResultNotUploaded(
             f"task {task_id}: result storage provider {provider!r} is not supported for standard tasks; "
             f"the requester must set iexec_result_storage_provider to {IPFS_STORAGE!r}",
         )
@@ -209,12 +207,9 @@ async def upload_result(
             log.info("result of task %s was already stored by the result proxy", task_id)
         ipfs_hash = await retried(lambda: get_ipfs_hash(session, proxy_url, task_id))
     except ResultProxyError as exc:
-        raise StepFailed(
-            ReplicateStatusCause.RESULT_LINK_MISSING, f"result of task {task_id} is not uploaded: {exc}"
-        ) from exc
+        raise ResultNotUploaded(f"result of task {task_id} is not uploaded: {exc}") from exc
     if ipfs_hash is None:
-        raise StepFailed(
-            ReplicateStatusCause.RESULT_LINK_MISSING,
+        raise ResultNotUploaded(
             f"result of task {task_id}: the proxy {display_url(proxy_url)} accepted the upload but knows "
             "no IPFS hash for it",
         )

@@ -8,10 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from devnet.platform import Platform
-from tests.compute.conftest import _start_registry
+from devnet.platform import Platform, worker_env, write_env_file
 from tests.support import free_port
+from tests.support.docker import start_registry
+from worker.app import run_worker
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC
+from worker.config import load_settings
 from worker.protocol.status import ReplicateStatus
 
 RS = ReplicateStatus
@@ -53,7 +55,7 @@ async def local_registry(root: Path) -> AsyncIterator[str]:
         config.write_text(text)
 
     await asyncio.to_thread(write)
-    process = await _start_registry(config, port)
+    process = await start_registry(config, port)
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -72,3 +74,44 @@ async def contribute_count(platform: Platform, task_id: str, wallet: str) -> int
         "topics": [TASK_CONTRIBUTE_TOPIC, task_id, "0x" + wallet.lower().removeprefix("0x").rjust(64, "0")],
     })  # fmt: skip
     return len(logs)
+
+
+class RunningWorker:
+    def __init__(
+        self, task: asyncio.Task[int], stop: asyncio.Event, address: str, base_dir: Path, name: str = ""
+    ) -> None:
+        self.task = task
+        self.stop = stop
+        self.address = address
+        self.base_dir = base_dir
+        self.name = name
+
+    async def shutdown(self) -> int:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 60)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    platform: Platform, index: int, base_dir: Path, *, slots: int = 1, env: dict[str, str] | None = None
+) -> AsyncIterator[RunningWorker]:
+    """A worker of the platform running in this event loop; ``env`` adds or overrides settings.
+
+    Its name is unique: at start a worker removes every container labelled with its name, so two runs
+    of the suite on one Docker engine must not share names.
+    """
+    unique = {"IEXEC_WORKER_NAME": f"e2e-{uuid.uuid4().hex[:8]}-worker-{index}"}
+    env = {**worker_env(platform.info(), index, base_dir, slots=slots), **unique, **(env or {})}
+    settings = await asyncio.to_thread(load_settings, write_env_file(base_dir / ".env", env))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop=stop, install_signals=False), name=f"worker-{index}")
+    worker = RunningWorker(task, stop, platform.workers[index].address, base_dir, env["IEXEC_WORKER_NAME"])
+    try:
+        yield worker
+    finally:
+        if not task.done():
+            stop.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 60)
+        if not task.done():
+            task.cancel()

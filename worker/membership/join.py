@@ -1,0 +1,121 @@
+"""Joining the pool, in the reference's order: scheduler configuration, chain configuration, node
+check, gas check, login, version, register (protocol.md §1.5).
+
+The scheduler may be down when the worker starts: its configuration is asked again with backoff
+rather than crash-looping. Settings that contradict the scheduler or the node stop the start with a
+``ConfigurationError`` naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from worker.membership.funds import FundsWatch
+from worker.membership.health import Health
+from worker.membership.waiting import sleep_or_stop
+from worker.metrics import Metrics
+from worker.protocol.errors import ConfigurationError, SchedulerError
+from worker.protocol.models import PublicChainConfig, PublicConfiguration, WorkerModel
+
+log = logging.getLogger("iexec.worker")
+T = TypeVar("T")
+C = TypeVar("C", bound="JoiningChain")
+
+FIRST_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 30.0
+
+
+class JoiningScheduler(Protocol):
+    async def get_public_configuration(self) -> PublicConfiguration: ...
+
+    async def get_chain_config(self, config_server_url: str) -> PublicChainConfig: ...
+
+    async def login(self) -> None: ...
+
+    async def get_version(self) -> str: ...
+
+    async def register(self, model: WorkerModel) -> None: ...
+
+
+class JoiningChain(Protocol):
+    @property
+    def rpc_url(self) -> str: ...
+
+    async def chain_id(self) -> int: ...
+
+    async def balance(self, address: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Joined(Generic[C]):
+    public: PublicConfiguration
+    chain_config: PublicChainConfig
+    chain: C
+    core_version: str
+
+
+async def retry_until_stopped(what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
+    """Call until it answers, waiting 1, 2, 4 … 30 s after each scheduler error; re-raise once stopped."""
+    delay = FIRST_RETRY_DELAY
+    while True:
+        try:
+            return await call()
+        except SchedulerError as exc:
+            if stop.is_set():
+                raise
+            log.warning("cannot %s yet (%s); retrying in %.0f s", what, exc, delay)
+            await sleep_or_stop(stop, delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+
+
+async def join_pool(
+    scheduler: JoiningScheduler,
+    connect_chain: Callable[[PublicChainConfig], Awaitable[C]],
+    model: WorkerModel,
+    funds: Callable[[C, PublicChainConfig], FundsWatch],
+    health: Health,
+    metrics: Metrics,
+    stop: asyncio.Event,
+    *,
+    worker_version: str,
+) -> Joined[C]:
+    public = await retry_until_stopped(
+        "read the scheduler configuration", scheduler.get_public_configuration, stop
+    )
+    if public.required_worker_version and public.required_worker_version != worker_version:
+        raise ConfigurationError(
+            f"the scheduler requires worker version {public.required_worker_version}, this is {worker_version}"
+        )
+    chain_config = await retry_until_stopped(
+        "read the chain configuration", lambda: scheduler.get_chain_config(public.config_server_url), stop
+    )
+    chain = await connect_chain(chain_config)
+    node_chain_id = await chain.chain_id()
+    if node_chain_id != chain_config.chain_id:
+        raise ConfigurationError(
+            f"the node at {chain.rpc_url} is on chain {node_chain_id}, the scheduler on chain "
+            f"{chain_config.chain_id}: fix IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS"
+        )
+    funds(chain, chain_config).record_balance(await chain.balance(model.wallet_address))
+    await scheduler.login()
+    core_version = await scheduler.get_version()
+    await scheduler.register(model)
+    health.joined = True
+    metrics.slots_total.set(model.cpu_nb)
+    return Joined(public=public, chain_config=chain_config, chain=chain, core_version=core_version)
+
+
+def memory_gb() -> int:
+    """Total memory in whole GiB, at least 1 (the reference's ``memorySize``)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return max(int(line.split()[1]) // (1024 * 1024), 1)
+    except OSError:
+        pass
+    return 1
