@@ -9,10 +9,14 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from devnet.images import HELLO
 from devnet.platform import PlatformInfo
 from tests.support import until
 from tests.support.devnet import devnet_cache_dir
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_devnet_up_prints_the_platform_and_buy_prints_the_deal(tmp_path: Path) -> None:

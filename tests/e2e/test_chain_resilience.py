@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from devnet.anvil import Anvil
 from devnet.core.state import TaskStatus
 from devnet.images import SLEEP
@@ -22,6 +24,8 @@ from tests.support.e2e import RunningWorker
 from worker.app import run_worker
 from worker.config import load_settings
 from worker.protocol.status import ChainContributionStatus, ReplicateStatus
+
+pytestmark = pytest.mark.e2e
 
 RS = ReplicateStatus
 

@@ -31,6 +31,8 @@ from worker.protocol.status import (
     ReplicateStatusCause,
 )
 
+pytestmark = pytest.mark.e2e
+
 RS = ReplicateStatus
 Cause = ReplicateStatusCause
 CALLBACK = "0x" + "ca11bac0" + "00" * 16  # an address without code: PoCo's low-level call to it succeeds

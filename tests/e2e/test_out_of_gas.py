@@ -9,12 +9,15 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
 from devnet.platform import Platform, buy
 from tests.support import free_port, until
 from tests.support.e2e import running_worker
+
+pytestmark = pytest.mark.e2e
 
 WORKER = 1
 LOW = 10**16  # 0.01 ETH: less than 1e6 x the 22 gwei cap

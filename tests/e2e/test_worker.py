@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
 from devnet.platform import RLC, Platform, buy
 from tests.support import until
 from tests.support.e2e import running_worker
 from worker.protocol.status import ChainTaskStatus, ReplicateStatus
+
+pytestmark = pytest.mark.e2e
 
 RS = ReplicateStatus
 

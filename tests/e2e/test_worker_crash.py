@@ -26,6 +26,8 @@ from tests.support.e2e import contribute_count, unique_worker_name
 from worker.compute import container_name
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
+pytestmark = pytest.mark.e2e
+
 RS = ReplicateStatus
 WORKER_NAME = unique_worker_name(0)
 

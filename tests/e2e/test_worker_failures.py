@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from devnet.accounts import Role, account
 from devnet.core.state import TaskStatus
 from devnet.images import FAIL, SLEEP
@@ -25,6 +27,8 @@ from worker.protocol.status import (
     ReplicateStatus,
     ReplicateStatusCause,
 )
+
+pytestmark = pytest.mark.e2e
 
 RS = ReplicateStatus
 Cause = ReplicateStatusCause

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
@@ -14,6 +15,8 @@ from tests.support import free_port, until
 from worker import __version__
 from worker.app import run_worker
 from worker.config import load_settings
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO, SLEEP
 from devnet.platform import RLC, Platform, buy
@@ -17,6 +19,8 @@ from tests.support import until
 from tests.support.docker import docker_cli
 from tests.support.e2e import computing_interval, local_registry, running_worker
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
+
+pytestmark = pytest.mark.e2e
 
 RS = ReplicateStatus
 
