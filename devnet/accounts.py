@@ -1,4 +1,7 @@
-"""Deterministic devnet accounts: the anvil mnemonic, laid out by role as in the PoCo tests (devnet.md §3)."""
+"""Deterministic devnet accounts: the anvil mnemonic, laid out by role as in the PoCo tests.
+
+The roles and their indexes are listed in docs/devnet.md ("Accounts by role").
+"""
 
 from __future__ import annotations
 

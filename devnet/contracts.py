@@ -1,7 +1,8 @@
 """The real PoCo 6.1.0 contracts (token flavour) on anvil: ABIs, the deployment recipe, and a cached devnet.
 
-Bytecode and ABIs come only from the npm package ``@iexec/poco@6.1.0``. The deployment follows devnet.md §2:
-plain CREATE transactions from the admin account, so a fresh chain always gets the same addresses.
+Bytecode and ABIs come only from the npm package ``@iexec/poco@6.1.0``. The deployment
+(docs/devnet.md) is that of PoCo's ``deploy/0_deploy.ts`` at v6.1.0, made of plain CREATE
+transactions from the admin account, so a fresh chain always gets the same addresses.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ _ABI_PATHS = {
     "Dataset": "abis/contracts/registries/datasets/Dataset.json",
     "Workerpool": "abis/contracts/registries/workerpools/Workerpool.json",
 }
-# Contracts the npm package ships without a hardhat artifact (devnet.md D3).
+# Contracts the npm package ships without a hardhat artifact: their deployment records serve instead
+# (docs/devnet.md).
 _RECORDS = {
     "DiamondLoupe": "DiamondLoupeFacet",
     "DiamondCut": "DiamondCutFacet",
@@ -353,7 +355,7 @@ class _Deployer:
 
 
 async def deploy(w3: AsyncWeb3[Any]) -> Deployment:
-    """Deploy PoCo 6.1.0 (devnet.md §2, 44 txs) plus the DEVNET category on a fresh chain."""
+    """Deploy PoCo 6.1.0 (docs/devnet.md, 44 txs) plus the DEVNET category on a fresh chain."""
     await asyncio.to_thread(_preload)
     chain_id = await w3.eth.chain_id
     admin = account(Role.ADMIN)

@@ -1,8 +1,9 @@
-"""A development result proxy: the endpoints of iexec-result-proxy a worker and a scheduler use (protocol.md §7).
+"""A development result proxy: the endpoints of iexec-result-proxy a worker and a scheduler use.
 
-Results are accepted under the same rules as the real proxy (task REVEALING, the uploader's contribution
-PROVED, the recomputed digest matching the contributed result hash) and stored as files named after a
-content identifier, a CIDv0 over the sha2-256 of the zip bytes, instead of being pushed to IPFS.
+The routes are those of the proxy's ``ProxyController``. Results are accepted under the same rules as
+the real proxy (task REVEALING, the uploader's contribution PROVED, the recomputed digest matching the
+contributed result hash) and stored as files named after a content identifier, a CIDv0 over the
+sha2-256 of the zip bytes, instead of being pushed to IPFS.
 
 Every refusal is a 4xx answer with a message; a chain read that fails is a 503.
 """

@@ -1,7 +1,8 @@
 """On-chain actions of the requester, asset owners and scheduler on the devnet, plus the views a test checks.
 
 Every transaction is signed client-side by the ``LocalAccount`` passed in. Orders are EIP-712 signed with the
-typehashes and domain of devnet.md §4; the worker-side hashes come from :mod:`worker.protocol.crypto`.
+typehashes and domain of docs/devnet.md ("EIP-712"); the worker-side hashes come from
+:mod:`worker.protocol.crypto`.
 Public values are lowercase ``0x`` hex (addresses, bytes32), as on the scheduler wire.
 """
 
@@ -33,7 +34,7 @@ from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, to_bytes, to_hex
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 
 # ---------------------------------------------------------------------------------------------
-# EIP-712 (devnet.md §4)
+# EIP-712: the typehashes are PoCo's ``IexecLibOrders_v5`` constants (docs/devnet.md)
 
 EIP712_DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 DOMAIN_NAME = "iExecODB"

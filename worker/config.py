@@ -1,10 +1,10 @@
 """Worker settings, read from the environment and an optional ``.env`` file.
 
-Variable names and defaults are those of the reference Java worker (reference-worker.md §7), so an
-existing deployment's environment keeps working. Keys added by this worker are marked "(this worker)"
-in ``.env.example``. One frozen model per subsystem; :func:`load_settings` builds them all, rejects
-unknown ``IEXEC_`` keys and turns every problem into a :class:`ConfigurationError` that names the
-variable and the fix.
+Variable names and defaults are those of the reference Java worker (iexec-worker
+``application.yml``), so an existing deployment's environment keeps working. Keys added by this
+worker are marked "(this worker)" in ``.env.example``. One frozen model per subsystem;
+:func:`load_settings` builds them all, rejects unknown ``IEXEC_`` keys and turns every problem into
+a :class:`ConfigurationError` that names the variable and the fix.
 """
 
 from __future__ import annotations

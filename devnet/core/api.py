@@ -1,6 +1,7 @@
-"""The worker-facing REST API of the development scheduler (iexec-core 9.x, protocol.md §1).
+"""The worker-facing REST API of the development scheduler (iexec-core 9.x).
 
-Routes, exact bodies and status codes; the logic lives in ``supply``, ``updates`` and ``recovery``.
+Routes, exact bodies and status codes of iexec-core's ``WorkerController`` and
+``ReplicatesController``; the logic lives in ``supply``, ``updates`` and ``recovery``.
 Also serves the platform config server's ``GET /config/chain``. A handler that raises is logged
 and answered 500; the process goes on.
 """

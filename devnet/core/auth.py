@@ -1,8 +1,8 @@
 """Worker authentication: Base64 login challenge, raw-ECDSA signature check and HS256 JWT.
 
-Same rules as iexec-core (protocol.md §1.3): one challenge per wallet for 5 minutes from its
-creation, a per-process random JWT key (a restart invalidates every token), one cached token per
-wallet valid 1 hour, and an optional case-sensitive whitelist.
+Same rules as iexec-core (``ChallengeService``, ``JwtTokenProvider``): one challenge per wallet for
+5 minutes from its creation, a per-process random JWT key (a restart invalidates every token), one
+cached token per wallet valid 1 hour, and an optional case-sensitive whitelist.
 """
 
 from __future__ import annotations

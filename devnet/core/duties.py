@@ -1,7 +1,8 @@
 """The scheduler's background loop: picks up deals, moves tasks on, runs the detectors.
 
 One loop, polling the chain every ``poll_interval_s`` (or sooner when a handler records a status),
-does what iexec-core spreads over listeners and cron detectors (protocol.md §8): initialize the
+does what iexec-core spreads over listeners and cron detectors (``TaskUpdateManager``, ``TaskListeners``,
+the ``detector`` package): initialize the
 tasks of deals sent to our workerpool, detect consensus, request the upload, finalize, and fail
 tasks on contribution timeout or final deadline; lost workers and reveal timeouts are marked on
 their replicates. "Now" for deadlines is the latest block's timestamp.

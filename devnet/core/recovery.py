@@ -1,7 +1,8 @@
 """``GET /replicates/interrupted``: what a restarting worker should do for each task it was in.
 
-Rules of protocol.md §1.7. Answering has side effects, as in iexec-core: statuses the chain shows
-but the worker never reported are recorded, and every recovered replicate gets RECOVERING.
+Rules of iexec-core ``ReplicateSupplyService.getMissedTaskNotifications``. Answering has side
+effects, as in iexec-core: statuses the chain shows but the worker never reported are recorded,
+and every recovered replicate gets RECOVERING.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The development scheduler's push channel: a simple STOMP broker behind a SockJS endpoint.
 
-It serves what iexec-core serves on ``/connect`` (protocol.md §2): SockJS with WebSocket disabled,
-so the HTTP transports only (``xhr_streaming``, ``xhr`` long polling, ``eventsource``, with
+It serves what iexec-core serves on ``/connect`` (its ``WebSocketConfig``): SockJS with WebSocket
+disabled, so the HTTP transports only (``xhr_streaming``, ``xhr`` long polling, ``eventsource``, with
 ``xhr_send`` for client messages), and behind it a broker like Spring's simple broker: in memory,
 destinations under ``/topic``, auto-acknowledged, no replay.
 

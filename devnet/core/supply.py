@@ -1,7 +1,7 @@
 """Handing replicates to workers (``/replicates/available``) and the consensus prediction behind it.
 
 A task gets one more replicate only while the contributions already made plus the ones still
-expected cannot reach PoCo's consensus threshold (protocol.md §8 "replicate supply").
+expected cannot reach PoCo's consensus threshold (iexec-core ``ConsensusHelper``, ``PredictionHelper``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``POST /replicates/{id}/updateStatus``: the checks iexec-core runs before recording a status.
 
-Order (protocol.md §1.8): unknown replicate, status already in the history (never twice),
-transition graph, task readable for COMPUTED, then per-status on-chain checks. Accepted updates
-are appended with modifier WORKER and answered with the next action.
+Order (iexec-core ``ReplicatesService``): unknown replicate, status already in the history (never
+twice), transition graph, task readable for COMPUTED, then per-status on-chain checks. Accepted
+updates are appended with modifier WORKER and answered with the next action.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Unit tests (no chain): EIP-712 typehashes, domain separator and order digests against devnet.md §4 values
-and eth_account's independent ``encode_typed_data``."""
+"""Unit tests (no chain): EIP-712 typehashes, domain separator and order digests against the values
+of docs/devnet.md (PoCo's ``IexecLibOrders_v5`` constants) and eth_account's independent
+``encode_typed_data``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """End-to-end on the shared devnet (real anvil + real PoCo): one task through its whole on-chain life, with the test
-playing requester, asset owners, scheduler and worker, checked against the balance table of devnet.md §3."""
+playing requester, asset owners, scheduler and worker, checked against the balance table of docs/devnet.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Development scheduler, REST API against protocol.md §1 (unit tests).
+"""Development scheduler, REST API against iexec-core's ``WorkerController`` and
+``ReplicatesController`` (unit tests).
 
 Real HTTP on 127.0.0.1 and the real STOMP broker; the chain is ``FakeChain`` (in memory, same
 ``SchedulerChain`` Protocol as the toolkit adapter) and the result check a fake. Keys are throwaway.

@@ -1,8 +1,9 @@
 """The part of the PoCo ABI the worker uses, shipped with the package (no node_modules at run time).
 
 Fragments of ``IexecInterfaceToken`` and ``Workerpool`` from @iexec/poco 6.1.0, without ``internalType``
-(tooling metadata the codec ignores): the worker's transactions and views (protocol.md §6.1, §6.2)
-and the task events (§6.5). tests/chain/test_abi.py checks them against the npm artifacts.
+(tooling metadata the codec ignores): the worker's transactions and views (PoCo ``IexecPoco2``,
+``IexecPocoAccessors``, ``IexecAccessorsABILegacy``) and the task events (iexec-commons-poco
+``LogTopic``). tests/chain/test_abi.py checks them against the npm artifacts.
 """
 
 from __future__ import annotations

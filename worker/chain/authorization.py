@@ -1,4 +1,4 @@
-"""Checking a WorkerpoolAuthorization before acting on it (protocol.md §5.3).
+"""Checking a WorkerpoolAuthorization before acting on it (iexec-worker ``WorkerpoolAuthorizationService``).
 
 Everything is local or an ``eth_call``: a forged authorization costs the worker no gas.
 """

@@ -1,8 +1,9 @@
 """What the worker is willing to pay for gas, and whether its wallet can still pay it.
 
-Pure arithmetic over values read from the node (reference-worker.md §5.3, §5.4): the network
-price times a multiplier, never above a cap. On EIP-1559 chains the same cap bounds
-``maxFeePerGas`` and the tip, so a worker never commits to more per gas than the cap.
+Pure arithmetic over values read from the node (iexec-commons-poco ``Web3jAbstractService`` and
+``IexecHubAbstractService.hasEnoughGas``): the network price times a multiplier, never above a
+cap. On EIP-1559 chains the same cap bounds ``maxFeePerGas`` and the tip, so a worker never
+commits to more per gas than the cap.
 """
 
 from __future__ import annotations

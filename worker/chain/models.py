@@ -1,9 +1,10 @@
 """What the worker reads from and writes to the PoCo contracts, as typed immutable values.
 
 Times are whole seconds (Unix time for instants, a duration for ``max_execution_time``), as the
-contracts store them; the Java stack multiplies them by 1000, we do not. ``ChainClient`` gives addresses
-checksummed (the devnet toolkit fills the deal and contribution types lowercase), bytes32 values
-``0x``-prefixed lowercase hex. protocol.md §6.2, §6.3, §6.6.
+contracts store them; the Java stack multiplies them by 1000, we do not. ``ChainClient`` gives
+addresses checksummed (the devnet toolkit fills the deal and contribution types lowercase), bytes32
+values ``0x``-prefixed lowercase hex. Sources: PoCo ``IexecPocoAccessors`` and ``IexecLibCore_v5``,
+iexec-commons-poco ``ChainTask``, ``ChainDeal`` and ``TaskDescription``.
 """
 
 from __future__ import annotations
@@ -277,7 +278,8 @@ class DealParams:
 
 @dataclass(frozen=True, slots=True)
 class TaskDescription:
-    """Everything a replicate needs to know about its task, assembled from the hub views (§6.6)."""
+    """Everything a replicate needs to know about its task, assembled from the hub views as iexec-commons-poco
+    ``TaskDescription`` is."""
 
     task_id: str
     deal_id: str

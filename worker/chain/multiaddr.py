@@ -1,4 +1,4 @@
-"""Dataset locations stored on chain as multiaddr bytes (protocol.md §6.2).
+"""Dataset locations stored on chain as multiaddr bytes (iexec-commons-poco ``MultiAddressHelper``).
 
 Registries store either the text of a URL (``https://…``, ``/ipfs/Qm…``) or a binary multiaddr. The
 only binary form iExec tools write is ``/ipfs/<cid>`` (protocol code 421), decoded here with py-cid;

@@ -1,6 +1,6 @@
 """Why a contribute or reveal would revert, named from the hub views before anything is sent.
 
-PoCo checks are mostly bare ``require`` statements (protocol.md §6.1), so a revert alone says
+PoCo checks are mostly bare ``require`` statements (PoCo ``IexecPoco2Facet``), so a revert alone says
 nothing; the same conditions read from the views give the replicate its ReplicateStatusCause.
 Deadlines are compared with the latest block's timestamp, the clock the contract uses.
 """

@@ -143,8 +143,9 @@ class TransactionSender:
         """``contribute`` with the resultHash and resultSeal of ``result_digest``.
 
         Standard tasks use a zero enclave challenge and 32 zero bytes of enclave signature
-        (protocol.md §5.4). Raises TransactionRefused with the cause when it cannot succeed,
-        ChainError (transient) when the node failed, ReceiptTimeout when not mined in time.
+        (iexec-worker ``ContributionService``, iexec-core ``SmsService``). Raises TransactionRefused
+        with the cause when it cannot succeed, ChainError (transient) when the node failed,
+        ReceiptTimeout when not mined in time.
         """
         worker = self.address
         data = self._client.encode(

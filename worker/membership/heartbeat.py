@@ -1,8 +1,8 @@
 """Pings the scheduler every 10 s, as the reference does, and watches its configuration fingerprint.
 
-The ping's answer is a hash of the scheduler's public configuration (protocol.md §1.4): when it
-changes while no replicate holds a computing slot, the worker joins again with the new
-configuration; while replicates compute, it waits for a later ping.
+The ping's answer is a hash of the scheduler's public configuration (iexec-core
+``PublicConfigurationService``): when it changes while no replicate holds a computing slot, the
+worker joins again with the new configuration; while replicates compute, it waits for a later ping.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Joining the pool, in the reference's order: scheduler configuration, chain configuration, node
-check, gas check, login, version, register (protocol.md §1.5).
+check, gas check, login, version, register (iexec-worker ``Application``, ``WorkerService``).
 
 The scheduler may be down when the worker starts: its configuration is asked again with backoff
 rather than crash-looping. Settings that contradict the scheduler or the node stop the start with a

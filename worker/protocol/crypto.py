@@ -1,7 +1,9 @@
 """Identifiers, hashes and signatures of the iExec protocol, bit-identical to the Java stack.
 
 Pure functions over hex strings (``0x``-prefixed); keys are eth_account ``LocalAccount`` objects
-or raw private keys. Formulas: protocol.md §1.3 (login), §5 (PoCo hashes and signatures).
+or raw private keys. Formulas: iexec-core ``ChallengeService`` and iexec-commons-poco ``SignatureUtils``
+(login); iexec-commons-poco ``HashUtils`` and ``ChainUtils``, PoCo ``IexecPoco2Facet`` (task ids, result
+hash and seal, authorization).
 """
 
 from __future__ import annotations

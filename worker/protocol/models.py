@@ -1,7 +1,9 @@
 """JSON bodies exchanged with the scheduler (iexec-core) and the result proxy, as Jackson writes them.
 
 Field names on the wire are camelCase; Python code uses snake_case. Parsing is lenient (unknown
-fields ignored), serialisation keeps nulls, as the Java side does. protocol.md §1, §1.9, §7.
+fields ignored), serialisation keeps nulls, as the Java side does. Models: iexec-core-library's
+``SchedulerClient`` and ``notification`` package, iexec-common ``ReplicateStatusUpdate``,
+``ReplicateStatusDetails`` and ``ResultModel``, iexec-commons-poco ``WorkerpoolAuthorization``.
 """
 
 from __future__ import annotations

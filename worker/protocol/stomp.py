@@ -1,8 +1,8 @@
 """STOMP 1.2 frame codec, sans I/O: bytes in, frames out, and frames back to bytes.
 
-The scheduler's push channel speaks STOMP over SockJS (protocol.md §2). This module only parses and
-renders frames; the worker's client (``worker.scheduler.stomp``) and the development scheduler's
-broker both use it, so the two sides speak exactly the same framing.
+The scheduler's push channel speaks STOMP over SockJS (iexec-core ``WebSocketConfig``). This module
+only parses and renders frames; the worker's client (``worker.scheduler.stomp``) and the development
+scheduler's broker both use it, so the two sides speak exactly the same framing.
 """
 
 from __future__ import annotations

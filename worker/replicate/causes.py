@@ -5,7 +5,8 @@ and know nothing of replicate statuses. ``TaskWork`` runs each stage inside ``fa
 which turns them into ``StepFailed`` with the cause this table gives, the adapter's message kept.
 Rows are read top down and the first whose stage and type match wins, so a narrow type sits above a
 wider one. The chain's pre-check verdicts (``TransactionRefused``) already are causes of the protocol
-(CANT_CONTRIBUTE_SINCE_*, protocol.md §6) and pass through as they are.
+(CANT_CONTRIBUTE_SINCE_*, as iexec-worker ``ContributionService`` names them) and pass through as
+they are.
 """
 
 from __future__ import annotations

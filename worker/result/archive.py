@@ -1,10 +1,10 @@
 """Standard post-compute: check the result file names, zip ``iexec_out`` and publish ``computed.json``.
 
-Layout (protocol.md §5.1): ``output/iexec_out/`` is what the app wrote, ``output/iexec_out.zip`` and
-``output/computed.json`` are produced here. Entries are the regular files of ``iexec_out`` with
-paths relative to it, DEFLATE-compressed; a symbolic link or special file becomes an empty entry,
-so nothing outside the folder is ever read. The zip may be bounded in size, so a runaway app cannot
-fill the disk through it.
+Layout (iexec-worker ``PostComputeService``): ``output/iexec_out/`` is what the app wrote,
+``output/iexec_out.zip`` and ``output/computed.json`` are produced here. Entries are the regular
+files of ``iexec_out`` with paths relative to it, DEFLATE-compressed; a symbolic link or special
+file becomes an empty entry, so nothing outside the folder is ever read. The zip may be bounded in
+size, so a runaway app cannot fill the disk through it.
 """
 
 from __future__ import annotations

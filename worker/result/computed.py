@@ -1,6 +1,6 @@
 """``computed.json``: what the app declares about its result, and the error result written in its place.
 
-Keys and their JSON spelling are those of iexec-common's ``ComputedFile`` (protocol.md §5.1). The
+Keys and their JSON spelling are those of iexec-common's ``ComputedFile``. The
 file is written by the app, so it is read defensively: bounded in size, never through a symbolic
 link, unknown keys ignored, and every defect reported as one ``ResultError``.
 """

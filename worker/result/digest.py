@@ -1,4 +1,6 @@
-"""The result digest a worker contributes, computed as every iExec worker computes it (protocol.md §5.1).
+"""The result digest a worker contributes, computed as every iExec worker computes it.
+
+The rules are those of iexec-common ``ResultUtils`` and ``FileHashUtils``:
 
 * Callback task: keccak256 of the bytes of ``callback-data``.
 * Otherwise the target is ``output + deterministic-output-path`` (plain concatenation, as the Java

@@ -1,8 +1,10 @@
-"""Client of the result proxy (protocol.md §7) and the result link a standard task is finalized with.
+"""Client of the result proxy and the result link a standard task is finalized with.
 
-The link text goes on chain byte for byte (``finalize(results = utf8(link))``), so it is written exactly as
-the reference worker writes it, spaces included. The proxy's token is a bearer credential: it is never
-logged nor put in an error message.
+The proxy's routes are those of iexec-result-proxy ``ProxyController``; the link is built as
+iexec-worker ``ResultService`` builds it. The link text goes on chain byte for byte
+(``finalize(results = utf8(link))``), so it is written exactly as the reference worker writes it,
+spaces included. The proxy's token is a bearer credential: it is never logged nor put in an error
+message.
 """
 
 from __future__ import annotations

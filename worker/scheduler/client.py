@@ -1,5 +1,6 @@
-"""REST client of the scheduler (iexec-core), as a worker sees it: protocol.md §1.
+"""REST client of the scheduler (iexec-core), as a worker sees it.
 
+The endpoints are those of iexec-core's ``WorkerController`` and ``ReplicatesController``.
 Every request carries ``Content-Type: application/json``; text answers are raw (no JSON quotes)
 except ``updateStatus``, which answers a JSON string. The wallet address is always lowercase: the
 scheduler compares addresses as exact strings. Authenticated calls log in again once on 401 (the
@@ -122,7 +123,10 @@ class SchedulerClient:
     # --- authentication ----------------------------------------------------------------------
 
     async def login(self) -> None:
-        """Challenge, raw signature of its quirky hash, JWT: protocol.md §1.3."""
+        """Challenge, raw signature of its quirky hash, JWT.
+
+        As iexec-core ``ChallengeService`` checks it and iexec-commons-poco ``SignatureUtils`` signs it.
+        """
         async with self._login_lock:
             await self._login_locked()
 

@@ -1,8 +1,9 @@
 """Push channel from the scheduler: STOMP 1.2 over SockJS, on SockJS's HTTP transports only.
 
 iexec-core exposes ``{coreUrl}/connect`` as a SockJS endpoint with WebSocket disabled and a simple
-STOMP broker behind it (protocol.md §2). The worker subscribes to ``/topic/task/{chainTaskId}`` for
-every task it works on; the scheduler publishes a ``TaskNotification`` JSON body there.
+STOMP broker behind it (iexec-core ``WebSocketConfig``). The worker subscribes to
+``/topic/task/{chainTaskId}`` for every task it works on; the scheduler publishes a
+``TaskNotification`` JSON body there.
 
 Transports: ``xhr_streaming`` (one long POST that streams frames, reopened when the server ends it
 after its byte limit), falling back to ``xhr`` long polling when streaming is refused. Messages go
