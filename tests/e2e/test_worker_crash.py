@@ -198,6 +198,10 @@ async def test_kill_9_after_broadcasting(
             within=60,
             what=f"task {task_id} COMPLETED",
         )
+        # PLEASE_COMPLETE follows the task's completion: stop once the replicate has acted on it.
+        await second.until(
+            lambda: _local_status(db, task_id) is RS.COMPLETED, within=20, what="replicate COMPLETED locally"
+        )
         await second.stop()
 
     assert (await platform.toolkit.view_task(task_id)).status is ChainTaskStatus.COMPLETED
