@@ -9,17 +9,21 @@ supervisor drains in-flight replicates for a grace period; a second signal force
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import platform
-import signal
 from contextlib import AsyncExitStack
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
 
 from worker import __version__
-from worker.chain import ChainClient, ChainWatcher, GasPolicy, TransactionSender
+from worker.chain import (
+    ChainClient,
+    ChainWatcher,
+    GasPolicy,
+    TransactionSender,
+    paid_fee,
+)
 from worker.compute import DockerEngine, RegistryAuth
 from worker.config import Settings
 from worker.data.downloads import DownloadLimits
@@ -33,10 +37,14 @@ from worker.membership import (
     SchedulerReporter,
     complete_finalized,
     join_pool,
+    lifecycle,
 )
+from worker.membership.health import StartStage
 from worker.membership.join import memory_gb
+from worker.membership.status import Identity, StatusView
 from worker.metrics import Metrics
 from worker.protocol.models import PublicChainConfig, TaskNotification, WorkerModel
+from worker.protocol.redact import display_url
 from worker.protocol.status import TaskAbortCause, TaskNotificationType
 from worker.replicate.journal import StoreJournal
 from worker.replicate.pipeline import PipelineDeps, local_notification
@@ -53,66 +61,68 @@ STOP_GRACE = 30.0
 PUSH_READY_WAIT = 10.0
 
 
-def _install_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    count = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal count
-        count += 1
-        if count == 1:
-            log.info(
-                "%s received: stopping after in-flight work (send again to force)",
-                signal.Signals(signum).name,
-            )
-            stop.set()
-        else:
-            log.warning("second signal: stopping now")
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, on_signal, signum)
-
-
 async def run_worker(
     settings: Settings, *, stop: asyncio.Event | None = None, install_signals: bool = True
 ) -> int:
-    """Run the worker until ``stop`` is set; returns the process exit code."""
+    """Run the worker until ``stop`` is set; returns the process exit code.
+
+    The HTTP server starts first: probes see the worker alive (and why it is not ready yet) while it
+    decrypts its wallet and waits for the scheduler.
+    """
     stop = stop or asyncio.Event()
     if install_signals:
-        _install_signals(stop)
-    account = await load_wallet(settings.wallet_path, settings.wallet_password)
-    address = account.address.lower()
-    with WalletLock(settings.node.base_dir, address):
-        log.info("worker %s (wallet %s) starting, version %s", settings.node.name, address, __version__)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                rejoin = asyncio.Event()
-                code = await _membership(settings, session, account, stop, rejoin)
-                if stop.is_set() or not rejoin.is_set():
-                    return code
-                log.info("joining the scheduler again with its new configuration")
+        lifecycle.install_signals(stop)
+    node = settings.node
+    metrics, health = Metrics(), Health()
+    status = StatusView(
+        Identity(
+            name=node.name, version=__version__, scheduler_url=display_url(settings.scheduler.core_url),
+            pool=settings.scheduler.pool_address, gas_price_multiplier=settings.chain.gas_price_multiplier,
+            gas_price_cap=settings.chain.gas_price_cap,
+        ),
+        health,
+    )  # fmt: skip
+    http = HttpServer(create_http_app(metrics, health, status), node.http_host, node.port)
+    await http.start()
+    log.info("health, metrics and status page on http://%s:%d/status", node.http_host, http.port)
+    try:
+        health.enter(StartStage.WALLET, f"decrypting the wallet {settings.wallet_path}")
+        account = await load_wallet(settings.wallet_path, settings.wallet_password)
+        address = status.identity.wallet = account.address.lower()
+        metrics.info.info({"version": __version__, "name": node.name, "wallet": address})
+        with WalletLock(node.base_dir, address):
+            log.info("worker %s (wallet %s) starting, version %s", node.name, address, __version__)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                while True:
+                    rejoin = asyncio.Event()
+                    code = await _membership(
+                        settings, session, account, (metrics, health, status), stop, rejoin
+                    )
+                    if stop.is_set() or not rejoin.is_set():
+                        return code
+                    log.info("joining the scheduler again with its new configuration")
+    finally:
+        health.enter(StartStage.STOPPING, "stopped")
+        await http.stop()
 
 
 async def _membership(
     settings: Settings,
     session: aiohttp.ClientSession,
     account: LocalAccount,
+    views: tuple[Metrics, Health, StatusView],
     outer_stop: asyncio.Event,
     rejoin: asyncio.Event,
 ) -> int:
     """One membership of the pool: join, then work until stopped or until the scheduler asks to rejoin."""
     node, address = settings.node, account.address.lower()
     stop = asyncio.Event()  # set by the outer stop or by a rejoin: every loop below ends on it
-    metrics = Metrics()
-    metrics.info.info({"version": __version__, "name": node.name, "wallet": address})
-    health = Health()
+    metrics, health, status = views
+    gas_policy = GasPolicy(multiplier=settings.chain.gas_price_multiplier, cap=settings.chain.gas_price_cap)
     scheduler = SchedulerClient(session, settings.scheduler.core_url, account)
     async with AsyncExitStack() as stack:
-        linker = asyncio.create_task(_first_of(outer_stop, rejoin, then=stop), name="stop-link")
+        linker = asyncio.create_task(lifecycle.first_of(outer_stop, rejoin, then=stop), name="stop-link")
         stack.callback(linker.cancel)
 
         async def connect_chain(config: PublicChainConfig) -> ChainClient:
@@ -138,8 +148,9 @@ async def _membership(
             tdx_enabled=False,
         )  # fmt: skip
         joined = await join_pool(
-            scheduler, connect_chain, model, funds_watch, health, metrics, stop, worker_version=__version__
-        )
+            scheduler, connect_chain, model, funds_watch, health, metrics, stop, worker_version=__version__,
+            scheduler_url=display_url(settings.scheduler.core_url),
+        )  # fmt: skip
         chain = joined.chain
         log.info(
             "joined scheduler %s (core %s) with %d slot(s)",
@@ -157,7 +168,7 @@ async def _membership(
         push = PushChannel(session, settings.scheduler.core_url)
         sender = TransactionSender(
             chain, account, StoreJournal(store),
-            gas_policy=GasPolicy(multiplier=settings.chain.gas_price_multiplier, cap=settings.chain.gas_price_cap),
+            gas_policy=gas_policy,
             sidechain=joined.chain_config.sidechain, replace_after=settings.chain.tx_replace_after.total_seconds(),
         )  # fmt: skip
         work = _task_work(settings, chain, sender, engine, session, store, account, joined)
@@ -192,18 +203,14 @@ async def _membership(
             poll_interval=settings.chain.chain_poll_period.total_seconds(),
         )  # fmt: skip
 
-        async def replicates_view() -> list[dict[str, object]]:
-            return [{"chainTaskId": t, "status": str(supervisor.status_of(t))} for t in supervisor.active]
-
-        http = HttpServer(create_http_app(metrics, health, replicates_view), node.http_host, node.port)
-        await http.start()
-        stack.push_async_callback(http.stop)
-        log.info("metrics and health on http://%s:%d", node.http_host, http.port)
+        status.attach(store, lambda tx_hash: paid_fee(chain, tx_hash), supervisor)
+        stack.callback(status.detach)
         # The push channel outlives the drain: in-flight replicates still need their notifications
         # (PLEASE_REVEAL, PLEASE_COMPLETE), and report statuses only while it is up.
         push_stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(push.run(push_stop), name="push-channel")
+            health.enter(StartStage.RESUMING, "connecting the push channel, resuming stored replicates")
             # Listen on the topics of stored replicates before asking for interrupted ones: what the
             # scheduler publishes right after recovery must not fall between the two.
             for record in await store.unfinished():
@@ -222,22 +229,13 @@ async def _membership(
             group.create_task(demand.run(stop), name="replicate-demand")
             group.create_task(funds_watch(chain, joined.chain_config).run(stop), name="wallet-watch")
             group.create_task(watcher.run(stop), name="chain-watcher")
+            health.enter(StartStage.WORKING, f"working with {slots} slot(s)")
             await stop.wait()
+            health.enter(StartStage.STOPPING, f"stopping: draining replicates for up to {STOP_GRACE:.0f} s")
             await supervisor.drain(STOP_GRACE)
             push_stop.set()
     log.info("worker stopped")
     return 0
-
-
-async def _first_of(*events: asyncio.Event, then: asyncio.Event) -> None:
-    """Set ``then`` as soon as any of ``events`` is set."""
-    waiters = {asyncio.ensure_future(event.wait()) for event in events}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    then.set()
 
 
 def _task_work(

@@ -13,6 +13,8 @@ from worker.chain.errors import (
     TaskNotFound,
     TransactionRefused,
 )
+from worker.chain.escrow import NRLC_PER_RLC, Balances, DealStake, Escrow, EscrowError, parse_rlc, rlc
+from worker.chain.fees import PaidFee, current_fees, max_price, paid_fee
 from worker.chain.gas import GAS_LIMIT_CAP, DynamicFees, GasPolicy, LegacyFees, has_enough_gas
 from worker.chain.models import (
     ChainAccount,
@@ -38,6 +40,8 @@ from worker.chain.watcher import ChainWatcher
 
 __all__ = [
     "GAS_LIMIT_CAP",
+    "NRLC_PER_RLC",
+    "Balances",
     "ChainAccount",
     "ChainApp",
     "ChainBlock",
@@ -52,10 +56,14 @@ __all__ = [
     "ContractReverted",
     "DealAsset",
     "DealParams",
+    "DealStake",
     "DynamicFees",
+    "Escrow",
+    "EscrowError",
     "GasPolicy",
     "LegacyFees",
     "NonceTooLow",
+    "PaidFee",
     "ReceiptTimeout",
     "SentTx",
     "TaskDescription",
@@ -68,6 +76,11 @@ __all__ = [
     "TxReceipt",
     "cannot_contribute_cause",
     "cannot_reveal_cause",
+    "current_fees",
     "has_enough_gas",
+    "max_price",
+    "paid_fee",
+    "parse_rlc",
+    "rlc",
     "verify_authorization",
 ]

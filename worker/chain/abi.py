@@ -372,6 +372,46 @@ HUB_ABI: Final[list[dict[str, Any]]] = [
     },
 ]
 
+# The hub's escrow (PoCo ``IexecEscrowTokenFacet``, token flavour) and the RLC token it holds: what
+# ``iexec-worker account`` uses to show, deposit and withdraw the worker's stake.
+ESCROW_ABI: Final[list[dict[str, Any]]] = [
+    {
+        "inputs": [],
+        "name": "token",
+        "outputs": [{"name": "", "type": "address"}],
+        "stateMutability": "view",
+        "type": "function",
+    },
+    {
+        "inputs": [{"name": "amount", "type": "uint256"}],
+        "name": "withdraw",
+        "outputs": [{"name": "", "type": "bool"}],
+        "stateMutability": "nonpayable",
+        "type": "function",
+    },
+]
+
+RLC_ABI: Final[list[dict[str, Any]]] = [
+    {
+        "inputs": [{"name": "", "type": "address"}],
+        "name": "balanceOf",
+        "outputs": [{"name": "", "type": "uint256"}],
+        "stateMutability": "view",
+        "type": "function",
+    },
+    {
+        "inputs": [
+            {"name": "_spender", "type": "address"},
+            {"name": "_value", "type": "uint256"},
+            {"name": "_extraData", "type": "bytes"},
+        ],
+        "name": "approveAndCall",
+        "outputs": [{"name": "", "type": "bool"}],
+        "stateMutability": "nonpayable",
+        "type": "function",
+    },
+]
+
 WORKERPOOL_ABI: Final[list[dict[str, Any]]] = [
     {
         "inputs": [],
@@ -408,3 +448,4 @@ TASK_CONTRIBUTE_TOPIC: Final = event_topic("TaskContribute")
 TASK_REVEAL_TOPIC: Final = event_topic("TaskReveal")
 TASK_FINALIZE_TOPIC: Final = event_topic("TaskFinalize")
 TASK_CONSENSUS_TOPIC: Final = event_topic("TaskConsensus")
+SCHEDULER_NOTICE_TOPIC: Final = event_topic("SchedulerNotice")

@@ -36,6 +36,7 @@ from web3.types import TxReceipt as Web3Receipt
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC, TASK_REVEAL_TOPIC
 from worker.chain.client import ChainClient
 from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TransactionRefused
+from worker.chain.fees import current_fees
 from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees, gas_limit
 from worker.chain.models import SentTx, TxKind, TxReceipt
 from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
@@ -486,11 +487,7 @@ class TransactionSender:
         return self._nonce
 
     async def _fees(self) -> Fees:
-        """The one place a transaction is priced, from the latest block and the gas policy."""
-        block = await self._client.latest_block()
-        if block.base_fee_per_gas is None:
-            return self._gas.legacy(await self._client.gas_price())
-        return self._gas.dynamic(block.base_fee_per_gas, await self._client.max_priority_fee())
+        return await current_fees(self._client, self._gas)
 
     async def _build(self, data: str, limit: int, fees: Fees, nonce: int) -> dict[str, Any]:
         if self._chain_id is None:

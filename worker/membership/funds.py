@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from worker.chain import has_enough_gas
-from worker.membership.health import Health
+from worker.membership.health import FundsSeen, Health
 from worker.membership.ports import Chain
 from worker.membership.waiting import sleep_or_stop
 from worker.metrics import Metrics
@@ -35,7 +37,9 @@ class FundsWatch:
         gas_price_cap: int,
         sidechain: bool,
         period: float,
+        gas_price: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
+        """``gas_price`` tells the price per gas a transaction sent now would offer (the gas policy)."""
         self._chain = chain
         self._health = health
         self._metrics = metrics
@@ -43,6 +47,7 @@ class FundsWatch:
         self._cap = gas_price_cap
         self._sidechain = sidechain
         self._period = period
+        self._gas_price = gas_price
 
     def record_balance(self, balance: int) -> None:
         """Update the OUT_OF_GAS state from a balance, logging when it changes."""
@@ -65,6 +70,7 @@ class FundsWatch:
         try:
             balance = await self._chain.balance(self._wallet)
             account = await self._chain.account(self._wallet)
+            price = await self._gas_price() if self._gas_price else None
         except WorkerError as exc:
             self._health.problems["chain"] = f"node unreachable: {exc}"
             return
@@ -72,6 +78,7 @@ class FundsWatch:
         self._metrics.rlc_stake_nrlc.set(account.stake)
         self._metrics.rlc_locked_nrlc.set(account.locked)
         self.record_balance(balance)
+        self._health.funds = FundsSeen(balance, account.stake, account.locked, price, time.time())
 
     async def run(self, stop: asyncio.Event) -> None:
         while True:

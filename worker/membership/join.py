@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from worker.membership.funds import FundsWatch
-from worker.membership.health import Health
+from worker.membership.health import Health, StartStage
 from worker.membership.waiting import sleep_or_stop
 from worker.metrics import Metrics
 from worker.protocol.errors import ConfigurationError, SchedulerError
@@ -58,9 +58,20 @@ class Joined(Generic[C]):
     core_version: str
 
 
-async def retry_until_stopped(what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
-    """Call until it answers, waiting 1, 2, 4 … 30 s after each scheduler error; re-raise once stopped."""
+async def retry_until_stopped(
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    *,
+    health: Health | None = None,
+    where: str = "",
+) -> T:
+    """Call until it answers, waiting 1, 2, 4 … 30 s after each scheduler error; re-raise once stopped.
+
+    While it waits, ``health`` says for what, at which attempt and when the next one is.
+    """
     delay = FIRST_RETRY_DELAY
+    attempt = 1
     while True:
         try:
             return await call()
@@ -68,8 +79,14 @@ async def retry_until_stopped(what: str, call: Callable[[], Awaitable[T]], stop:
             if stop.is_set():
                 raise
             log.warning("cannot %s yet (%s); retrying in %.0f s", what, exc, delay)
+            if health is not None:
+                health.waiting(
+                    f"waiting for {where or 'the scheduler'} (attempt {attempt}, next in {delay:.0f} s): "
+                    f"cannot {what}: {exc}"
+                )
             await sleep_or_stop(stop, delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+            attempt += 1
 
 
 async def join_pool(
@@ -82,17 +99,30 @@ async def join_pool(
     stop: asyncio.Event,
     *,
     worker_version: str,
+    scheduler_url: str = "",
 ) -> Joined[C]:
+    where = f"the scheduler at {scheduler_url}" if scheduler_url else "the scheduler"
+    health.joined = False
+    health.enter(StartStage.SCHEDULER, f"asking {where} for its configuration")
     public = await retry_until_stopped(
-        "read the scheduler configuration", scheduler.get_public_configuration, stop
+        "read the scheduler configuration",
+        scheduler.get_public_configuration,
+        stop,
+        health=health,
+        where=where,
     )
     if public.required_worker_version and public.required_worker_version != worker_version:
         raise ConfigurationError(
             f"the scheduler requires worker version {public.required_worker_version}, this is {worker_version}"
         )
     chain_config = await retry_until_stopped(
-        "read the chain configuration", lambda: scheduler.get_chain_config(public.config_server_url), stop
+        "read the chain configuration",
+        lambda: scheduler.get_chain_config(public.config_server_url),
+        stop,
+        health=health,
+        where=where,
     )
+    health.enter(StartStage.CHAIN, f"connecting to the chain {chain_config.chain_id} node")
     chain = await connect_chain(chain_config)
     node_chain_id = await chain.chain_id()
     if node_chain_id != chain_config.chain_id:
@@ -101,6 +131,7 @@ async def join_pool(
             f"{chain_config.chain_id}: fix IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS"
         )
     funds(chain, chain_config).record_balance(await chain.balance(model.wallet_address))
+    health.enter(StartStage.REGISTERING, f"logging in and registering at {where}")
     await scheduler.login()
     core_version = await scheduler.get_version()
     await scheduler.register(model)

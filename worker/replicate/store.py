@@ -67,6 +67,15 @@ class SentTransaction:
     sent_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class StatusEntry:
+    """One line of a replicate's history: the status entered, its cause, when (Unix time)."""
+
+    status: ReplicateStatus
+    cause: ReplicateStatusCause | None
+    at: float
+
+
 @dataclass(frozen=True)
 class ReplicateRecord:
     task_id: str
@@ -206,6 +215,62 @@ class ReplicateStore:
             return conn.execute("SELECT status, COUNT(*) FROM replicates GROUP BY status").fetchall()
 
         return {ReplicateStatus(s): n for s, n in await self._run(select)}
+
+    async def recent(self, limit: int) -> list[ReplicateRecord]:
+        """The replicates changed last, newest first (what the status page lists)."""
+
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {_COLUMNS} FROM replicates ORDER BY updated_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+
+        return [_record(r) for r in await self._run(select)]
+
+    async def timelines(self, task_ids: list[str]) -> dict[str, list[StatusEntry]]:
+        """Every status each replicate went through, oldest first, with when it was entered."""
+        if not task_ids:
+            return {}
+        marks = ", ".join("?" for _ in task_ids)
+
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str, str | None, float]]:
+            return conn.execute(
+                f"SELECT task_id, status, cause, at FROM status_log WHERE task_id IN ({marks}) ORDER BY rowid",
+                task_ids,
+            ).fetchall()
+
+        found: dict[str, list[StatusEntry]] = {task_id: [] for task_id in task_ids}
+        for task_id, status, cause, at in await self._run(select):
+            found[task_id].append(
+                StatusEntry(ReplicateStatus(status), ReplicateStatusCause(cause) if cause else None, at)
+            )
+        return found
+
+    async def recent_failures(self, limit: int) -> list[tuple[str, StatusEntry]]:
+        """The latest statuses entered with a cause (a failure and why), newest first."""
+
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str, str, float]]:
+            return conn.execute(
+                "SELECT task_id, status, cause, at FROM status_log WHERE cause IS NOT NULL"
+                " ORDER BY rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+        return [
+            (task_id, StatusEntry(ReplicateStatus(status), ReplicateStatusCause(cause), at))
+            for task_id, status, cause, at in await self._run(select)
+        ]
+
+    async def recent_transactions(self, limit: int) -> list[SentTransaction]:
+        """The latest transactions recorded (one per task and kind, its last version), newest first."""
+
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT task_id, kind, tx_hash, nonce, raw_tx, sent_at FROM transactions"
+                " ORDER BY sent_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+        return [SentTransaction(*row) for row in await self._run(select)]
 
     # -- transactions (the journal of what was broadcast) -----------------------------------------
 
