@@ -1,12 +1,14 @@
-"""``iexec-worker``: run the worker and manage its wallet (the operator's commands only).
+"""``iexec-worker``: the operator's commands: join, doctor, run, status, account, wallet.
 
 Exit codes: 0 done, 1 runtime failure (an orchestrator should restart), 2 configuration error.
+``doctor`` exits with its worst result: 0 all pass, 1 a warning, 2 a failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -47,6 +49,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(settings))
 
 
+def _env_file(args: argparse.Namespace) -> Path:
+    return Path(args.env_file) if args.env_file else Path(".env")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from worker.ops.doctor import DoctorOptions, run_doctor
+
+    options = DoctorOptions(image=args.image, contributions=args.contributions, lookback_blocks=args.blocks)
+    report = asyncio.run(run_doctor(_env_file(args), options))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+        print(f"worst: {report.worst.value}")
+    return report.exit_code
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    from worker.chain import EscrowError, parse_rlc
+    from worker.config import load_settings
+    from worker.ops import account
+
+    settings = load_settings(_env_file(args))
+    try:
+        if args.account_command == "show":
+            address, balances = asyncio.run(account.show(settings))
+        else:
+            if args.amount is None:
+                raise ConfigurationError(f"account {args.account_command}: give the AMOUNT of RLC, e.g. 2.5")
+            try:
+                amount = parse_rlc(args.amount)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+            address, paid, balances = asyncio.run(account.move(settings, args.account_command, amount))
+            if not args.json:
+                print(account.paid_line(args.account_command, amount, paid))
+    except EscrowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(account.balances_json(address, balances), indent=2))
+    else:
+        print("\n".join(account.balances_lines(address, balances)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from worker.ops.status import watch, worker_url
+
+    url = args.url or worker_url(_env_file(args))
+    return asyncio.run(
+        watch(url, as_json=args.json, once=args.once or not sys.stdout.isatty(), every=args.every)
+    )
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from worker.ops.join import JoinOptions, run_join
+
+    options = JoinOptions(
+        pool=args.pool, core_url=args.core_url, name=args.name,
+        base_dir=Path(args.base_dir) if args.base_dir else None, env_file=_env_file(args),
+        wallet=Path(args.wallet) if args.wallet else None,
+        password_file=Path(args.password_file) if args.password_file else None,
+        import_key=args.import_key, key_file=Path(args.key_file) if args.key_file else None,
+        deposit=args.deposit, stake=args.stake, contributions=args.contributions, settings=args.set or [],
+        start=args.start, print_unit=args.print_unit, image=args.image, wait=args.wait,
+        interactive=not args.non_interactive and sys.stdin.isatty(), force=args.force,
+    )  # fmt: skip
+    outcome = run_join(options)
+    if outcome.start and outcome.env_file is not None:
+        args.env_file = str(outcome.env_file)
+        return cmd_run(args)
+    return outcome.code
+
+
 def cmd_wallet(args: argparse.Namespace) -> int:
     from worker.wallet import create_wallet, import_wallet, read_private_key, show_wallet
 
@@ -77,6 +154,77 @@ def build_parser() -> argparse.ArgumentParser:
     wallet.add_argument("--wallet", help="keystore path (default: IEXEC_WORKER_WALLET_PATH)")
     wallet.add_argument("--password-file", help="file holding the keystore password")
     wallet.set_defaults(handler=cmd_wallet)
+
+    doctor = commands.add_parser(
+        "doctor", help="check that this machine, wallet and pool are ready for a worker"
+    )
+    doctor.add_argument("--env-file", help="settings file (default: ./.env)")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument("--image", help="a local image to test a bounded container with (default: busybox)")
+    doctor.add_argument("--contributions", type=int, default=10, help="contributions the ETH must pay for")
+    doctor.add_argument(
+        "--blocks", type=int, default=50_000, help="blocks of the pool's deals to read stakes from"
+    )
+    doctor.set_defaults(handler=cmd_doctor)
+
+    join = commands.add_parser(
+        "join", help="guided set-up: wallet, .env for a pool, funding, doctor, then start the worker"
+    )
+    join.add_argument("--pool", help="workerpool address (POOL_ADDRESS)")
+    join.add_argument("--core-url", help="the pool's scheduler URL (IEXEC_CORE_URL)")
+    join.add_argument("--name", help="worker name (IEXEC_WORKER_NAME)")
+    join.add_argument("--base-dir", help="working folder (IEXEC_WORKER_BASE_DIR)")
+    join.add_argument("--env-file", help="settings file to write (default: ./.env)")
+    join.add_argument("--wallet", help="keystore to use, or to create (default: <base dir>/wallet.json)")
+    join.add_argument(
+        "--password-file", help="wallet password file (created with a random password if absent)"
+    )
+    join.add_argument(
+        "--import-key",
+        action="store_true",
+        help="import a private key (read on stdin) instead of creating one",
+    )
+    join.add_argument("--key-file", help="file holding the private key to import")
+    join.add_argument("--deposit", help="deposit the wallet's RLC as it arrives: AMOUNT or all")
+    join.add_argument(
+        "--stake", help="RLC to wait for on the hub account (default: the pool's recent tasks, one per slot)"
+    )
+    join.add_argument("--contributions", type=int, default=10, help="contributions the ETH must pay for")
+    join.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="another setting for the .env (repeatable)"
+    )
+    join.add_argument("--start", action="store_true", help="start the worker at the end")
+    join.add_argument(
+        "--print", dest="print_unit", choices=["systemd", "compose", "none"], help="print how to start it"
+    )
+    join.add_argument("--image", help="local image for doctor's container test")
+    join.add_argument(
+        "--wait", type=float, help="seconds to wait for the funds before giving up (default: no limit)"
+    )
+    join.add_argument(
+        "--non-interactive", action="store_true", help="never ask: every answer comes from the flags"
+    )
+    join.add_argument("--force", action="store_true", help="replace an existing settings file")
+    join.set_defaults(handler=cmd_join)
+
+    account = commands.add_parser(
+        "account", help="ETH and RLC of the worker wallet; deposit or withdraw stake"
+    )
+    account.add_argument("account_command", choices=["show", "deposit", "withdraw"])
+    account.add_argument("amount", nargs="?", help="RLC to deposit or withdraw, e.g. 2.5")
+    account.add_argument("--env-file", help="settings file (default: ./.env)")
+    account.add_argument("--json", action="store_true", help="print the balances as JSON")
+    account.set_defaults(handler=cmd_account)
+
+    status = commands.add_parser(
+        "status", help="what the running worker does: balances, replicates, transactions"
+    )
+    status.add_argument("--env-file", help="settings file, to find the worker's port (default: ./.env)")
+    status.add_argument("--url", help="the worker's HTTP address (default: from the settings)")
+    status.add_argument("--json", action="store_true", help="print the status document as JSON, once")
+    status.add_argument("--once", action="store_true", help="print once instead of refreshing")
+    status.add_argument("--every", type=float, default=2.0, help="seconds between refreshes")
+    status.set_defaults(handler=cmd_status)
 
     return parser
 

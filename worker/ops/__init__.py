@@ -1,0 +1,1 @@
+"""The operator's commands beside ``run``: doctor, join, account and status, wired over the adapters."""
