@@ -89,7 +89,7 @@ class Report:
 
     @property
     def worst(self) -> Result:
-        order = [Result.PASS, Result.SKIP, Result.WARN, Result.FAIL]
+        order = [Result.SKIP, Result.PASS, Result.WARN, Result.FAIL]
         return max((c.result for c in self.checks), key=order.index, default=Result.PASS)
 
     @property

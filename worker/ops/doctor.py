@@ -34,7 +34,7 @@ def doctor_settings(settings: Settings, options: DoctorOptions) -> DoctorSetting
         slots=settings.available_cpu_count,
         slots_overridden=settings.node.override_available_cpu_count is not None,
         gas_price_cap=settings.chain.gas_price_cap,
-        node_urls=settings.chain.node_urls(""),
+        node_urls=[url for url in settings.chain.node_urls("") if url],
         data_max_bytes=settings.data.max_bytes,
         result_max_bytes=settings.result.max_bytes,
         sgx_driver_mode=None if mode is None else str(getattr(mode, "value", mode)),
