@@ -71,11 +71,15 @@ class Console:
         self.interactive = interactive
         self.out = out
         self._tty = out.isatty()
+        self._last, self._last_at = "", 0.0
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
-    def ask(self, question: str, default: str | None, flag: str) -> str:
+    def ask(self, question: str, given: str | None, flag: str, default: str | None = None) -> str:
+        """The flag's value when given; else the answer typed (``default`` on Enter), or an error naming the flag."""
+        if given is not None:
+            return given
         if not self.interactive:
             if default is None:
                 raise ConfigurationError(f"{question}: pass {flag} (or run join on a terminal to be asked)")
@@ -94,18 +98,21 @@ class Console:
     def confirm(self, question: str, default: bool) -> bool:
         if not self.interactive:
             return default
-        answer = self.ask(f"{question} ({'Y/n' if default else 'y/N'})", "y" if default else "n", "")
+        answer = self.ask(f"{question} ({'Y/n' if default else 'y/N'})", None, "", "y" if default else "n")
         return answer.lower().startswith("y")
 
     def secret(self, question: str) -> str:
         return getpass.getpass(f"{question}: ")
 
-    def progress(self, text: str) -> None:
+    def progress(self, text: str, elapsed: float) -> None:
+        """One line kept up to date on a terminal; elsewhere a line when it changes, or every 30 s."""
+        line = f"[{elapsed:5.0f} s] {text}"
         if self._tty:
-            self.out.write("\r\x1b[2K" + text)
+            self.out.write("\r\x1b[2K" + line)
             self.out.flush()
-        else:
-            self.say(text)
+        elif text != self._last or elapsed - self._last_at >= 30:
+            self.say(line)
+            self._last, self._last_at = text, elapsed
 
 
 @dataclass(frozen=True)
@@ -126,10 +133,12 @@ def prepare(options: JoinOptions, console: Console) -> Prepared:
     """The questions, the wallet and the .env: everything before the chain is asked."""
     pool = console.ask("Workerpool address (POOL_ADDRESS)", options.pool, "--pool")
     core_url = console.ask("Scheduler URL of this pool (IEXEC_CORE_URL)", options.core_url, "--core-url")
-    name = console.ask("Worker name", options.name or f"worker-{os.uname().nodename}", "--name")
-    base_dir = Path(console.ask("Working folder", str(options.base_dir or _default_base_dir()), "--base-dir"))
+    name = console.ask("Worker name", options.name, "--name", f"worker-{os.uname().nodename}")
+    given_dir = str(options.base_dir) if options.base_dir else None
+    base_dir = Path(console.ask("Working folder", given_dir, "--base-dir", str(_default_base_dir())))
+    given_wallet = str(options.wallet) if options.wallet else None
     wallet = Path(
-        console.ask("Wallet keystore file", str(options.wallet or base_dir / "wallet.json"), "--wallet")
+        console.ask("Wallet keystore file", given_wallet, "--wallet", str(base_dir / "wallet.json"))
     )
     password_file = options.password_file or wallet.with_name(wallet.stem + ".password")
     address = _wallet(console, options, wallet, password_file)
@@ -187,8 +196,9 @@ async def fund_and_check(options: JoinOptions, console: Console, prepared: Prepa
             short = funds.missing(needs)
             state = "ready" if not short else "waiting for " + " and ".join(short)
             console.progress(
-                f"[{elapsed:5.0f} s] ETH {eth(funds.eth_wei)} / {eth(needs.eth_wei)} · RLC deposited "
-                f"{rlc(funds.stake)} / {rlc(needs.stake_nrlc)} · RLC in wallet {rlc(funds.rlc_wallet)} · {state}"
+                f"ETH {eth(funds.eth_wei)} / {eth(needs.eth_wei)} · RLC deposited {rlc(funds.stake)} / "
+                f"{rlc(needs.stake_nrlc)} · RLC in wallet {rlc(funds.rlc_wallet)} · {state}",
+                elapsed,
             )
 
         wants_deposit = options.deposit is not None or console.interactive
@@ -226,10 +236,10 @@ def _wallet(console: Console, options: JoinOptions, wallet: Path, password_file:
         return address
     importing = options.import_key or options.key_file is not None
     if console.interactive and not importing:
-        importing = (
-            console.ask("Create a new wallet or import a private key? (create/import)", "create", "")
-            == "import"
+        answer = console.ask(
+            "Create a new wallet or import a private key? (create/import)", None, "", "create"
         )
+        importing = answer.lower().startswith("i")
     password = _password(console, password_file)
     if importing:
         if options.key_file is not None:
