@@ -22,6 +22,8 @@ from worker.chain import (
     ChainWatcher,
     GasPolicy,
     TransactionSender,
+    current_fees,
+    max_price,
     paid_fee,
 )
 from worker.compute import DockerEngine, RegistryAuth
@@ -43,6 +45,7 @@ from worker.membership.health import StartStage
 from worker.membership.join import memory_gb
 from worker.membership.status import Identity, StatusView
 from worker.metrics import Metrics
+from worker.protocol.errors import SchedulerError
 from worker.protocol.models import PublicChainConfig, TaskNotification, WorkerModel
 from worker.protocol.redact import display_url
 from worker.protocol.status import TaskAbortCause, TaskNotificationType
@@ -136,9 +139,13 @@ async def _membership(
             return chain
 
         def funds_watch(chain: ChainClient, config: PublicChainConfig) -> FundsWatch:
+            async def price_now() -> int:
+                return max_price(await current_fees(chain, gas_policy))
+
             return FundsWatch(
                 chain, health, metrics, wallet=address, gas_price_cap=settings.chain.gas_price_cap,
                 sidechain=config.sidechain, period=settings.chain.chain_poll_period.total_seconds(),
+                gas_price=price_now,
             )  # fmt: skip
 
         slots = settings.available_cpu_count
@@ -147,10 +154,15 @@ async def _membership(
             cpu_nb=slots, memory_size=memory_gb(), gpu_enabled=node.gpu_enabled, tee_enabled=False,
             tdx_enabled=False,
         )  # fmt: skip
-        joined = await join_pool(
-            scheduler, connect_chain, model, funds_watch, health, metrics, stop, worker_version=__version__,
-            scheduler_url=display_url(settings.scheduler.core_url),
-        )  # fmt: skip
+        try:
+            joined = await join_pool(
+                scheduler, connect_chain, model, funds_watch, health, metrics, stop, worker_version=__version__,
+                scheduler_url=display_url(settings.scheduler.core_url),
+            )  # fmt: skip
+        except SchedulerError:
+            if stop.is_set():  # asked to stop while the scheduler was still down: nothing to drain
+                return 0
+            raise
         chain = joined.chain
         log.info(
             "joined scheduler %s (core %s) with %d slot(s)",
