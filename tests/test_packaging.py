@@ -44,6 +44,15 @@ def test_the_worker_wheel_holds_the_worker_and_no_devnet(wheel: zipfile.ZipFile)
     assert [m for m in modules if not m.startswith("worker/")] == []
 
 
+def test_the_worker_wheel_ships_its_status_page(wheel: zipfile.ZipFile) -> None:
+    """The page is served from the package: nothing to build, nothing fetched from elsewhere."""
+    names = set(wheel.namelist())
+    assert {"worker/static/status.html", "worker/static/status.js", "worker/static/status.css"} <= names
+    page = wheel.read("worker/static/status.html").decode() + wheel.read("worker/static/status.js").decode()
+    assert "http://" not in page
+    assert "https://" not in page  # no CDN, no external font or script
+
+
 def test_the_worker_wheel_does_not_depend_on_the_devnet_or_its_libraries(wheel: zipfile.ZipFile) -> None:
     (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
     required = [

@@ -68,7 +68,9 @@ async def test_join_without_questions_waits_for_the_funds_then_starts_a_working_
             try:
                 line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()  # type: ignore[union-attr]
             except TimeoutError:
-                raise AssertionError(f"{pattern.pattern!r} not printed in 60 s:\n" + "".join(output)) from None
+                raise AssertionError(
+                    f"{pattern.pattern!r} not printed in 60 s:\n" + "".join(output)
+                ) from None
             assert line, "join ended early:\n" + "".join(output)
             output.append(line)
             if found := pattern.search(line):

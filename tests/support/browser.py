@@ -46,7 +46,9 @@ async def dump_dom(url: str, *, budget_ms: int = 4000) -> str:
 
 async def screenshot(url: str, path: Path, *, size: str = "1400,1000", budget_ms: int = 4000) -> Path:
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-    await _chromium(f"--virtual-time-budget={budget_ms}", f"--window-size={size}", f"--screenshot={path}", url)
+    await _chromium(
+        f"--virtual-time-budget={budget_ms}", f"--window-size={size}", f"--screenshot={path}", url
+    )
     if not await asyncio.to_thread(lambda: path.is_file() and path.stat().st_size > 0):
         raise AssertionError(f"chromium wrote no screenshot at {path}")
     return path

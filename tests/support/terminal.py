@@ -54,7 +54,9 @@ class Terminal:
         deadline = loop.time() + within
         while text not in self.screen:
             if loop.time() > deadline:
-                raise AssertionError(f"{text!r} not shown within {within} s; the terminal shows:\n{self.screen}")
+                raise AssertionError(
+                    f"{text!r} not shown within {within} s; the terminal shows:\n{self.screen}"
+                )
             chunk = await asyncio.to_thread(self._read, 0.2)
             if not chunk and self.process.returncode is not None:
                 raise AssertionError(f"the command ended before showing {text!r}:\n{self.screen}")
