@@ -30,6 +30,8 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The status page's end-to-end test loads it in Debian's headless browser (never a downloaded one).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" != 0 ]; then
         say "missing Debian packages: ${need_apt[*]}; run as root or install them (apt-get install ${need_apt[*]})"
