@@ -13,6 +13,7 @@ from worker.replicate.causes import cause_of, failures_of
 from worker.replicate.ports import Stage
 from worker.result import (
     ComputedFileInvalid,
+    ComputedFileMissing,
     ResultDigestUnavailable,
     ResultFileNameTooLong,
     ResultFolderUnreadable,
@@ -34,7 +35,9 @@ CASES = [
     (Stage.COMPUTE, ContainerError("cannot start", name="c"), Cause.APP_NOT_FOUND_LOCALLY),
     (Stage.COMPUTE, DockerUnavailableError("engine down"), Cause.APP_NOT_FOUND_LOCALLY),
     (Stage.COMPUTE, ComputedFileInvalid("missing"), Cause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND),
-    (Stage.COMPUTE, ResultDigestUnavailable("no path"), Cause.DETERMINISM_HASH_NOT_FOUND),
+    (Stage.COMPUTE, ComputedFileMissing("none"), Cause.POST_COMPUTE_SEND_COMPUTED_FILE_FAILED),
+    (Stage.COMPUTE, ResultDigestUnavailable("no path"), Cause.POST_COMPUTE_RESULT_DIGEST_COMPUTATION_FAILED),
+    (Stage.CONTRIBUTE, ResultDigestUnavailable("no path"), Cause.DETERMINISM_HASH_NOT_FOUND),
     (Stage.COMPUTE, ResultFileNameTooLong("long"), Cause.POST_COMPUTE_TOO_LONG_RESULT_FILE_NAME),
     (Stage.COMPUTE, ResultFolderUnreadable("ls"), Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE),
     (Stage.COMPUTE, ResultZipFailed("too big"), Cause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED),

@@ -66,7 +66,9 @@ def test_linked_computed_file_is_refused(out: Path) -> None:
         ("a" * 31, False),
         ("a" * 32, True),
         ("sub/" + "b" * 32, True),
-        ("c" * 32 + "/short.txt", True),
+        # Folders are not checked, as iexec-worker's visitor checks files only.
+        ("c" * 32 + "/short.txt", False),
+        ("d" * 40 + "/" + "e" * 32, True),
         # 16 code points but 32 UTF-16 code units, as Java counts them.
         ("\U0001f600" * 16, True),
         ("é" * 31, False),
@@ -89,6 +91,20 @@ def test_names_are_limited_to_31_characters(out: Path, relative: str, too_long: 
         run_standard_post_compute(out)
 
 
+def test_every_long_file_name_is_named_and_links_count_as_files(out: Path) -> None:
+    iexec_out = out / "iexec_out"
+    (iexec_out / ("f" * 32)).write_text("x")
+    (iexec_out / ("g" * 33)).symlink_to(iexec_out / "computed.json")
+    (iexec_out / ("h" * 40)).mkdir()
+    with pytest.raises(ResultError) as caught:
+        check_file_names(iexec_out)
+    message = str(caught.value)
+    assert "2 file(s)" in message
+    assert "f" * 32 in message
+    assert "g" * 33 in message
+    assert "h" * 40 not in message
+
+
 def test_output_size_limit(out: Path) -> None:
     (out / "iexec_out" / "noise.bin").write_bytes(os.urandom(200_000))
     with pytest.raises(ResultError, match="maximum result size of 100000 bytes") as caught:
@@ -107,9 +123,12 @@ def test_empty_folder_gives_an_empty_zip_but_no_computed_file(tmp_path: Path) ->
     zip_folder(tmp_path / "iexec_out", tmp_path / "iexec_out.zip")
     with zipfile.ZipFile(tmp_path / "iexec_out.zip") as archive:
         assert archive.namelist() == []
-    with pytest.raises(ResultError, match="no such file") as caught:
+    with pytest.raises(ResultError, match=r"wrote no computed\.json") as caught:
         run_standard_post_compute(tmp_path)
-    assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND
+    # iexec-worker's name for a computed.json that cannot be copied next to the zip.
+    assert (
+        cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.POST_COMPUTE_SEND_COMPUTED_FILE_FAILED
+    )
 
 
 def test_missing_folder_is_an_unknown_issue(tmp_path: Path) -> None:

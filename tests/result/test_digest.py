@@ -15,7 +15,7 @@ from worker.replicate.ports import Stage
 from worker.result import ComputedFile, ResultError, compute_result_digest, compute_result_digest_async
 from worker.result import digest as digest_module
 
-NOT_FOUND = ReplicateStatusCause.DETERMINISM_HASH_NOT_FOUND
+NOT_FOUND = ReplicateStatusCause.POST_COMPUTE_RESULT_DIGEST_COMPUTATION_FAILED
 AS_DIRECTORY = ComputedFile(deterministic_output_path="/iexec_out")
 
 

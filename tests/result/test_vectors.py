@@ -53,7 +53,10 @@ def test_result_digest_vector(case: dict[str, Any], tmp_path: Path) -> None:
     if case["expected"] is None:
         with pytest.raises(ResultError) as caught:
             compute_result_digest(output, computed, callback=callback)
-        assert cause_of(Stage.COMPUTE, caught.value) is ReplicateStatusCause.DETERMINISM_HASH_NOT_FOUND
+        assert (
+            cause_of(Stage.COMPUTE, caught.value)
+            is ReplicateStatusCause.POST_COMPUTE_RESULT_DIGEST_COMPUTATION_FAILED
+        )
     else:
         assert compute_result_digest(output, computed, callback=callback) == case["expected"]
 

@@ -23,6 +23,7 @@ from worker.protocol.status import ReplicateStatusCause as Cause
 from worker.replicate.ports import Stage
 from worker.result import (
     ComputedFileInvalid,
+    ComputedFileMissing,
     ResultDigestUnavailable,
     ResultFileNameTooLong,
     ResultFolderUnreadable,
@@ -45,7 +46,10 @@ CAUSES: Final[tuple[tuple[Stage | None, type[WorkerError], Cause], ...]] = (
     (ANY, InputFileUnavailable, Cause.INPUT_FILES_DOWNLOAD_FAILED),
     (Stage.COMPUTE, ArgsError, Cause.TASK_DESCRIPTION_INVALID),
     (Stage.COMPUTE, ComputeError, Cause.APP_NOT_FOUND_LOCALLY),
+    # The post-compute's causes, named as the reference names them (since 9.2 only logged after an app run).
+    (ANY, ComputedFileMissing, Cause.POST_COMPUTE_SEND_COMPUTED_FILE_FAILED),
     (ANY, ComputedFileInvalid, Cause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND),
+    (Stage.COMPUTE, ResultDigestUnavailable, Cause.POST_COMPUTE_RESULT_DIGEST_COMPUTATION_FAILED),
     (ANY, ResultDigestUnavailable, Cause.DETERMINISM_HASH_NOT_FOUND),
     (ANY, ResultFileNameTooLong, Cause.POST_COMPUTE_TOO_LONG_RESULT_FILE_NAME),
     (ANY, ResultFolderUnreadable, Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE),

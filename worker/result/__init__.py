@@ -29,6 +29,7 @@ from worker.result.digest import (
 )
 from worker.result.errors import (
     ComputedFileInvalid,
+    ComputedFileMissing,
     ResultDigestUnavailable,
     ResultError,
     ResultFileNameTooLong,
@@ -58,6 +59,7 @@ __all__ = [
     "ZIP_NAME",
     "ComputedFile",
     "ComputedFileInvalid",
+    "ComputedFileMissing",
     "PostComputeResult",
     "ResultDigestUnavailable",
     "ResultError",

@@ -31,6 +31,7 @@ from worker.result.computed import (
 )
 from worker.result.errors import (
     ComputedFileInvalid,
+    ComputedFileMissing,
     ResultFileNameTooLong,
     ResultFolderUnreadable,
     ResultZipFailed,
@@ -68,16 +69,27 @@ async def run_standard_post_compute_async(
 
 
 def check_file_names(iexec_out: Path) -> None:
-    """Every name under ``iexec_out`` (files, folders, links) must fit in 31 UTF-16 code units."""
+    """Every file name under ``iexec_out`` must fit in 31 UTF-16 code units (iexec-worker ``PostComputeService``).
+
+    As there, only files are checked, at any depth: a folder's own name is free, a link is a file (it is not
+    followed, its name is checked). Every offending file is named, then the check fails.
+    """
+    too_long: list[str] = []
     try:
-        for entry, _relative in _walk(iexec_out):
-            if _java_length(entry.name) > MAX_RESULT_FILE_NAME_LENGTH:
-                raise ResultFileNameTooLong(
-                    f"{entry.path}: result file names are limited to {MAX_RESULT_FILE_NAME_LENGTH} "
-                    "characters; the app must use a shorter name",
-                )
+        for entry, relative in _walk(iexec_out):
+            if (
+                not entry.is_dir(follow_symlinks=False)
+                and _java_length(entry.name) > MAX_RESULT_FILE_NAME_LENGTH
+            ):
+                too_long.append(relative)
     except OSError as exc:
         raise ResultFolderUnreadable(f"{iexec_out}: cannot be listed ({exc})") from exc
+    if too_long:
+        shown = ", ".join(sorted(too_long)[:10]) + (" …" if len(too_long) > 10 else "")
+        raise ResultFileNameTooLong(
+            f"{iexec_out}: result file names are limited to {MAX_RESULT_FILE_NAME_LENGTH} characters, "
+            f"{len(too_long)} file(s) have longer ones ({shown}); the app must use shorter names",
+        )
 
 
 def zip_folder(folder: Path, zip_path: Path, *, max_bytes: int | None = None) -> None:
@@ -106,6 +118,8 @@ def zip_folder(folder: Path, zip_path: Path, *, max_bytes: int | None = None) ->
 
 
 def copy_computed_file(source: Path, destination: Path) -> None:
+    if not os.path.lexists(source):
+        raise ComputedFileMissing(f"{source}: the app wrote no computed.json")
     data = read_bounded_regular_file(source, MAX_COMPUTED_FILE_BYTES, ComputedFileInvalid)
     tmp = destination.with_name(destination.name + ".tmp")
     try:

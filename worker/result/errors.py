@@ -14,6 +14,10 @@ class ComputedFileInvalid(ResultError):
     """``computed.json`` is missing, unreadable, too large or malformed."""
 
 
+class ComputedFileMissing(ComputedFileInvalid):
+    """The app wrote no ``computed.json``: the post-compute has nothing to publish next to the zip."""
+
+
 class ResultDigestUnavailable(ResultError):
     """The result digest cannot be computed (deterministic output missing or unreadable)."""
 
