@@ -1,10 +1,12 @@
-"""Unit tests of the gas policy (pure arithmetic, no chain)."""
+"""Unit tests of the gas policy and of reading fees back from signed bytes (pure, no chain)."""
 
 from __future__ import annotations
 
 import pytest
+from eth_account import Account
 
 from worker.chain.gas import GAS_LIMIT_CAP, DynamicFees, GasPolicy, LegacyFees, gas_limit, has_enough_gas
+from worker.chain.transactions import fees_of_raw
 
 GWEI = 10**9
 
@@ -67,3 +69,36 @@ def test_gas_limit_is_capped_and_refuses_estimates_above_the_cap() -> None:
     assert gas_limit(900_000, floor=500_000) == GAS_LIMIT_CAP
     with pytest.raises(ValueError, match="exceeds"):
         gas_limit(GAS_LIMIT_CAP + 1, floor=500_000)
+
+
+@pytest.mark.parametrize(
+    ("fields", "fees"),
+    [
+        ({"gasPrice": 7 * GWEI}, LegacyFees(7 * GWEI)),
+        ({"gasPrice": 3, "accessList": []}, LegacyFees(3)),
+        (
+            {"maxFeePerGas": 30 * GWEI, "maxPriorityFeePerGas": 2 * GWEI},
+            DynamicFees(max_fee_per_gas=30 * GWEI, max_priority_fee_per_gas=2 * GWEI),
+        ),
+    ],
+    ids=["legacy", "eip-2930", "eip-1559"],
+)
+def test_the_fees_of_a_signed_transaction_are_read_back_from_its_bytes(
+    fields: dict[str, object], fees: LegacyFees | DynamicFees
+) -> None:
+    """What a rebroadcast after a restart logs: only the raw bytes are journaled."""
+    tx = {
+        "chainId": 65535,
+        "nonce": 300,
+        "to": "0x" + "42" * 20,
+        "value": 0,
+        "data": "0x1234",
+        "gas": 500_000,
+    }
+    signed = Account.from_key("0x" + "11" * 32).sign_transaction({**tx, **fields})
+    assert fees_of_raw("0x" + bytes(signed.raw_transaction).hex()) == fees
+
+
+def test_unreadable_bytes_have_no_fees() -> None:
+    assert fees_of_raw("0x02c0") is None
+    assert fees_of_raw("0xf9") is None

@@ -6,6 +6,7 @@ Tests that move the chain clock run on their own devnet (tests/conftest.py asks 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,6 +23,7 @@ from worker.chain.gas import GasPolicy
 from worker.chain.models import TxKind
 from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _revert_cause
 from worker.protocol.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
+from worker.protocol.errors import ChainError
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
 
 pytestmark = pytest.mark.e2e
@@ -204,3 +206,43 @@ async def test_a_wallet_without_gas_money_is_refused_with_out_of_gas(
     assert refused.value.cause is ReplicateStatusCause.OUT_OF_GAS
     assert await private_chain.nonce(worker.address, "pending") == count
     assert journal.records == 0
+
+
+def _broadcast_lines(caplog: pytest.LogCaptureFixture, task_id: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("broadcast") and task_id in r.getMessage()
+    ]
+
+
+async def test_every_broadcast_is_logged_accepted_or_refused_with_the_fees_and_the_cap(
+    net: Devnet, private_chain: ChainClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.chain.transactions")
+    toolkit = Toolkit(net.w3, net.deployment)
+    worker = worker_account(19)
+    accepted_task, _ = await new_task(net, toolkit)
+    cap = 50 * 10**9
+    sender = TransactionSender(
+        private_chain, worker, MemoryJournal(), gas_policy=GasPolicy(cap=cap), poll_interval=0.05
+    )
+    await sender.contribute(accepted_task, DIGEST, _auth(accepted_task, worker))
+    [accepted] = _broadcast_lines(caplog, accepted_task)
+    assert "accepted by the node" in accepted
+    assert "max fee " in accepted
+    assert " tip " in accepted
+    assert f"cap {cap} wei/gas" in accepted
+
+    # A base fee above the cap: the node turns the transaction away, and the line says what was bid.
+    refused_task, _ = await new_task(net, toolkit)
+    await net.anvil.rpc("anvil_setNextBlockBaseFeePerGas", hex(100 * 10**9))
+    low = TransactionSender(
+        private_chain, worker, MemoryJournal(), gas_policy=GasPolicy(cap=10**9), poll_interval=0.05
+    )
+    with pytest.raises(ChainError):
+        await low.contribute(refused_task, DIGEST, _auth(refused_task, worker))
+    [refused] = _broadcast_lines(caplog, refused_task)
+    assert "refused by the node" in refused
+    assert f"max fee {10**9} wei/gas" in refused
+    assert f"cap {10**9} wei/gas" in refused

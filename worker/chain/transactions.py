@@ -292,7 +292,7 @@ class TransactionSender:
                     await self._journal.record_sent(task_id, kind, sent.tx_hash, nonce, sent.raw_tx)
                 else:
                     await self._journal.replace_sent(task_id, kind, sent.tx_hash, nonce, sent.raw_tx)
-                await self._client.broadcast(sent.raw_tx, sent.tx_hash)
+                await self._broadcast(sent, fees, "sent")
             except BaseException:
                 # The node's count is the truth after any doubt (a broadcast may have half-happened).
                 self._nonce = None
@@ -300,11 +300,30 @@ class TransactionSender:
             self._nonce = nonce + 1
         self._remember(sent, tx)
         self._client.observer.gas_price(kind.value, _max_price(fees))
-        log.info(
-            "%s sent: tx %s, nonce %d, gas limit %d, %s",
-            what, sent.tx_hash, nonce, limit, _describe(fees),
-        )  # fmt: skip
+        log.info("%s sent: tx %s, nonce %d, gas limit %d", what, sent.tx_hash, nonce, limit)
         return sent
+
+    async def _broadcast(self, sent: SentTx, fees: Fees | None, why: str) -> None:
+        """``eth_sendRawTransaction`` with one log line per attempt, accepted or refused: what was bid and the cap.
+
+        A refusal (fee too low for the node, underpriced replacement, ...) then shows whether the cap is what
+        keeps the transaction out of blocks.
+        """
+        bid = fees or fees_of_raw(sent.raw_tx)
+        offer = f"{_describe(bid)}, cap {self._gas.cap} wei/gas" if bid else f"cap {self._gas.cap} wei/gas"
+        what = f"{sent.kind.value.lower()} of task {sent.task_id}"
+        try:
+            await self._client.broadcast(sent.raw_tx, sent.tx_hash)
+        except ChainError as exc:
+            log.warning(
+                "broadcast (%s) of %s refused by the node: tx %s, nonce %d, %s: %s",
+                why, what, sent.tx_hash, sent.nonce, offer, exc,
+            )  # fmt: skip
+            raise
+        log.info(
+            "broadcast (%s) of %s accepted by the node: tx %s, nonce %d, %s",
+            why, what, sent.tx_hash, sent.nonce, offer,
+        )  # fmt: skip
 
     def _sign(self, task_id: str, kind: TxKind, tx: dict[str, Any]) -> SentTx:
         signed = self._account.sign_transaction(tx)
@@ -325,6 +344,10 @@ class TransactionSender:
             hashes.append(sent.tx_hash)
         self._unsigned[key] = tx
 
+    def _fees_known(self, sent: SentTx) -> Fees | None:
+        tx = self._unsigned.get((sent.task_id.lower(), sent.kind))
+        return _fees_of(tx) if tx is not None and tx.get("nonce") == sent.nonce else None
+
     def _forget(self, sent: SentTx) -> None:
         key = (sent.task_id.lower(), sent.kind)
         self._versions.pop(key, None)
@@ -341,7 +364,7 @@ class TransactionSender:
             if tx_hash != sent.tx_hash and await self._client.transaction_known(tx_hash):
                 return None  # an older version is there; the receipt wait sees it
         try:
-            await self._client.broadcast(sent.raw_tx, sent.tx_hash)
+            await self._broadcast(sent, self._fees_known(sent), "again, the node lost it")
         except NonceTooLow:
             # Another transaction took that nonce: perhaps one of ours (a version of this one).
             found = await self._find_on_chain(sent)
@@ -437,7 +460,7 @@ class TransactionSender:
         old = self._unsigned.get(key) or await self._unsigned_from_node(sent)
         if old is None:
             # The node lost it: put the same bytes back rather than guess its fees.
-            await self._client.broadcast(sent.raw_tx, sent.tx_hash)
+            await self._broadcast(sent, None, "again, the node lost it")
             return None
         fees = bump(_fees_of(old), await self._fees(), self._gas.cap)
         if fees is None:
@@ -453,7 +476,7 @@ class TransactionSender:
             sent.task_id, sent.kind, replacement.tx_hash, replacement.nonce, replacement.raw_tx
         )
         self._remember(replacement, tx)
-        await self._client.broadcast(replacement.raw_tx, replacement.tx_hash)
+        await self._broadcast(replacement, fees, f"replacing {sent.tx_hash}")
         self._client.observer.replaced(sent.kind.value)
         self._client.observer.gas_price(sent.kind.value, _max_price(fees))
         log.info(
@@ -534,6 +557,61 @@ def _fees_of(tx: dict[str, Any]) -> Fees:
     if "maxFeePerGas" in tx:
         return DynamicFees(int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"]))
     return LegacyFees(int(tx["gasPrice"]))
+
+
+def fees_of_raw(raw_tx: str) -> Fees | None:
+    """The fees a signed transaction bids (legacy, EIP-2930 or EIP-1559), read from its bytes; None if unreadable."""
+    try:
+        data = to_bytes(raw_tx)
+        if data and data[0] == 2:
+            fields = _rlp_list(data[1:])
+            return DynamicFees(max_fee_per_gas=_int(fields[3]), max_priority_fee_per_gas=_int(fields[2]))
+        if data and data[0] == 1:
+            return LegacyFees(_int(_rlp_list(data[1:])[2]))
+        return LegacyFees(_int(_rlp_list(data)[1]))
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+def _int(item: bytes | list[Any]) -> int:
+    if not isinstance(item, bytes):
+        raise TypeError("expected a byte string")
+    return int.from_bytes(item, "big")
+
+
+def _rlp_list(data: bytes) -> list[Any]:
+    """The top-level list of an RLP encoding (nested lists as lists, strings as bytes)."""
+    item, end = _rlp_item(data, 0)
+    if end != len(data) or not isinstance(item, list):
+        raise ValueError("not one RLP list")
+    return item
+
+
+def _rlp_item(data: bytes, at: int) -> tuple[bytes | list[Any], int]:
+    first = data[at]
+    if first < 0x80:
+        return data[at : at + 1], at + 1
+    if first < 0xC0:
+        short = first < 0xB8
+        size_len = 0 if short else first - 0xB7
+        length = first - 0x80 if short else int.from_bytes(data[at + 1 : at + 1 + size_len], "big")
+        start = at + 1 + size_len
+        if start + length > len(data):
+            raise ValueError("truncated RLP string")
+        return data[start : start + length], start + length
+    short = first < 0xF8
+    size_len = 0 if short else first - 0xF7
+    length = first - 0xC0 if short else int.from_bytes(data[at + 1 : at + 1 + size_len], "big")
+    start = at + 1 + size_len
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated RLP list")
+    items: list[Any] = []
+    cursor = start
+    while cursor < end:
+        item, cursor = _rlp_item(data, cursor)
+        items.append(item)
+    return items, end
 
 
 def _fee_fields(fees: Fees) -> dict[str, int]:
