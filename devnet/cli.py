@@ -26,7 +26,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     base = Path(args.dir).resolve()
 
     async def main() -> None:
-        async with await Platform.up(base, workers=args.workers) as platform:
+        async with await Platform.up(
+            base, workers=args.workers, required_worker_version=args.required_worker_version
+        ) as platform:
             info = platform.info()
             print(f"RPC URL:            {info.rpc_url} (chain id {info.chain_id})")
             print(f"iExec hub:          {info.hub}")
@@ -87,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start anvil with PoCo, a scheduler and a result proxy")
     up.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR), help="state folder (default: .devnet)")
     up.add_argument("--workers", type=int, default=2, help="worker wallets to create and fund")
+    up.add_argument(
+        "--required-worker-version",
+        default="",
+        help="the worker version the scheduler requires (iexec-core requiredWorkerVersion; default: any)",
+    )
     up.set_defaults(handler=cmd_up)
     purchase = commands.add_parser("buy", help="buy a task on the running devnet")
     purchase.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR))

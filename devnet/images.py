@@ -96,13 +96,38 @@ seq 1 "${1:-30000}"
 seq 1 "${2:-30000}" >&2
 """,
 )
+PARTIAL = AppImage(
+    tag="iexec-devnet/partial:1",
+    description="writes /iexec_out/result.txt and a computed.json pointing at it, then exits with code $1 "
+    "(default 3)",
+    script="""\
+echo "partial result" > /iexec_out/result.txt
+printf '{"deterministic-output-path":"/iexec_out/result.txt"}\\n' > /iexec_out/computed.json
+echo "partial: result written, exiting with code ${1:-3}"
+echo "partial: something went wrong after the result" >&2
+exit "${1:-3}"
+""",
+)
+LOUD = AppImage(
+    tag="iexec-devnet/loud:1",
+    description="writes $1 bytes (default 500000) of text to stdout and names the whole /iexec_out as its "
+    "result, so stdout.txt is part of the digest",
+    script="""\
+set -e
+yes 'iexec loud app: the quick brown fox jumps over the lazy dog' | head -c "${1:-500000}"
+echo "loud: wrote ${1:-500000} bytes to stdout" >&2
+printf '{"deterministic-output-path":"/iexec_out"}\\n' > /iexec_out/computed.json
+""",
+)
 SHELL = AppImage(
     tag="iexec-devnet/shell:1",
     description="runs its first argument as a shell script (tests: limits, files, signals)",
     script='exec /bin/sh -c "$@"\n',
 )
 
-IMAGES: dict[str, AppImage] = {image.tag: image for image in (HELLO, FAIL, SLEEP, ENV, CHATTY, SHELL)}
+IMAGES: dict[str, AppImage] = {
+    image.tag: image for image in (HELLO, FAIL, SLEEP, ENV, CHATTY, PARTIAL, LOUD, SHELL)
+}
 
 
 def _add(tar: tarfile.TarFile, name: str, *, data: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE,

@@ -105,7 +105,9 @@ class Platform:
         block_time: float | None = None,
         ask_for_replicate_period_ms: int = 1000,
         worker_lost_after_s: float = 60.0,
+        required_worker_version: str = "",
     ) -> Platform:
+        """``required_worker_version``: iexec-core's ``IEXEC_CORE_REQUIRED_WORKER_VERSION`` ("" accepts any)."""
         await asyncio.to_thread(base_dir.mkdir, parents=True, exist_ok=True)
         devnet = await Devnet.up(cache_dir=cache_dir or base_dir / "cache", block_time=block_time)
         try:
@@ -126,6 +128,7 @@ class Platform:
                 ask_for_replicate_period_ms=ask_for_replicate_period_ms,
                 worker_lost_after_s=worker_lost_after_s,
                 block_time_s=max(int(block_time or 1), 1),
+                required_worker_version=required_worker_version,
             )
         except BaseException:
             await devnet.stop()

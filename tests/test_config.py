@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from worker.config import Settings, host_cpu_count, known_keys, load_settings
+from worker.config import Settings, host_cpu_count, inert_settings, known_keys, load_settings
 from worker.protocol.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,9 @@ def test_defaults_are_those_of_the_reference_worker(wallet_env: Path) -> None:
     assert settings.node.port == 13100
     assert settings.node.gpu_enabled is False
     assert settings.node.metrics_window_size == 1000
+    assert settings.node.protocol_version == "9.2.0"
+    assert settings.proxy.routes().enabled is False
+    assert settings.proxy.non_proxy_hosts == "localhost|127.*|[::1]|0.0.0.0|[::0]"
     assert settings.chain.gas_price_multiplier == 1.3
     assert settings.chain.gas_price_cap == 22_000_000_000
     assert settings.chain.override_blockchain_node_address is None
@@ -73,7 +76,6 @@ def test_environment_values_are_parsed(
     monkeypatch.setenv("IEXEC_GAS_PRICE_MULTIPLIER", "2.5")
     monkeypatch.setenv("IEXEC_WORKER_DOCKER_IMAGE_MAX_PULL_TIMEOUT", "PT1H")
     monkeypatch.setenv("IEXEC_WORKER_CONTAINER_MEMORY_LIMIT", "512m")
-    monkeypatch.setenv("WORKER_DOCKER_EXTRA_HOSTS", "chain:host-gateway, proxy:10.0.0.2")
     monkeypatch.setenv("IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_0", "alice")
     monkeypatch.setenv("IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_0", "hub-token")
     monkeypatch.setenv("IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT", "")  # empty means default, as in Spring
@@ -87,7 +89,6 @@ def test_environment_values_are_parsed(
     assert settings.chain.gas_price_multiplier == 2.5
     assert settings.docker.max_pull_timeout == timedelta(hours=1)
     assert settings.docker.container_memory_limit == 512 * 1024 * 1024
-    assert settings.docker.extra_hosts == ["chain:host-gateway", "proxy:10.0.0.2"]
     [registry] = settings.docker.registries
     assert (registry.address, registry.username) == ("docker.io", "alice")
     assert "hub-token" not in repr(settings)
@@ -303,3 +304,80 @@ def test_data_and_result_settings(monkeypatch: pytest.MonkeyPatch, wallet_env: P
         load_settings(host_cpus=2)
     assert "IEXEC_WORKER_IPFS_GATEWAYS" in str(refused.value)
     assert "IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT" in str(refused.value)
+
+
+def test_extra_hosts_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, wallet_env: Path) -> None:
+    monkeypatch.setenv("WORKER_DOCKER_EXTRA_HOSTS", "chain:10.0.0.2")
+    with pytest.raises(ConfigurationError, match=r"WORKER_DOCKER_EXTRA_HOSTS.*TDX pre- and post-compute"):
+        load_settings(host_cpus=2)
+    monkeypatch.setenv("WORKER_DOCKER_EXTRA_HOSTS", "")
+    assert load_settings(host_cpus=2).docker.extra_hosts is None
+
+
+@pytest.mark.parametrize(
+    ("key", "other"),
+    [
+        ("IEXEC_HTTP_PROXY_HOST", "IEXEC_HTTP_PROXY_PORT"),
+        ("IEXEC_HTTPS_PROXY_PORT", "IEXEC_HTTPS_PROXY_HOST"),
+    ],
+)
+def test_a_proxy_needs_its_host_and_its_port(
+    monkeypatch: pytest.MonkeyPatch, wallet_env: Path, key: str, other: str
+) -> None:
+    monkeypatch.setenv(key, "3128" if key.endswith("PORT") else "proxy.example")
+    with pytest.raises(ConfigurationError, match=f"{other.rsplit('_', 1)[0]}_HOST and .* go together"):
+        load_settings(host_cpus=2)
+
+
+def test_proxies_route_by_scheme_and_keep_loopback_direct(
+    monkeypatch: pytest.MonkeyPatch, wallet_env: Path
+) -> None:
+    monkeypatch.setenv("IEXEC_HTTP_PROXY_HOST", "proxy.example")
+    monkeypatch.setenv("IEXEC_HTTP_PROXY_PORT", "3128")
+    monkeypatch.setenv("IEXEC_HTTPS_PROXY_HOST", "tls-proxy.example")
+    monkeypatch.setenv("IEXEC_HTTPS_PROXY_PORT", "3129")
+    routes = load_settings(host_cpus=2).proxy.routes()
+    assert routes.for_url("http://core.example:13000/ping") == "http://proxy.example:3128"
+    assert routes.for_url("https://bellecour.iex.ec") == "http://tls-proxy.example:3129"
+    assert routes.for_url("http://127.0.0.1:8545") is None
+    assert routes.for_url("http://localhost:13000") is None
+    assert routes.for_url("http://[::1]:13000") is None
+
+    # As the JVM: a list of one's own keeps the loopback defaults, an empty list exempts nothing.
+    monkeypatch.setenv("IEXEC_WORKER_NON_PROXY_HOSTS", "*.internal|10.*")
+    routes = load_settings(host_cpus=2).proxy.routes()
+    assert routes.for_url("http://127.0.0.1:8545") is None
+    assert routes.for_url("http://node.internal:8545") is None
+    assert routes.for_url("http://10.1.2.3:8545") is None
+    assert routes.for_url("http://internal.example:8545") == "http://proxy.example:3128"
+    monkeypatch.setenv("IEXEC_WORKER_NON_PROXY_HOSTS", "")
+    routes = load_settings(host_cpus=2).proxy.routes()
+    assert routes.for_url("http://127.0.0.1:8545") == "http://proxy.example:3128"
+    assert routes.for_url("http://localhost:13000") == "http://proxy.example:3128"
+
+
+def test_empty_proxy_lines_of_an_env_file_mean_no_proxy(
+    monkeypatch: pytest.MonkeyPatch, wallet_env: Path
+) -> None:
+    monkeypatch.setenv("IEXEC_HTTP_PROXY_HOST", "")
+    monkeypatch.setenv("IEXEC_HTTP_PROXY_PORT", "")
+    settings = load_settings(host_cpus=2)
+    assert settings.proxy.routes().enabled is False
+    assert settings.proxy.non_proxy_hosts == "localhost|127.*|[::1]|0.0.0.0|[::0]"
+
+
+def test_tee_settings_that_change_nothing_are_named(
+    monkeypatch: pytest.MonkeyPatch, wallet_env: Path
+) -> None:
+    assert inert_settings(load_settings(host_cpus=2)) == []
+    monkeypatch.setenv("IEXEC_SCONE_LOG_LEVEL", "info")
+    monkeypatch.setenv("IEXEC_LAS_PORT", "1234")
+    messages = inert_settings(load_settings(host_cpus=2))
+    assert len(messages) == 2
+    assert all("has no effect" in message for message in messages)
+    assert any(message.startswith("IEXEC_SCONE_LOG_LEVEL") for message in messages)
+
+
+def test_log_levels_of_the_reference_are_accepted(monkeypatch: pytest.MonkeyPatch, wallet_env: Path) -> None:
+    monkeypatch.setenv("IEXEC_LOG_LEVEL", "TRACE")
+    assert load_settings(host_cpus=2).log.level == "DEBUG"

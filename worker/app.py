@@ -27,7 +27,7 @@ from worker.chain import (
     paid_fee,
 )
 from worker.compute import DockerEngine, RegistryAuth
-from worker.config import Settings
+from worker.config import Settings, inert_settings
 from worker.data.downloads import DownloadLimits
 from worker.http import HttpServer, create_http_app
 from worker.membership import (
@@ -49,6 +49,7 @@ from worker.protocol.errors import SchedulerError
 from worker.protocol.models import PublicChainConfig, TaskNotification, WorkerModel
 from worker.protocol.redact import display_url
 from worker.protocol.status import TaskAbortCause, TaskNotificationType
+from worker.proxy import proxy_middleware
 from worker.replicate.journal import StoreJournal
 from worker.replicate.pipeline import PipelineDeps, local_notification
 from worker.replicate.store import ReplicateStore
@@ -76,7 +77,7 @@ async def run_worker(
     if install_signals:
         lifecycle.install_signals(stop)
     node = settings.node
-    metrics, health = Metrics(), Health()
+    metrics, health = Metrics(window_size=node.metrics_window_size), Health()
     status = StatusView(
         Identity(
             name=node.name, version=__version__, scheduler_url=display_url(settings.scheduler.core_url),
@@ -85,18 +86,28 @@ async def run_worker(
         ),
         health,
     )  # fmt: skip
-    http = HttpServer(create_http_app(metrics, health, status), node.http_host, node.port)
+    http_app = create_http_app(metrics, health, status, protocol_version=node.protocol_version)
+    http = HttpServer(http_app, node.http_host, node.port)
     await http.start()
     log.info("health, metrics and status page on http://%s:%d/status", node.http_host, http.port)
     try:
         health.enter(StartStage.WALLET, f"decrypting the wallet {settings.wallet_path}")
         account = await load_wallet(settings.wallet_path, settings.wallet_password)
         address = status.identity.wallet = account.address.lower()
-        metrics.info.info({"version": __version__, "name": node.name, "wallet": address})
+        metrics.info.info(
+            {"version": __version__, "protocol_version": node.protocol_version, "name": node.name, "wallet": address}
+        )  # fmt: skip
         with WalletLock(node.base_dir, address):
-            log.info("worker %s (wallet %s) starting, version %s", node.name, address, __version__)
+            log.info(
+                "worker %s (wallet %s) starting, version %s, behaving as iexec-worker %s",
+                node.name, address, __version__, node.protocol_version,
+            )  # fmt: skip
+            for warning in inert_settings(settings):  # TEE settings: named, never silently ignored
+                log.warning(warning)
+            log.info("outbound HTTP: %s", settings.proxy.routes().describe())
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            proxies = (proxy_middleware(settings.proxy.routes()),)
+            async with aiohttp.ClientSession(timeout=timeout, middlewares=proxies) as session:
                 while True:
                     rejoin = asyncio.Event()
                     code = await _membership(
@@ -134,6 +145,7 @@ async def _membership(
                 config.iexec_hub_contract_address,
                 max_block_lag=settings.chain.max_block_lag,
                 observer=metrics,
+                proxy_for=settings.proxy.routes().for_url,
             )
             stack.push_async_callback(chain.close)
             return chain
@@ -156,7 +168,8 @@ async def _membership(
         )  # fmt: skip
         try:
             joined = await join_pool(
-                scheduler, connect_chain, model, funds_watch, health, metrics, stop, worker_version=__version__,
+                scheduler, connect_chain, model, funds_watch, health, metrics, stop,
+                worker_version=node.protocol_version,
                 scheduler_url=display_url(settings.scheduler.core_url),
             )  # fmt: skip
         except SchedulerError:
@@ -164,12 +177,8 @@ async def _membership(
                 return 0
             raise
         chain = joined.chain
-        log.info(
-            "joined scheduler %s (core %s) with %d slot(s)",
-            settings.scheduler.core_url,
-            joined.core_version,
-            slots,
-        )
+        core_url = settings.scheduler.core_url
+        log.info("joined scheduler %s (core %s) with %d slot(s)", core_url, joined.core_version, slots)
 
         store = await ReplicateStore.open(node.state_db)
         stack.push_async_callback(store.close)
@@ -177,13 +186,15 @@ async def _membership(
         stack.push_async_callback(engine.close)
         if removed := await engine.remove_labelled(node.name):
             log.info("removed %d container(s) left by a previous run", len(removed))
-        push = PushChannel(session, settings.scheduler.core_url)
+        push = PushChannel(session, core_url)
         sender = TransactionSender(
             chain, account, StoreJournal(store),
             gas_policy=gas_policy,
             sidechain=joined.chain_config.sidechain, replace_after=settings.chain.tx_replace_after.total_seconds(),
         )  # fmt: skip
         work = _task_work(settings, chain, sender, engine, session, store, account, joined)
+        # As the reference at start: the folders of tasks not carried on are deleted, never the store.
+        await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
         supervisor: Supervisor
 
         async def on_message(body: str) -> None:
@@ -260,38 +271,28 @@ def _task_work(
     account: LocalAccount,
     joined: Joined[ChainClient],
 ) -> TaskWork:
-    docker, data = settings.docker, settings.data
+    docker, data, result = settings.docker, settings.data, settings.result
     limits = ContainerLimits(
-        memory_bytes=docker.container_memory_limit,
+        memory_bytes=docker.container_memory_limit, pids_limit=docker.container_pids_limit,
         nano_cpus=int(docker.container_cpu_limit * 1e9) if docker.container_cpu_limit else None,
-        pids_limit=docker.container_pids_limit,
         network=docker.network_name or None,
-    )
+    )  # fmt: skip
     registries = tuple(
         RegistryAuth(server=r.address, username=r.username, password=r.password.get_secret_value())
         for r in docker.registries
         if r.username and r.password is not None
     )
     download_limits = DownloadLimits(
-        max_bytes=data.max_bytes,
-        total_timeout=data.download_timeout.total_seconds(),
-        stall_timeout=data.stall_timeout.total_seconds(),
-        max_redirects=data.max_redirects,
-    )
+        max_bytes=data.max_bytes, total_timeout=data.download_timeout.total_seconds(),
+        stall_timeout=data.stall_timeout.total_seconds(), max_redirects=data.max_redirects,
+    )  # fmt: skip
     work_settings = WorkSettings(
-        worker_name=settings.node.name,
-        task_root=settings.node.task_root,
-        gas_price_cap=settings.chain.gas_price_cap,
-        limits=limits,
-        download_limits=download_limits,
-        result_repository_url=joined.public.result_repository_url,
-        registries=registries,
-        min_pull_timeout=docker.min_pull_timeout.total_seconds(),
-        max_pull_timeout=docker.max_pull_timeout.total_seconds(),
-        max_result_bytes=settings.result.max_bytes,
-        ipfs_gateways=tuple(data.ipfs_gateways),
-        upload_attempts=settings.result.upload_attempts,
-        upload_timeout=settings.result.upload_timeout.total_seconds(),
-        sidechain=joined.chain_config.sidechain,
-    )
+        worker_name=settings.node.name, task_root=settings.node.task_root, gas_price_cap=settings.chain.gas_price_cap,
+        limits=limits, download_limits=download_limits, result_repository_url=joined.public.result_repository_url,
+        registries=registries, min_pull_timeout=docker.min_pull_timeout.total_seconds(),
+        max_pull_timeout=docker.max_pull_timeout.total_seconds(), max_result_bytes=result.max_bytes,
+        ipfs_gateways=tuple(data.ipfs_gateways), upload_attempts=result.upload_attempts,
+        upload_timeout=result.upload_timeout.total_seconds(), sidechain=joined.chain_config.sidechain,
+        developer_logger=settings.log.developer_logger_enabled,
+    )  # fmt: skip
     return TaskWork(work_settings, chain, sender, engine, session, account, store)

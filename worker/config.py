@@ -30,8 +30,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from yarl import URL
 
+from worker import PROTOCOL_VERSION
 from worker.data import DEFAULT_IPFS_GATEWAYS
 from worker.protocol.errors import ConfigurationError
+from worker.proxy import DEFAULT_NON_PROXY_HOSTS, ProxyRoutes
 from worker.wallet import read_password
 
 DEFAULT_ENV_FILE = Path(".env")
@@ -135,8 +137,15 @@ class NodeSettings(_Subsystem):
     metrics_window_size: int = Field(
         1000,
         validation_alias="IEXEC_WORKER_METRICS_WINDOW_SIZE",
-        description="Number of recent replicates kept to compute the duration metrics.",
+        description="Number of recent app runs kept to compute the duration metrics of GET /metrics/worker.",
         gt=0,
+    )
+    protocol_version: str = Field(
+        PROTOCOL_VERSION,
+        validation_alias="IEXEC_WORKER_PROTOCOL_VERSION",
+        description="(this worker) The iexec-worker release this worker behaves as: compared, as the Java worker "
+        "compares its own version, with the scheduler's requiredWorkerVersion, and served by GET /version.",
+        min_length=1,
     )
 
     @property
@@ -262,10 +271,11 @@ class DockerSettings(_Subsystem):
         validation_alias="IEXEC_WORKER_DOCKER_NETWORK_NAME",
         description="Docker network created for the worker's containers.",
     )
-    extra_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
+    extra_hosts: str | None = Field(
+        None,
         validation_alias="WORKER_DOCKER_EXTRA_HOSTS",
-        description="Extra /etc/hosts entries for containers, comma separated host:ip pairs.",
+        description="An /etc/hosts entry (host:ip) the reference adds to TDX pre- and post-compute containers "
+        "only; this worker runs no such container, so it refuses to start with it set.",
     )
     registry_username_0: str | None = Field(
         None,
@@ -322,12 +332,15 @@ class DockerSettings(_Subsystem):
         gt=0,
     )
 
-    @field_validator("extra_hosts", mode="before")
+    @field_validator("extra_hosts")
     @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+    def _no_extra_hosts(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            raise ValueError(
+                "the reference worker adds this entry to TDX pre- and post-compute containers only, never to "
+                "app containers, and this worker runs standard tasks only: it would have no effect; remove it"
+            )
+        return None
 
     @field_validator("container_memory_limit", mode="before")
     @classmethod
@@ -533,12 +546,12 @@ class TeeSettings(_Subsystem):
 
 
 class LogSettings(_Subsystem):
-    """Logging and the HTTP proxy used to reach the scheduler, result proxy and node."""
+    """Logging."""
 
     level: str = Field(
         "info",
         validation_alias="IEXEC_LOG_LEVEL",
-        description="Log level: debug, info, warning or error.",
+        description="Log level of the whole worker: trace (= debug), debug, info, warning or error.",
     )
     json_logs: bool = Field(
         False,
@@ -548,38 +561,97 @@ class LogSettings(_Subsystem):
     developer_logger_enabled: bool = Field(
         False,
         validation_alias="IEXEC_DEVELOPER_LOGGER_ENABLED",
-        description="Also log the stdout and stderr of every task container.",
-    )
-    http_proxy_host: str | None = Field(
-        None, validation_alias="IEXEC_HTTP_PROXY_HOST", description="Host of the proxy for http:// URLs."
-    )
-    http_proxy_port: int | None = Field(
-        None, validation_alias="IEXEC_HTTP_PROXY_PORT", description="Port of the proxy for http:// URLs."
-    )
-    https_proxy_host: str | None = Field(
-        None, validation_alias="IEXEC_HTTPS_PROXY_HOST", description="Host of the proxy for https:// URLs."
-    )
-    https_proxy_port: int | None = Field(
-        None, validation_alias="IEXEC_HTTPS_PROXY_PORT", description="Port of the proxy for https:// URLs."
+        description="After every app run, log its iexec_in and iexec_out folders and its whole stdout and "
+        "stderr, in the reference's DEV MODE block.",
     )
 
     @field_validator("level")
     @classmethod
     def _level(cls, value: str) -> str:
         level = value.strip().upper()
-        if level == "WARN":
-            level = "WARNING"
+        level = {"WARN": "WARNING", "TRACE": "DEBUG"}.get(level, level)
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"{value!r} is not a level; use debug, info, warning or error")
         return level
 
-    def proxy_for(self, scheme: str) -> str | None:
-        host, port = (
-            (self.https_proxy_host, self.https_proxy_port)
-            if scheme == "https"
-            else (self.http_proxy_host, self.http_proxy_port)
+
+class ProxySettings(_Subsystem):
+    """The HTTP proxies every outbound HTTP call goes through: scheduler, node, result proxy, IPFS, datasets.
+
+    As the JVM proxy properties the reference's entrypoint sets from the same variables: one proxy for
+    http:// URLs, one for https:// URLs (reached with CONNECT), and hosts that are never proxied. Unlike
+    the other settings, an empty value here is a value: an empty IEXEC_WORKER_NON_PROXY_HOSTS exempts no
+    host, as an empty ``http.nonProxyHosts`` does in the JVM.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        env_ignore_empty=False,
+    )
+
+    http_proxy_host: str | None = Field(
+        None, validation_alias="IEXEC_HTTP_PROXY_HOST", description="Host of the proxy for http:// URLs."
+    )
+    http_proxy_port: int | None = Field(
+        None,
+        validation_alias="IEXEC_HTTP_PROXY_PORT",
+        description="Port of the proxy for http:// URLs.",
+        gt=0,
+        le=65535,
+    )
+    https_proxy_host: str | None = Field(
+        None, validation_alias="IEXEC_HTTPS_PROXY_HOST", description="Host of the proxy for https:// URLs."
+    )
+    https_proxy_port: int | None = Field(
+        None,
+        validation_alias="IEXEC_HTTPS_PROXY_PORT",
+        description="Port of the proxy for https:// URLs.",
+        gt=0,
+        le=65535,
+    )
+    non_proxy_hosts: str = Field(
+        DEFAULT_NON_PROXY_HOSTS,
+        validation_alias="IEXEC_WORKER_NON_PROXY_HOSTS",
+        description="(this worker) Hosts reached directly, never through a proxy: |-separated, * at the start or "
+        "end of a pattern, the JVM's loopback defaults added (its http.nonProxyHosts); empty: no host is exempt.",
+    )
+
+    @field_validator(
+        "http_proxy_host", "https_proxy_host", "http_proxy_port", "https_proxy_port", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ProxySettings:
+        for scheme, host, port in (
+            ("HTTP", self.http_proxy_host, self.http_proxy_port),
+            ("HTTPS", self.https_proxy_host, self.https_proxy_port),
+        ):
+            if bool(host and host.strip()) != (port is not None):
+                raise ValueError(
+                    f"IEXEC_{scheme}_PROXY_HOST and IEXEC_{scheme}_PROXY_PORT go together: set both or neither"
+                )
+        return self
+
+    def routes(self) -> ProxyRoutes:
+        def url(host: str | None, port: int | None) -> str | None:
+            return f"http://{host.strip()}:{port}" if host and host.strip() and port else None
+
+        # The JVM adds its loopback defaults to any list but an empty one (DefaultProxySelector).
+        exempt = self.non_proxy_hosts.strip()
+        if exempt and exempt != DEFAULT_NON_PROXY_HOSTS:
+            exempt = f"{exempt}|{DEFAULT_NON_PROXY_HOSTS}"
+        return ProxyRoutes(
+            http=url(self.http_proxy_host, self.http_proxy_port),
+            https=url(self.https_proxy_host, self.https_proxy_port),
+            non_proxy_hosts=exempt,
         )
-        return f"http://{host}:{port or 3128}" if host else None
 
 
 class Settings(BaseModel):
@@ -596,6 +668,7 @@ class Settings(BaseModel):
         ResultSettings,
         TeeSettings,
         LogSettings,
+        ProxySettings,
     )
 
     scheduler: SchedulerSettings = Field(description="Scheduler URL and workerpool.")
@@ -606,12 +679,32 @@ class Settings(BaseModel):
     data: DataSettings = Field(description="Dataset and input file downloads, IPFS gateways.")
     result: ResultSettings = Field(description="Result size limit and upload to the result proxy.")
     tee: TeeSettings = Field(description="TEE settings of the reference worker (standard tasks only here).")
-    log: LogSettings = Field(description="Logging and HTTP proxy.")
+    log: LogSettings = Field(description="Logging.")
+    proxy: ProxySettings = Field(description="HTTP and HTTPS proxies of outbound calls.")
     available_cpu_count: int = Field(
         description="Tasks computed at once: IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT or max(CPUs - 1, 1)."
     )
     wallet_path: Path = Field(description="IEXEC_WORKER_WALLET_PATH, checked to exist.")
     wallet_password: SecretStr = Field(description="From IEXEC_WORKER_WALLET_PASSWORD or its _FILE variant.")
+
+
+def inert_settings(settings: Settings) -> list[str]:
+    """A message for every TEE setting set to something else than its default.
+
+    They act on TEE tasks only, in the reference too; this worker refuses TEE tasks (TEE_NOT_SUPPORTED),
+    so they change nothing, and the operator is told so at start rather than left to believe otherwise.
+    """
+    tee = settings.tee
+    messages = []
+    for name, field in TeeSettings.model_fields.items():
+        if name == "sgx_driver_mode":
+            continue  # anything but NONE is refused outright
+        if getattr(tee, name) != field.get_default(call_default_factory=True):
+            messages.append(
+                f"{field.validation_alias} is set but acts on TEE tasks only, which this worker does not run "
+                "(it refuses them with TEE_NOT_SUPPORTED): it has no effect"
+            )
+    return messages
 
 
 def known_keys() -> dict[str, tuple[type[_Subsystem], str]]:
@@ -686,6 +779,7 @@ def load_settings(
         result=parts["ResultSettings"],
         tee=parts["TeeSettings"],
         log=parts["LogSettings"],
+        proxy=parts["ProxySettings"],
         available_cpu_count=available,
         wallet_path=_wallet_path(wallet),
         wallet_password=_wallet_password(wallet),

@@ -6,6 +6,15 @@
 - ``/metrics`` for Prometheus, ``/version``, ``/replicates`` (the replicates in hand).
 - ``/status``: a live status page (plain HTML, CSS and JavaScript shipped in ``worker/static``:
   no build step, nothing loaded from elsewhere), fed by ``/api/status``.
+
+Two routes answer a Java-worker client the way iexec-worker does (docs/compatibility.md):
+- ``GET /version``: ``text/plain``, the body is the iexec-worker release this worker is interchangeable
+  with (``IEXEC_WORKER_PROTOCOL_VERSION``, what iexec-core's ``requiredWorkerVersion`` is compared
+  with), exactly as the reference writes its own version. This worker's own version is in the
+  ``X-Worker-Version`` header, and both are in the JSON answer to ``Accept: application/json``.
+- ``GET /metrics``: Prometheus text by default (what scrapers ask for); the reference's ``WorkerMetrics``
+  JSON when the request accepts ``application/json`` and not Prometheus text, and always at
+  ``GET /metrics/worker``.
 """
 
 from __future__ import annotations
@@ -28,14 +37,31 @@ STATIC_FILES = {
 }
 
 
+WORKER_VERSION_HEADER = "X-Worker-Version"
+_PROMETHEUS_TYPES = ("text/plain", "application/openmetrics-text")
+
+
 def _static(name: str) -> bytes:
     return resources.files("worker").joinpath("static", name).read_bytes()
 
 
-def create_http_app(metrics: Metrics, health: Health, status: StatusView | None = None) -> web.Application:
-    async def get_metrics(_: web.Request) -> web.Response:
+def wants_json(request: web.Request) -> bool:
+    """True when the client asks for JSON and not for Prometheus text (a scraper names text/plain)."""
+    accept = request.headers.get("Accept", "").lower()
+    return "application/json" in accept and not any(kind in accept for kind in _PROMETHEUS_TYPES)
+
+
+def create_http_app(
+    metrics: Metrics, health: Health, status: StatusView | None = None, *, protocol_version: str = __version__
+) -> web.Application:
+    async def get_metrics(request: web.Request) -> web.Response:
+        if wants_json(request):
+            return web.json_response(metrics.worker_metrics())
         payload = await asyncio.to_thread(generate_latest, metrics.registry)
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_worker_metrics(_: web.Request) -> web.Response:
+        return web.json_response(metrics.worker_metrics())
 
     async def get_livez(_: web.Request) -> web.Response:
         return web.json_response(health.liveness())
@@ -48,8 +74,16 @@ def create_http_app(metrics: Metrics, health: Health, status: StatusView | None 
         alive, body = health.report()
         return web.json_response(body, status=200 if alive else 503)
 
-    async def get_version(_: web.Request) -> web.Response:
-        return web.Response(text=__version__)
+    async def get_version(request: web.Request) -> web.Response:
+        headers = {WORKER_VERSION_HEADER: __version__}
+        if wants_json(request):
+            body = {
+                "version": protocol_version,
+                "protocolVersion": protocol_version,
+                "workerVersion": __version__,
+            }
+            return web.json_response(body, headers=headers)
+        return web.Response(text=protocol_version, headers=headers)
 
     async def get_replicates(_: web.Request) -> web.Response:
         return web.json_response(status.active_replicates() if status else [])
@@ -74,6 +108,7 @@ def create_http_app(metrics: Metrics, health: Health, status: StatusView | None 
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/metrics/worker", get_worker_metrics)
     app.router.add_get("/version", get_version)
     app.router.add_get("/replicates", get_replicates)
     app.router.add_get("/api/status", get_status)

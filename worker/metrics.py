@@ -1,11 +1,19 @@
 """Prometheus metrics of the worker: one registry per process, names prefixed ``iexec_worker_``.
 
-No task id is ever a label (unbounded cardinality); per-task detail goes to the logs.
+No task id is ever a label (unbounded cardinality); per-task detail goes to the logs. Beside them,
+``worker_metrics()`` is the reference's ``WorkerMetrics`` JSON (iexec-worker ``MetricsService``): the
+min, max and mean of the last ``window_size`` pre-, app-, post- and complete-compute durations, in
+milliseconds. As with the reference, the standard post-compute is not timed and pre-/post-compute
+containers run for TEE tasks only, so on this standard-only worker the app durations are the only
+samples and the three others stay empty (count 0, "NaN").
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -17,9 +25,53 @@ log = logging.getLogger("iexec.worker.replicate")
 _STAGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800, 36000)
 
 
+class DurationWindow:
+    """The last ``size`` durations, and each task's own (commons-math ``DescriptiveStatistics(size)`` and the
+    reference's ``MaxSizeHashMap``: the oldest task is forgotten first)."""
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[int] = deque(maxlen=size)
+        self._by_task: dict[str, int] = {}
+        self._size = size
+
+    def add(self, task_id: str, millis: int) -> None:
+        self._values.append(millis)
+        self._by_task[task_id] = millis
+        while len(self._by_task) > self._size:
+            del self._by_task[next(iter(self._by_task))]
+
+    def of(self, task_id: str) -> int | None:
+        return self._by_task.get(task_id)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._by_task)
+
+    def aggregated(self) -> dict[str, Any]:
+        return aggregate([float(v) for v in self._values])
+
+
+def aggregate(values: list[float]) -> dict[str, Any]:
+    """The reference's ``AggregatedDurations``; Jackson writes an undefined statistic as the string "NaN"."""
+
+    def number(value: float) -> float | str:
+        return "NaN" if math.isnan(value) else value
+
+    nan = math.nan
+    return {
+        "durationSamplesCount": len(values),
+        "minDuration": number(min(values) if values else nan),
+        "maxDuration": number(max(values) if values else nan),
+        "averageDuration": number(sum(values) / len(values) if values else nan),
+    }
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, window_size: int = 1000) -> None:
         self.registry = registry or CollectorRegistry()
+        self.pre_compute = DurationWindow(window_size)
+        self.app_compute = DurationWindow(window_size)
+        self.post_compute = DurationWindow(window_size)
         r = self.registry
         self.info = Info("iexec_worker", "Version and identity of this worker", registry=r)
         self.replicates = Gauge(
@@ -143,3 +195,22 @@ class Metrics:
 
     def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None:
         self.stage_seconds.labels(stage.value, "ok" if ok else "failed").observe(seconds)
+
+    def app_computed(self, task_id: str, seconds: float) -> None:
+        self.app_compute.add(task_id, int(seconds * 1000))  # Duration.toMillis() truncates
+
+    # -- the reference's WorkerMetrics ------------------------------------------------------------
+
+    def worker_metrics(self) -> dict[str, Any]:
+        """The JSON body of the reference's ``GET /metrics``, keys in its order."""
+        complete: list[float] = []
+        for task_id in self.app_compute.tasks:
+            app, post = self.app_compute.of(task_id), self.post_compute.of(task_id)
+            if app is not None and post is not None:
+                complete.append(float((self.pre_compute.of(task_id) or 0) + app + post))
+        return {
+            "preComputeDurations": self.pre_compute.aggregated(),
+            "appComputeDurations": self.app_compute.aggregated(),
+            "postComputeDurations": self.post_compute.aggregated(),
+            "completeComputeDurations": aggregate(complete),
+        }

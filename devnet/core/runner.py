@@ -7,6 +7,7 @@ state and the on-chain duty loop, started and stopped together.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Collection
 from typing import Self
@@ -17,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 
 from devnet.contracts import Deployment
 from devnet.toolkit import Toolkit
-from worker.protocol.models import TaskNotification
+from worker.protocol.models import ComputeLogs, TaskNotification
 from worker.protocol.status import ReplicateStatus
 
 from .api import ApiSettings, SchedulerApi
@@ -188,6 +189,15 @@ class DevScheduler:
     def replicate_history(self, task_id: str, wallet: str) -> list[ReplicateStatus]:
         replicate = self.state.replicate(task_id, wallet.lower())
         return replicate.statuses if replicate else []
+
+    def task_logs(self, task_id: str) -> dict[str, ComputeLogs]:
+        """The app logs the workers sent for this task, by wallet (iexec-core ``GET /tasks/{id}/logs``)."""
+        task = self.state.tasks.get(task_id)
+        return dict(task.compute_logs) if task else {}
+
+    def require_worker_version(self, version: str) -> None:
+        """Set iexec-core's ``requiredWorkerVersion`` ("" accepts any): workers read it when they join."""
+        self.api.settings = dataclasses.replace(self.api.settings, required_worker_version=version)
 
     @property
     def notifications(self) -> list[TaskNotification]:

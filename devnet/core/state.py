@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from worker.protocol.models import ReplicateStatusDetails, TaskNotification
+from worker.protocol.models import ComputeLogs, ReplicateStatusDetails, TaskNotification
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 
 RS = ReplicateStatus
@@ -164,6 +164,8 @@ class Task:
     chain_callback_data: str | None = None
     status_changed_at: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    compute_logs: dict[str, ComputeLogs] = field(default_factory=dict)
+    """iexec-core ``TaskLogs``: the app logs each worker sent, by wallet; the first one sent is kept."""
 
     @property
     def status(self) -> TaskStatus:

@@ -19,6 +19,7 @@ from worker.protocol.status import (
     ChainContributionStatus,
     ChainTaskStatus,
     ReplicateStatus,
+    ReplicateStatusCause,
     TaskNotificationType,
     is_valid_transition,
     next_action,
@@ -103,7 +104,13 @@ class StatusUpdater:
             log.info("task %s: %s from %s refused by on-chain checks", task.task_id, status, replicate.wallet)
             return UpdateOutcome(UpdateError.GENERIC_CANT_UPDATE)
         if details is not None and details.compute_logs is not None:
-            # The logs belong to the task-logs store, not to the replicate history.
+            # The logs belong to the task-logs store, not to the replicate history (iexec-core
+            # ReplicatesController: tailed again, stored for COMPUTED or an app's COMPUTE_FAILED, first wins).
+            if status is RS.COMPUTED or (
+                status is RS.COMPUTE_FAILED and details.cause is ReplicateStatusCause.APP_COMPUTE_FAILED
+            ):
+                logs = details.compute_logs.model_copy(update={"wallet_address": replicate.wallet}).tailed()
+                task.compute_logs.setdefault(replicate.wallet, logs)
             details = details.model_copy(update={"compute_logs": None})
         replicate.append(status, Modifier.WORKER, details)
         if status is RS.COMPUTED or status in FAILED_BEFORE_COMPUTED:

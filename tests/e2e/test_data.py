@@ -226,7 +226,7 @@ async def test_a_link_out_of_the_output_is_zipped_empty_and_never_followed(
         pytest.param(
             "ln -s /etc/passwd /iexec_out/passwd\n"
             'printf "{\\"deterministic-output-path\\":\\"/iexec_out/passwd\\"}" > /iexec_out/computed.json\n',
-            Cause.DETERMINISM_HASH_NOT_FOUND,
+            Cause.POST_COMPUTE_RESULT_DIGEST_COMPUTATION_FAILED,
             id="result-is-a-link-to-etc-passwd",
         ),
         pytest.param(
@@ -241,12 +241,18 @@ async def test_a_link_out_of_the_output_is_zipped_empty_and_never_followed(
             Cause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED,
             id="output-larger-than-the-limit",
         ),
-        pytest.param("true\n", Cause.POST_COMPUTE_COMPUTED_FILE_NOT_FOUND, id="empty-output-folder"),
+        pytest.param("true\n", Cause.POST_COMPUTE_SEND_COMPUTED_FILE_FAILED, id="empty-output-folder"),
     ],
 )
-async def test_a_hostile_or_broken_output_fails_the_compute_with_its_cause(
-    platform: Platform, tmp_path: Path, script: str, cause: ReplicateStatusCause
+async def test_a_hostile_or_broken_output_is_computed_but_never_contributed(
+    platform: Platform,
+    tmp_path: Path,
+    script: str,
+    cause: ReplicateStatusCause,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """As iexec-worker 9.2: COMPUTED (exit code 0), the post-compute's cause logged, no result digest, so the
+    contribution fails (DETERMINISM_HASH_NOT_FOUND), iexec-core refuses that, and the replicate ends ABORTED."""
     wallet = platform.workers[0].address
     base = tmp_path / "worker"
     # 1 MiB of random bytes cannot be compressed under a 512 KiB limit.
@@ -255,16 +261,18 @@ async def test_a_hostile_or_broken_output_fails_the_compute_with_its_cause(
         purchase = await buy(platform.info(), image=SHELL.tag, args=script_args("set -e\n" + script))
         task_id = purchase.task_ids[0]
         await until(
-            lambda: RS.COMPUTE_FAILED in platform.scheduler.replicate_history(task_id, wallet),
+            lambda: RS.ABORTED in platform.scheduler.replicate_history(task_id, wallet),
             within=TASK_WITHIN,
-            what=f"task {task_id} COMPUTE_FAILED",
+            what=f"task {task_id} ABORTED",
         )
         assert await worker.shutdown() == 0
 
     history = changes(platform, task_id, wallet)
-    failure = next(change for change in history if change.status is RS.COMPUTE_FAILED)
-    assert failure.cause is cause
-    assert RS.CONTRIBUTING not in [change.status for change in history]
+    assert [change.status for change in history][-3:] == [RS.COMPUTED, RS.CONTRIBUTING, RS.ABORTED]
+    computed = history[-3]
+    assert computed.details is not None
+    assert computed.details.exit_code == 0
+    assert f"compute: {cause.value}" in caplog.text
     contribution = await platform.toolkit.view_contribution(task_id, wallet)
     assert contribution.status is ChainContributionStatus.UNSET
     # No zip over the limit is ever left on disk.

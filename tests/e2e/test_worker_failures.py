@@ -61,7 +61,7 @@ async def _create_category(platform: Platform, name: str, timeref: int) -> int:
     return int(iexec.events.CreateCategory().process_receipt(receipt)[0]["args"]["catid"])
 
 
-async def test_app_exiting_non_zero_is_aborted_without_contribution(
+async def test_app_exiting_non_zero_without_a_result_ends_aborted_without_contribution(
     platform: Platform, tmp_path: Path
 ) -> None:
     async with running_worker(platform, WORKER, tmp_path / "worker") as worker:
@@ -70,9 +70,10 @@ async def test_app_exiting_non_zero_is_aborted_without_contribution(
         await until(lambda: _ended(platform, task_id), within=60, what=f"replicate of {task_id} ended")
         assert await worker.shutdown() == 0
 
+    # iexec-worker 9.2: COMPUTED whatever the exit code; no result, so the contribution fails, which
+    # iexec-core refuses (CONTRIBUTE_FAILED never enters its history) and answers with PLEASE_ABORT.
     history = _history(platform, task_id)
-    assert history[-2:] == [(RS.COMPUTE_FAILED, Cause.APP_COMPUTE_FAILED), (RS.ABORTED, Cause.UNKNOWN)]
-    assert RS.CONTRIBUTING not in [status for status, _ in history]
+    assert history[-3:] == [(RS.COMPUTED, None), (RS.CONTRIBUTING, None), (RS.ABORTED, Cause.UNKNOWN)]
     await _assert_nothing_contributed(platform, task_id)
     assert not await container_exists(container_name(worker.name, task_id))
     assert platform.scheduler.task_status(task_id) is not TaskStatus.COMPLETED
@@ -89,7 +90,14 @@ async def test_app_past_its_time_is_killed(platform: Platform, tmp_path: Path) -
         assert await worker.shutdown() == 0
 
     history = _history(platform, task_id)
-    assert history[-2:] == [(RS.COMPUTE_FAILED, Cause.APP_COMPUTE_TIMEOUT), (RS.ABORTED, Cause.UNKNOWN)]
+    assert history[-3:] == [(RS.COMPUTED, None), (RS.CONTRIBUTING, None), (RS.ABORTED, Cause.UNKNOWN)]
+    replicate = platform.scheduler.state.replicate(task_id, platform.workers[WORKER].address)
+    assert replicate is not None
+    computed = next(change for change in replicate.history if change.status is RS.COMPUTED)
+    assert computed.details is not None
+    assert computed.details.exit_code == -1  # the reference's exit code of a timed-out app
+    logs = platform.scheduler.task_logs(task_id)[platform.workers[WORKER].address]
+    assert logs.stdout == "sleep: sleeping 60s\n"  # read after the kill, as the reference does
     await _assert_nothing_contributed(platform, task_id)
     assert not await container_exists(name)
 

@@ -43,8 +43,17 @@ async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) ->
             assert health["joined"] is True
             assert health["outOfGas"] is False
 
+            # As the Java worker: the bare version, the one iexec-core's requiredWorkerVersion is compared with.
             async with session.get(f"{base}/version") as response:
-                assert await response.text() == __version__
+                assert response.content_type == "text/plain"
+                assert await response.text() == "9.2.0"
+                assert response.headers["X-Worker-Version"] == __version__
+            async with session.get(f"{base}/version", headers={"Accept": "application/json"}) as response:
+                assert await response.json() == {
+                    "version": "9.2.0",
+                    "protocolVersion": "9.2.0",
+                    "workerVersion": __version__,
+                }
 
             purchase = await buy(platform.info(), image=HELLO.tag, args="metrics")
             task_id = purchase.task_ids[0]
@@ -65,6 +74,23 @@ async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) ->
             assert 'iexec_worker_replicates{status="CREATED"} 0.0' in text
             assert "iexec_worker_slots 1.0" in text
             assert task_id not in text  # no task id as a label
+
+            # The reference's WorkerMetrics JSON, for dashboards built on the Java worker.
+            async with session.get(f"{base}/metrics", headers={"Accept": "application/json"}) as response:
+                worker_metrics = await response.json()
+            async with session.get(f"{base}/metrics/worker") as response:
+                assert await response.json() == worker_metrics
+            assert list(worker_metrics) == [
+                "preComputeDurations", "appComputeDurations", "postComputeDurations", "completeComputeDurations",
+            ]  # fmt: skip
+            app = worker_metrics["appComputeDurations"]
+            assert app["durationSamplesCount"] == 1
+            assert 0 < app["minDuration"] == app["maxDuration"] == app["averageDuration"] < 60_000
+            # Standard tasks have no pre- or post-compute container: those stay empty, as with the reference.
+            for empty in ("preComputeDurations", "postComputeDurations", "completeComputeDurations"):
+                assert worker_metrics[empty] == {
+                    "durationSamplesCount": 0, "minDuration": "NaN", "maxDuration": "NaN", "averageDuration": "NaN",
+                }  # fmt: skip
     finally:
         stop.set()
         assert await asyncio.wait_for(worker, 60) == 0

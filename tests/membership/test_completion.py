@@ -9,7 +9,7 @@ from worker.protocol.status import ChainTaskStatus, ReplicateStatus, TaskNotific
 RS = ReplicateStatus
 
 
-async def test_only_waiting_replicates_of_completed_tasks_are_completed() -> None:
+async def test_every_replicate_of_a_completed_task_is_completed_whatever_its_state() -> None:
     replicates = FakeReplicates(
         statuses={
             task_id(1): RS.REVEALED,
@@ -26,10 +26,12 @@ async def test_only_waiting_replicates_of_completed_tasks_are_completed() -> Non
             task_id(4): ChainTaskStatus.COMPLETED,
         }
     )
-    assert await complete_finalized(chain, replicates) == [task_id(1), task_id(2)]
+    # A winner that never revealed (CONTRIBUTED) is completed too, as PLEASE_COMPLETE reaches it.
+    assert await complete_finalized(chain, replicates) == [task_id(1), task_id(2), task_id(4)]
     assert [(n.chain_task_id, n.task_notification_type) for n in replicates.notified] == [
         (task_id(1), TaskNotificationType.PLEASE_COMPLETE),
         (task_id(2), TaskNotificationType.PLEASE_COMPLETE),
+        (task_id(4), TaskNotificationType.PLEASE_COMPLETE),
     ]
 
 

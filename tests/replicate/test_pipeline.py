@@ -29,6 +29,7 @@ from worker.protocol.status import (
     is_valid_transition,
     next_action,
 )
+from worker.replicate.machine import ReplicateState
 from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
 from worker.replicate.ports import ComputeOutcome, Stage, UploadOutcome
 from worker.replicate.store import ReplicateStore
@@ -50,10 +51,12 @@ class FakeScheduler:
     def __init__(self) -> None:
         self.history: list[ReplicateStatus] = [RS.CREATED]
         self.details: dict[ReplicateStatus, ReplicateStatusDetails | None] = {}
+        self.reported: list[tuple[ReplicateStatus, ReplicateStatusDetails | None]] = []
 
     async def report(
         self, task_id: str, status: ReplicateStatus, details: ReplicateStatusDetails | None = None
     ) -> TaskNotificationType | None:
+        self.reported.append((status, details))
         if status in self.history:
             return next_action(status, details.cause if details else None)  # 208: the client derives it
         if status in (RS.CONTRIBUTE_FAILED, RS.REVEAL_FAILED) or not is_valid_transition(
@@ -71,9 +74,12 @@ class FakeWork:
         self.calls: list[str] = []
         self.compute_gate: asyncio.Event | None = None
         self.purged = False
+        self.outcome = ComputeOutcome(
+            exit_code=0, stdout="out", stderr="", result_digest="0x" + "dd" * 32, app_seconds=1.5
+        )
 
     async def precheck(self, task_id: str, stage: Stage) -> None:
-        if stage in self.fail:
+        if stage in self.fail and stage is not Stage.COMPUTE:
             raise StepFailed(self.fail[stage])
 
     async def download_app(self, task_id: str) -> None:
@@ -92,7 +98,9 @@ class FakeWork:
         self.calls.append("compute")
         if self.compute_gate is not None:
             await self.compute_gate.wait()
-        return ComputeOutcome(exit_code=0, stdout="out", stderr="", result_digest="0x" + "dd" * 32)
+        if Stage.COMPUTE in self.fail:
+            raise StepFailed(self.fail[Stage.COMPUTE])
+        return self.outcome
 
     async def contribute(
         self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
@@ -116,12 +124,16 @@ class Recorder:
     def __init__(self) -> None:
         self.moves: list[tuple[ReplicateStatus, ReplicateStatus]] = []
         self.stages: list[tuple[Stage, bool]] = []
+        self.app_runs: list[float] = []
 
     def status_changed(self, task_id: str, old: RS, new: RS, cause: Cause | None) -> None:
         self.moves.append((old, new))
 
     def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None:
         self.stages.append((stage, ok))
+
+    def app_computed(self, task_id: str, seconds: float) -> None:
+        self.app_runs.append(seconds)
 
     def replicate_held(self, status: RS, held: bool) -> None:
         pass
@@ -260,3 +272,122 @@ async def test_restart_inside_compute_runs_compute_again(store: ReplicateStore) 
     assert scheduler.history.count(RS.COMPUTING) == 1
     assert work.calls.count("compute") == 2
     assert RS.CONTRIBUTED in scheduler.history
+
+
+async def _run_until_ended(pipeline: ReplicatePipeline) -> None:
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await asyncio.wait_for(pipeline.run(), 5)
+
+
+async def test_an_app_failing_after_writing_its_result_is_computed_and_contributed(
+    store: ReplicateStore,
+) -> None:
+    """iexec-worker 9.2: COMPUTED with the exit code and the logs, then the contribution."""
+    scheduler, work, recorder = FakeScheduler(), FakeWork(), Recorder()
+    work.outcome = ComputeOutcome(
+        exit_code=3,
+        stdout="partial",
+        stderr="boom",
+        result_digest="0x" + "dd" * 32,
+        app_seconds=0.25,
+        failures=(Cause.APP_COMPUTE_FAILED,),
+    )
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, recorder))
+    runner = asyncio.create_task(pipeline.run())
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await until(lambda: pipeline.status is RS.CONTRIBUTED)
+    runner.cancel()
+    computed = scheduler.details[RS.COMPUTED]
+    assert computed is not None
+    assert computed.exit_code == 3
+    assert computed.cause is None
+    assert computed.compute_logs is not None
+    assert (computed.compute_logs.stdout, computed.compute_logs.stderr) == ("partial", "boom")
+    assert RS.COMPUTE_FAILED not in scheduler.history
+    assert work.calls[-1] == f"contribute:{'0x' + 'dd' * 32}"
+    assert recorder.app_runs == [0.25]
+    assert (Stage.COMPUTE, False) in recorder.stages
+
+
+async def test_no_result_fails_at_the_contribution_and_ends_aborted(store: ReplicateStore) -> None:
+    """The reference's error path: CONTRIBUTE_FAILED is refused by iexec-core, PLEASE_ABORT, ABORTED."""
+    scheduler, work = FakeScheduler(), FakeWork()
+    work.outcome = ComputeOutcome(exit_code=1, stdout="", stderr="no", result_digest=None)
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    await _run_until_ended(pipeline)
+    assert scheduler.history[-4:] == [RS.COMPUTING, RS.COMPUTED, RS.CONTRIBUTING, RS.ABORTED]
+    aborted = scheduler.details[RS.ABORTED]
+    assert aborted is not None
+    assert aborted.cause is Cause.UNKNOWN
+    assert not any(call.startswith("contribute") for call in work.calls)
+    assert (await store.history(TASK))[-3:] == [RS.CONTRIBUTING, RS.CONTRIBUTE_FAILED, RS.ABORTED]
+    record = await store.get(TASK)
+    assert record is not None
+    assert record.cause is Cause.UNKNOWN
+    assert work.purged
+
+
+async def test_the_chain_verdict_comes_before_the_missing_result(store: ReplicateStore) -> None:
+    scheduler, work = FakeScheduler(), FakeWork()
+    work.outcome = ComputeOutcome(exit_code=1, stdout="", stderr="", result_digest=None)
+    work.fail[Stage.CONTRIBUTE] = Cause.CONTRIBUTION_TIMEOUT
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    await _run_until_ended(pipeline)
+    failed = [
+        details.cause for status, details in scheduler.reported if status is RS.CONTRIBUTE_FAILED and details
+    ]
+    assert failed == [Cause.CONTRIBUTION_TIMEOUT]
+    assert scheduler.history[-1] is RS.ABORTED
+
+
+async def test_an_app_that_cannot_be_run_is_compute_failed(store: ReplicateStore) -> None:
+    scheduler, work = FakeScheduler(), FakeWork()
+    work.fail[Stage.COMPUTE] = Cause.APP_NOT_FOUND_LOCALLY
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    await _run_until_ended(pipeline)
+    assert scheduler.history[-2:] == [RS.COMPUTE_FAILED, RS.ABORTED]
+    compute_failed = scheduler.details[RS.COMPUTE_FAILED]
+    assert compute_failed is not None
+    assert compute_failed.cause is Cause.APP_NOT_FOUND_LOCALLY
+
+
+async def test_compute_logs_are_tailed_to_the_last_100000_utf16_units(store: ReplicateStore) -> None:
+    scheduler, work = FakeScheduler(), FakeWork()
+    # 60 000 astral characters are 120 000 UTF-16 code units: the last 50 000 characters are kept.
+    work.outcome = ComputeOutcome(
+        exit_code=0,
+        stdout="a" * 150_000 + "END",
+        stderr="\U0001f600" * 60_000,
+        result_digest="0x" + "dd" * 32,
+    )
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    runner = asyncio.create_task(pipeline.run())
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await until(lambda: RS.COMPUTED in scheduler.history)
+    runner.cancel()
+    computed = scheduler.details[RS.COMPUTED]
+    assert computed is not None
+    assert computed.compute_logs is not None
+    assert computed.compute_logs.stdout == ("a" * 150_000 + "END")[-100_000:]
+    assert computed.compute_logs.stderr == "\U0001f600" * 50_000
+
+
+@pytest.mark.parametrize("left_at", [RS.CONTRIBUTED, RS.COMPUTED, RS.REVEALING])
+async def test_please_complete_reaches_a_replicate_in_any_state(
+    store: ReplicateStore, left_at: ReplicateStatus
+) -> None:
+    """The scheduler broadcasts PLEASE_COMPLETE; from these states it refuses COMPLETING, the replicate aborts."""
+    scheduler, work = FakeScheduler(), FakeWork()
+    await store.set_status(TASK, left_at)
+    scheduler.history = [RS.CREATED, left_at]
+    pipeline = ReplicatePipeline(
+        TASK, PipelineDeps(store, scheduler, work, Recorder()), ReplicateState(left_at)
+    )
+    pipeline.deliver(notification(TNT.PLEASE_COMPLETE))
+    await asyncio.wait_for(pipeline.run(), 5)
+    assert pipeline.finished
+    assert scheduler.history[-1] is RS.ABORTED
+    aborted = scheduler.details[RS.ABORTED]
+    assert aborted is not None
+    assert aborted.cause is Cause.UNKNOWN
+    assert work.purged

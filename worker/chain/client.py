@@ -134,8 +134,11 @@ class ChainClient:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_block_lag: int = DEFAULT_MAX_BLOCK_LAG,
         observer: ChainObserver | None = None,
+        proxy_for: Callable[[str], str | None] | None = None,
     ) -> ChainClient:
         """Open the connections and check that ``hub_address`` holds a contract on every node that answers.
+
+        ``proxy_for`` names the HTTP proxy of each node URL (None: direct), as for every outbound call.
 
         Raises ChainError when no node answers, ConfigurationError when a node has no contract at
         the hub address or is on another chain than the first (wrong chain or wrong address).
@@ -146,17 +149,15 @@ class ChainClient:
                 raise ConfigurationError(
                     f"chain node URL {redact(url)!r}: expected an http:// or https:// URL"
                 )
-        pairs = [
-            (
-                AsyncWeb3(
-                    AsyncHTTPProvider(
-                        url, request_kwargs={"timeout": aiohttp.ClientTimeout(total=request_timeout)}
-                    )
-                ),
-                url,
-            )
-            for url in urls
-        ]
+
+        def provider(url: str) -> AsyncHTTPProvider:
+            kwargs: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=request_timeout)}
+            proxy = proxy_for(url) if proxy_for is not None else None
+            if proxy is not None:
+                kwargs["proxy"] = proxy
+            return AsyncHTTPProvider(url, request_kwargs=kwargs)
+
+        pairs = [(AsyncWeb3(provider(url)), url) for url in urls]
         client = cls(pairs, hub_address, max_block_lag=max_block_lag, observer=observer)
         try:
             await client._check_endpoints(hub_address)

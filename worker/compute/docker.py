@@ -10,8 +10,11 @@ Pull policy, decided here once:
   outcome says so (``PullOutcome.LOCAL_FALLBACK``). This is how images built on the host and never pushed
   (devnet and test images) run, and how a worker keeps computing while a registry is briefly down.
 
-Containers are always removed after their logs are read, also on timeout, failure and cancellation. Logs are
-read after the container ended and only their tails are kept, so a chatty app cannot fill the worker's memory.
+Containers are always removed after their logs are read, also on timeout, failure and cancellation. Logs are read
+while the container runs, both streams in one pass: only their tails stay in memory, so a chatty app cannot fill
+the worker's memory, and when the spec asks for it they are also written whole to files, up to a byte budget. Each
+engine frame is decoded on its own, malformed UTF-8 replaced by U+FFFD, as the reference worker (docker-java) turns
+each frame into a string: the files it puts in a result, and so the result digest, are the same.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiodocker
+import aiohttp
 
 from worker.compute.environment import WORKER_LABEL
 from worker.compute.errors import (
@@ -44,6 +48,8 @@ from worker.compute.errors import (
     RegistryUnreachableError,
 )
 from worker.compute.model import (
+    STDERR_FILE,
+    STDOUT_FILE,
     ContainerResult,
     ContainerSpec,
     LocalImage,
@@ -60,7 +66,12 @@ _UNREACHABLE_STATUS = 900  # aiodocker's status for "cannot connect to the engin
 _BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 # Docker keeps all logs on disk until the container is removed; rotation bounds what a chatty app can write.
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+_MIN_LOG_FILE_BYTES = 10 * 1024 * 1024
 _CLEANUP_TIMEOUT = 30.0
+_LOG_DRAIN_TIMEOUT = 60.0  # the log stream ends shortly after the container; never wait on it forever
+_LOG_FLUSH_BYTES = 1024 * 1024
+_FRAME_HEADER = 8  # stream type, 3 zero bytes, big-endian payload length (Docker's multiplexed stream)
+_STDERR_STREAM = 2
 
 _LAYER_DONE = frozenset({"Pull complete", "Already exists"})
 _LAYER_STATUSES = frozenset(
@@ -186,6 +197,93 @@ class _Tail:
         return "".join(self._chunks)[-self._limit :] if self._limit > 0 else ""
 
 
+class _LogSink:
+    """Where the frames of one container's logs go: a tail of each stream, and the whole streams to files.
+
+    File writes leave the event loop in blocks of about 1 MiB. Past ``spec.log_max_bytes`` the files are given
+    up (and removed at the end): a log that large cannot be part of a result of that size anyway.
+    """
+
+    def __init__(self, spec: ContainerSpec) -> None:
+        self._tails = (_Tail(spec.log_tail_chars), _Tail(spec.log_tail_chars))
+        self._dir = spec.log_dir
+        self._budget = spec.log_max_bytes
+        self._paths = (self._dir / STDOUT_FILE, self._dir / STDERR_FILE) if self._dir is not None else None
+        self._pending = (bytearray(), bytearray())
+        self.bytes = 0
+        self._files: tuple[Any, Any] | None = None
+        self.over_budget = False
+        self.complete = True
+
+    async def open(self) -> None:
+        if self._paths is None:
+            return
+
+        folder, (stdout, stderr) = self._dir, self._paths
+
+        def open_files() -> tuple[Any, Any]:
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+            return (stdout.open("wb"), stderr.open("wb"))
+
+        self._files = await asyncio.to_thread(open_files)
+
+    async def add(self, stream: int, payload: bytes) -> None:
+        index = 1 if stream == _STDERR_STREAM else 0
+        text = payload.decode("utf-8", "replace")
+        self._tails[index].add(text)
+        data = text.encode("utf-8")
+        self.bytes += len(data)
+        if self._files is None or self.over_budget:
+            return
+        if self._budget is not None and self.bytes > self._budget:
+            self.over_budget = True
+            self._pending[0].clear()
+            self._pending[1].clear()
+            return
+        self._pending[index].extend(data)
+        if len(self._pending[index]) >= _LOG_FLUSH_BYTES:
+            await self._flush(index)
+
+    async def _flush(self, index: int) -> None:
+        if self._files is None or not self._pending[index]:
+            return
+        block = bytes(self._pending[index])
+        self._pending[index].clear()
+        await asyncio.to_thread(self._files[index].write, block)
+
+    async def close(self) -> bool:
+        """Flush and close the files; True when they hold both streams whole."""
+        if self._files is None:
+            return False
+        files, self._files = self._files, None
+        saved = self.complete and not self.over_budget
+
+        def finish() -> None:
+            for index, file in enumerate(files):
+                if saved:
+                    file.write(bytes(self._pending[index]))
+                file.close()
+            if not saved and self._paths is not None:
+                for path in self._paths:
+                    path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(finish)
+        return saved
+
+    def tails(self) -> tuple[str, str]:
+        return self._tails[0].text(), self._tails[1].text()
+
+
+def _log_config(spec: ContainerSpec) -> dict[str, Any]:
+    if spec.log_max_bytes is None:
+        return _LOG_CONFIG
+    # Logs are read while the app runs; the engine must still keep the whole budget of log records around
+    # (they are larger than their text), so the reader never finds the start of a stream rotated away.
+    size = max(spec.log_max_bytes, _MIN_LOG_FILE_BYTES)
+    return {"Type": "json-file", "Config": {"max-size": str(size), "max-file": "3"}}
+
+
 def _parse_engine_time(value: object) -> datetime | None:
     """Docker timestamps carry nanoseconds, which ``fromisoformat`` does not take; zero time means unset."""
     if not isinstance(value, str) or value.startswith("0001-"):
@@ -205,7 +303,7 @@ def _container_config(spec: ContainerSpec) -> dict[str, Any]:
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"],
         "ReadonlyRootfs": spec.read_only_rootfs,
-        "LogConfig": _LOG_CONFIG,
+        "LogConfig": _log_config(spec),
     }
     if spec.memory_bytes is not None:
         # Same value for swap: the limit is a hard one, the app cannot spill to swap.
@@ -470,10 +568,20 @@ class DockerEngine:
                         f"container {spec.name} could not start: {exc.message}", name=spec.name
                     ) from exc
             started = time.monotonic()
-            exit_code, timed_out = await self._wait(container, spec)
-            ended = time.monotonic()
-            stdout = await self._log_tail(container, spec, stdout=True)
-            stderr = await self._log_tail(container, spec, stdout=False)
+            sink = _LogSink(spec)
+            await sink.open()
+            reader = asyncio.create_task(self._read_logs(container, spec, sink), name=f"logs:{spec.name}")
+            try:
+                exit_code, timed_out = await self._wait(container, spec)
+                ended = time.monotonic()
+                await self._drain(reader, spec, sink)
+            finally:
+                if not reader.done():
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
+                logs_saved = await asyncio.shield(sink.close())
+            stdout, stderr = sink.tails()
             duration = await self._engine_duration(container) or (ended - started)
         finally:
             # By name, so a container the engine created before a cancellation reached us is removed too.
@@ -492,6 +600,8 @@ class DockerEngine:
             stdout=stdout,
             stderr=stderr,
             duration=duration,
+            logs_bytes=sink.bytes,
+            logs_saved=logs_saved,
         )
 
     async def _create(self, spec: ContainerSpec) -> Any:
@@ -541,19 +651,43 @@ class DockerEngine:
             ) from exc
         return int(status.get("StatusCode", -1)), True
 
-    async def _log_tail(self, container: Any, spec: ContainerSpec, *, stdout: bool) -> str:
-        """The tail of one stream, read after the container ended (so ``follow`` stops at the end)."""
-        tail = _Tail(spec.log_tail_chars)
-        stream = "stdout" if stdout else "stderr"
+    async def _read_logs(self, container: Any, spec: ContainerSpec, sink: _LogSink) -> None:
+        """Follow both streams from the start until the container ends, frame by frame, into ``sink``."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1"}
+        unbounded = aiohttp.ClientTimeout(total=None, sock_read=None)
         try:
-            async with self._call(f"read {stream} of container {spec.name}"):
-                async for chunk in container.log(stdout=stdout, stderr=not stdout, follow=True):
-                    tail.add(chunk)
-        except DockerUnavailableError as exc:
-            log.warning("%s of container %s only partly read: %s", stream, spec.name, exc)
+            async with self._docker._query(
+                f"containers/{container.id}/logs", params=params, timeout=unbounded
+            ) as response:
+                content = response.content
+                while True:
+                    try:
+                        header = await content.readexactly(_FRAME_HEADER)
+                        payload = await content.readexactly(int.from_bytes(header[4:8], "big"))
+                    except asyncio.IncompleteReadError as exc:
+                        if exc.partial:
+                            sink.complete = False
+                            log.warning("logs of container %s end in the middle of a frame", spec.name)
+                        return
+                    await sink.add(header[0], payload)
         except aiodocker.DockerError as exc:
-            log.warning("cannot read %s of container %s: %s", stream, spec.name, exc.message)
-        return tail.text()
+            sink.complete = False
+            log.warning("cannot read the logs of container %s: %s", spec.name, exc.message)
+        except (aiohttp.ClientError, OSError) as exc:
+            sink.complete = False
+            log.warning("logs of container %s only partly read: %s", spec.name, exc)
+
+    async def _drain(self, reader: asyncio.Task[None], spec: ContainerSpec, sink: _LogSink) -> None:
+        """Let the log stream reach its end now that the container has; give up after a while."""
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), _LOG_DRAIN_TIMEOUT)
+        except TimeoutError:
+            sink.complete = False
+            log.warning(
+                "logs of container %s still streaming %gs after it ended: kept what was read",
+                spec.name,
+                _LOG_DRAIN_TIMEOUT,
+            )
 
     async def _engine_duration(self, container: Any) -> float | None:
         try:

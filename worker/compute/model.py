@@ -15,6 +15,10 @@ from typing import Protocol
 MAX_LOG_CHARS = 100_000
 """Characters kept from the end of each of stdout and stderr (the scheduler's ComputeLogs limit)."""
 
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
+"""Names of the whole logs written into ``ContainerSpec.log_dir`` (the reference's names in iexec_out)."""
+
 IEXEC_IN = "/iexec_in"
 IEXEC_OUT = "/iexec_out"
 
@@ -103,6 +107,12 @@ class ContainerSpec:
     user: str | None = None
     """``uid[:gid]`` or a user name of the image; None keeps the image's user."""
     log_tail_chars: int = MAX_LOG_CHARS
+    log_dir: Path | None = None
+    """When set, each stream is also written whole, as UTF-8, to ``log_dir/stdout.txt`` and
+    ``log_dir/stderr.txt`` (each engine frame decoded on its own, as the reference worker decodes them)."""
+    log_max_bytes: int | None = None
+    """Most bytes of whole logs written to ``log_dir`` (both streams together); beyond it the files are
+    removed and ``ContainerResult.logs_saved`` is False. The engine's own log retention is sized from it."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -127,6 +137,11 @@ class ContainerResult:
     stderr: str
     duration: float
     """Seconds between the container start and its end, as the engine measured them."""
+    logs_bytes: int = 0
+    """UTF-8 bytes of both streams together, as decoded (counted whether or not they were saved)."""
+    logs_saved: bool = False
+    """True when ``spec.log_dir`` holds both streams whole; False without ``log_dir``, or when they were
+    larger than ``spec.log_max_bytes`` or could not all be read."""
 
 
 class ContainerEngine(Protocol):

@@ -2,6 +2,9 @@
 
 The scheduler's PLEASE_COMPLETE then reached nobody, and its recovery no longer lists a completed
 task (a worker's participation ends with the task): without this the replicate would wait forever.
+As PLEASE_COMPLETE itself, it applies in any state: a replicate that never revealed is completed too,
+which purges its folder; the scheduler refuses COMPLETING from there and the replicate ends ABORTED,
+as a Java worker's does.
 """
 
 from __future__ import annotations
@@ -15,17 +18,12 @@ from worker.replicate.pipeline import local_notification
 
 log = logging.getLogger("iexec.worker")
 
-# Statuses in which a replicate only waits for its task to be completed.
-AWAITING_COMPLETION = frozenset({
-    ReplicateStatus.REVEALED, ReplicateStatus.RESULT_UPLOADED, ReplicateStatus.RESULT_UPLOAD_FAILED,
-})  # fmt: skip
-
 
 async def complete_finalized(chain: Chain, replicates: Replicates) -> list[str]:
-    """Deliver PLEASE_COMPLETE to each waiting replicate whose task is COMPLETED on chain."""
+    """Deliver PLEASE_COMPLETE to each held replicate whose task is COMPLETED on chain."""
     completed: list[str] = []
     for task_id in replicates.active:
-        if replicates.status_of(task_id) not in AWAITING_COMPLETION:
+        if replicates.status_of(task_id) in (None, ReplicateStatus.COMPLETING):
             continue
         try:
             task = await chain.task(task_id)

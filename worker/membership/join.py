@@ -113,7 +113,9 @@ async def join_pool(
     )
     if public.required_worker_version and public.required_worker_version != worker_version:
         raise ConfigurationError(
-            f"the scheduler requires worker version {public.required_worker_version}, this is {worker_version}"
+            f"the scheduler requires worker version {public.required_worker_version}; this worker behaves as "
+            f"iexec-worker {worker_version} (IEXEC_WORKER_PROTOCOL_VERSION): run a worker of the required "
+            "version, or set IEXEC_WORKER_PROTOCOL_VERSION if this one implements it (docs/compatibility.md)"
         )
     chain_config = await retry_until_stopped(
         "read the chain configuration",

@@ -141,10 +141,42 @@ class ChainReceipt(WireModel):
     tx_hash: str
 
 
+MAX_LOG_LENGTH = 100_000
+"""iexec-common ``ComputeLogs.MAX_LOG_LENGTH``: the scheduler keeps at most this many UTF-16 code units of each
+of stdout and stderr, the last ones (the worker tails them before sending, iexec-core again on receipt)."""
+
+
+def tail_log(text: str, limit: int = MAX_LOG_LENGTH) -> str:
+    """The last ``limit`` UTF-16 code units of ``text``, as Java's ``substring(length - limit)`` keeps them.
+
+    A surrogate pair cut in half at the start is dropped whole: a lone half is not valid text to send.
+    """
+    if len(text) * 2 <= limit:
+        return text
+    units = 0
+    start = len(text)
+    while start > 0:
+        width = 2 if ord(text[start - 1]) > 0xFFFF else 1
+        if units + width > limit:
+            break
+        units += width
+        start -= 1
+    return text[start:]
+
+
 class ComputeLogs(WireModel):
     wallet_address: str | None = None
     stdout: str | None = None
     stderr: str | None = None
+
+    def tailed(self, limit: int = MAX_LOG_LENGTH) -> ComputeLogs:
+        """Both streams cut to their last ``limit`` UTF-16 code units (iexec-common ``ComputeLogs.tailLogs``)."""
+        return self.model_copy(
+            update={
+                "stdout": None if self.stdout is None else tail_log(self.stdout, limit),
+                "stderr": None if self.stderr is None else tail_log(self.stderr, limit),
+            }
+        )
 
 
 class ReplicateStatusDetails(WireModel):

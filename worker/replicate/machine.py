@@ -52,7 +52,9 @@ TABLE: Mapping[ReplicateStatus, tuple[ReplicateStatus, ...]] = {
     RS.RESULT_UPLOADING: (RS.REVEALED,),
     RS.RESULT_UPLOADED: (RS.RESULT_UPLOADING,),
     RS.RESULT_UPLOAD_FAILED: (RS.RESULT_UPLOADING,),
-    RS.COMPLETING: (RS.REVEALED, RS.RESULT_UPLOADED, RS.RESULT_UPLOAD_FAILED),
+    # PLEASE_COMPLETE is broadcast to every worker of a task and the reference handles it in any state
+    # (a winner that never revealed gets it too): the task folder is purged whatever the replicate did.
+    RS.COMPLETING: tuple(s for s in (*_ACTIVE, *_DEAD_ENDS) if s is not RS.COMPLETING),
     RS.COMPLETED: (RS.COMPLETING,),
     RS.COMPLETE_FAILED: (RS.COMPLETING,),
     RS.ABORTED: (*_ACTIVE, *_DEAD_ENDS),

@@ -332,6 +332,13 @@ class ReplicatePipeline:
         return await self._enter(status, cause)
 
     async def _compute(self, _: TaskNotification) -> TaskNotificationType | None:
+        """COMPUTE_FAILED only when the app could not be run at all (pre-checks, image missing).
+
+        Once the app ran, COMPUTED is reported with its exit code and logs, whatever it did, as the
+        reference does since 9.2 ("maximize chances to go from compute to result contribution"): an app
+        that failed after writing a valid result is contributed like any other; one that left none fails
+        at the contribution with DETERMINISM_HASH_NOT_FOUND.
+        """
         if not await self._ongoing(RS.COMPUTING):
             return TNT.PLEASE_ABORT
         with self._timed(Stage.COMPUTE) as timer:
@@ -342,13 +349,15 @@ class ReplicatePipeline:
                 timer.failed()
                 self._log.warning("compute failed: %s (%s)", failure.cause, failure)
                 return await self._enter(RS.COMPUTE_FAILED, failure.cause)
+            if outcome.failures:
+                timer.failed()
+        if outcome.app_seconds is not None:
+            self._deps.observer.app_computed(self.task_id, outcome.app_seconds)
         await self._deps.store.update_fields(
             self.task_id, result_digest=outcome.result_digest, callback_data=outcome.callback_data
         )
-        details = ReplicateStatusDetails(
-            exit_code=outcome.exit_code,
-            compute_logs=ComputeLogs(stdout=outcome.stdout or None, stderr=outcome.stderr or None),
-        )
+        logs = ComputeLogs(stdout=outcome.stdout or None, stderr=outcome.stderr or None)
+        details = ReplicateStatusDetails(exit_code=outcome.exit_code, compute_logs=logs.tailed())
         return await self._enter(RS.COMPUTED, details=details)
 
     async def _contribute(self, _: TaskNotification) -> TaskNotificationType | None:
@@ -357,9 +366,12 @@ class ReplicatePipeline:
         record = await self._record()
         with self._timed(Stage.CONTRIBUTE) as timer:
             try:
-                if not record.result_digest:
-                    raise StepFailed(Cause.DETERMINISM_HASH_NOT_FOUND, "no result digest was computed")
+                # The reference's order: the chain's verdict and the gas first, then the result.
                 await self._deps.work.precheck(self.task_id, Stage.CONTRIBUTE)
+                if not record.result_digest:
+                    raise StepFailed(
+                        Cause.DETERMINISM_HASH_NOT_FOUND, "the compute left no result to contribute"
+                    )
                 receipt = await self._deps.work.contribute(
                     self.task_id, record.result_digest, await self._authorization()
                 )

@@ -29,11 +29,23 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True)
 class ComputeOutcome:
+    """What a compute stage that ran the app produced, whatever the app did (iexec-worker 9.2).
+
+    ``exit_code`` is the app's exit status, -1 when it was killed at its time limit or never ran.
+    ``result_digest`` is None when the post-compute found no result to contribute (no valid
+    computed.json, a name too long, a result too large, ...): the contribution then fails with
+    DETERMINISM_HASH_NOT_FOUND. ``failures`` are the causes met on the way; like the reference, they
+    are logged, never reported.
+    """
+
     exit_code: int
     stdout: str
     stderr: str
-    result_digest: str
+    result_digest: str | None
     callback_data: str | None = None
+    app_seconds: float | None = None
+    """How long the app container ran, as the engine measured it; None when it never started."""
+    failures: tuple[ReplicateStatusCause, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,10 @@ class Observer(Protocol):
     ) -> None: ...
 
     def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None: ...
+
+    def app_computed(self, task_id: str, seconds: float) -> None:
+        """The app of ``task_id`` ran for ``seconds`` (the reference's app-compute duration)."""
+        ...
 
     def replicate_held(self, status: ReplicateStatus, held: bool) -> None:
         """A replicate in ``status`` was taken (or resumed) when ``held``, or let go."""

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,8 +35,11 @@ from worker.chain import (
     has_enough_gas,
 )
 from worker.compute import (
+    STDERR_FILE,
+    STDOUT_FILE,
     Bind,
     ComputeError,
+    ContainerResult,
     ContainerSpec,
     DockerEngine,
     PullProgress,
@@ -67,6 +70,8 @@ from worker.result.upload import upload_result
 
 Cause = ReplicateStatusCause
 T = TypeVar("T")
+LOGS_DIR = "logs"
+"""``<task>/logs``: the app's whole logs land here first, outside what the app can write."""
 log = logging.getLogger("iexec.worker.work")
 
 
@@ -95,6 +100,7 @@ class WorkSettings:
     upload_timeout: float = 300.0
     sidechain: bool = False
     chain_retry_window: float = 120.0
+    developer_logger: bool = False
 
 
 def pull_timeout(max_execution_time: int, low: float, high: float) -> float:
@@ -264,12 +270,93 @@ class TaskWork:
             ) from exc
 
     async def compute(self, task_id: str) -> ComputeOutcome:
+        """Run the app, then the standard post-compute, as iexec-worker 9.2 ``TaskManagerService.compute``.
+
+        Only a task whose app image is not on the engine raises (``StepFailed``, APP_NOT_FOUND_LOCALLY, as the
+        reference checks before running). Otherwise the outcome carries the exit code (-1 after a timeout, or when the
+        container could not be created or started) and the logs; the causes met on the way are logged and
+        returned, never raised. The post-compute runs whatever the app did: an app that wrote a valid result
+        before failing is contributed, like with the reference, and one that wrote none gets no digest.
+        """
         description = await self.describe(task_id)
         task_dir = self.task_dir(task_id)
         output = task_dir / "output"
         await asyncio.to_thread(_prepare_folders, task_dir)
-        with failures_of(Stage.COMPUTE, "iexec_args cannot be split"):
-            args = split_args(description.deal_params.iexec_args or "")
+        with failures_of(Stage.COMPUTE, f"cannot inspect {description.app_uri}"):
+            present = await self._engine.image_exists(description.app_uri)
+        if not present:
+            raise StepFailed(
+                Cause.APP_NOT_FOUND_LOCALLY, f"app image {description.app_uri} is not on the Docker engine"
+            )
+        failures: list[ReplicateStatusCause] = []
+
+        def failed(cause: ReplicateStatusCause, message: str) -> None:
+            failures.append(cause)
+            log.warning("%s: compute: %s (%s)", task_id, cause.value, message)
+
+        result: ContainerResult | None = None
+        spec: ContainerSpec | None = None
+        try:
+            # The reference counts a container it cannot create (arguments it cannot split included) or
+            # start as an app that failed: COMPUTED with exit code -1.
+            with failures_of(Stage.COMPUTE, f"cannot run {description.app_uri}"):
+                spec = self._app_container(
+                    task_id, description, tuple(split_args(description.deal_params.iexec_args or ""))
+                )
+                log.info(
+                    "%s: running %s (limit %d s)",
+                    task_id,
+                    description.app_uri,
+                    description.max_execution_time,
+                )
+                result = await self._engine.run(spec)
+        except StepFailed as failure:
+            failed(Cause.APP_COMPUTE_FAILED, str(failure))
+        exit_code = -1
+        if result is not None and result.timed_out:
+            failed(
+                Cause.APP_COMPUTE_TIMEOUT,
+                f"app ran past the category's max execution time ({description.max_execution_time} s) "
+                "and was killed",
+            )
+        elif result is not None:
+            exit_code = result.exit_code
+            if exit_code != 0:
+                failed(Cause.APP_COMPUTE_FAILED, f"app exited with code {exit_code}")
+        if spec is not None and result is not None and self._settings.developer_logger:
+            await self._developer_logs(task_id, spec, result)
+        whole = True
+        if spec is not None and result is not None and exit_code == 0:
+            whole = await self._place_logs(task_id, spec, result, failed)
+        digest: str | None = None
+        callback_data: str | None = None
+        if whole:
+            try:
+                with failures_of(Stage.COMPUTE):
+                    await run_standard_post_compute_async(
+                        output, max_zip_bytes=self._settings.max_result_bytes
+                    )
+                    computed = await asyncio.to_thread(read_computed_file, output / "computed.json")
+                    digest = await compute_result_digest_async(
+                        output, computed, callback=description.contains_callback()
+                    )
+                callback_data = computed.callback_data if description.contains_callback() else None
+            except StepFailed as failure:
+                failed(failure.cause, str(failure))
+        return ComputeOutcome(
+            exit_code=exit_code,
+            stdout=result.stdout if result is not None else "",
+            stderr=result.stderr if result is not None else "",
+            result_digest=digest,
+            callback_data=callback_data,
+            app_seconds=result.duration if result is not None else None,
+            failures=tuple(failures),
+        )
+
+    def _app_container(
+        self, task_id: str, description: TaskDescription, args: tuple[str, ...]
+    ) -> ContainerSpec:
+        task_dir = self.task_dir(task_id)
         env = app_environment(
             deal_id=description.deal_id,
             chain_task_id=task_id,
@@ -280,48 +367,73 @@ class TaskWork:
             input_file_urls=description.deal_params.iexec_input_files,
         )
         limits = self._settings.limits
-        spec = ContainerSpec(
+        return ContainerSpec(
             name=container_name(self._settings.worker_name, task_id),
             image=description.app_uri,
             timeout=float(description.max_execution_time),
-            cmd=tuple(args),
+            cmd=args,
             env=env,
             binds=(
                 Bind(task_dir / "input", IEXEC_IN, read_only=True),
-                Bind(output / "iexec_out", IEXEC_OUT),
+                Bind(task_dir / "output" / "iexec_out", IEXEC_OUT),
             ),
             labels=task_labels(self._settings.worker_name, task_id),
             memory_bytes=limits.memory_bytes,
             nano_cpus=limits.nano_cpus,
             pids_limit=limits.pids_limit,
             network=limits.network,
+            log_dir=task_dir / LOGS_DIR,
+            log_max_bytes=self._settings.max_result_bytes,
         )
-        log.info("%s: running %s (limit %d s)", task_id, description.app_uri, description.max_execution_time)
-        with failures_of(Stage.COMPUTE, f"cannot run {description.app_uri}"):
-            result = await self._engine.run(spec)
-        if result.timed_out:
-            raise StepFailed(
-                Cause.APP_COMPUTE_TIMEOUT,
-                f"app ran past the category's max execution time ({description.max_execution_time} s) and was killed",
-            )
-        if result.exit_code != 0:
-            tail = result.stderr.strip().splitlines()[-1:] or [""]
-            raise StepFailed(
-                Cause.APP_COMPUTE_FAILED, f"app exited with code {result.exit_code}: {tail[0][:300]}"
-            )
-        await asyncio.to_thread(_write_logs, output / "iexec_out", result.stdout, result.stderr)
-        with failures_of(Stage.COMPUTE):
-            await run_standard_post_compute_async(output, max_zip_bytes=self._settings.max_result_bytes)
-            computed = await asyncio.to_thread(read_computed_file, output / "computed.json")
-            digest = await compute_result_digest_async(
-                output, computed, callback=description.contains_callback()
-            )
-        return ComputeOutcome(
-            exit_code=result.exit_code,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            result_digest=digest,
-            callback_data=computed.callback_data if description.contains_callback() else None,
+
+    async def _place_logs(
+        self,
+        task_id: str,
+        spec: ContainerSpec,
+        result: ContainerResult,
+        failed: Callable[[ReplicateStatusCause, str], None],
+    ) -> bool:
+        """Put the app's whole stdout and stderr into iexec_out, as the reference does after a success.
+
+        False when they could not be kept whole: a result without them, or with a part of them, would not
+        have the digest the Java workers of the pool compute, so no digest is computed at all.
+        """
+        limit = self._settings.max_result_bytes
+        if not result.logs_saved:
+            if limit is not None and result.logs_bytes > limit:
+                failed(
+                    Cause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED,
+                    f"the app's logs ({result.logs_bytes} bytes) are larger than the maximum result size of "
+                    f"{limit} bytes (IEXEC_WORKER_RESULT_MAX_BYTES), and belong to the result",
+                )
+            else:
+                failed(Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE, "the app's logs could not be read whole")
+            return False
+        assert spec.log_dir is not None
+        log_dir = spec.log_dir
+        iexec_out = self.task_dir(task_id) / "output" / "iexec_out"
+        for name in (STDOUT_FILE, STDERR_FILE):
+            try:
+                await asyncio.to_thread(_place_log, log_dir / name, iexec_out / name)
+            except OSError as exc:
+                # As the reference: a log that cannot be written is logged, the post-compute goes on.
+                log.warning("%s: cannot write %s into the result: %s", task_id, name, exc)
+        return True
+
+    async def _developer_logs(self, task_id: str, spec: ContainerSpec, result: ContainerResult) -> None:
+        """IEXEC_DEVELOPER_LOGGER_ENABLED: the folders and the whole logs of the run, as the reference prints them."""
+        stdout, stderr = result.stdout, result.stderr
+        if result.logs_saved and spec.log_dir is not None:
+            stdout, stderr = await asyncio.to_thread(_read_logs, spec.log_dir)
+        task_dir = self.task_dir(task_id)
+        trees = await asyncio.to_thread(
+            lambda: (directory_tree(task_dir / "input"), directory_tree(task_dir / "output" / "iexec_out"))
+        )
+        iexec_in = trees[0].replace("├── input/", "├── iexec_in/", 1)
+        log.info(
+            "Developer logs of docker run [chainTaskId:%s]%s",
+            task_id,
+            developer_block(iexec_in, trees[1], stdout, stderr),
         )
 
     async def contribute(
@@ -389,6 +501,36 @@ class TaskWork:
             log.warning("%s: container not removed: %s", task_id, exc)
         await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
         self._descriptions.pop(task_id, None)
+
+    async def purge_leftovers(self, keep: Collection[str], *, keep_path: Path | None = None) -> list[str]:
+        """Delete every task folder but those of ``keep`` (iexec-worker ``cleanUnusedResultFolders`` at start).
+
+        The reference keeps the folders of the replicates it recovers; this worker keeps those of the
+        replicates it resumes from its store. Only folders go (files and links are not task folders), and
+        never one holding ``keep_path``, the replicate store, wherever the operator put it. App images
+        stay, as with the reference.
+        """
+        root = self._settings.task_root
+        wanted = {task_id.lower() for task_id in keep}
+
+        def purge() -> list[str]:
+            if not root.is_dir():
+                return []
+            protected = keep_path.resolve() if keep_path is not None else None
+            removed = []
+            for entry in sorted(root.iterdir()):
+                if entry.is_symlink() or not entry.is_dir() or entry.name.lower() in wanted:
+                    continue
+                if protected is not None and protected.is_relative_to(entry.resolve()):
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+            return removed
+
+        removed = await asyncio.to_thread(purge)
+        if removed:
+            log.info("deleted %d folder(s) of finished or unknown tasks in %s", len(removed), root)
+        return removed
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -464,9 +606,10 @@ def _precheck_message(cause: ReplicateStatusCause, description: TaskDescription)
 def _prepare_folders(task_dir: Path) -> None:
     (task_dir / "input").mkdir(parents=True, exist_ok=True)
     iexec_out = task_dir / "output" / "iexec_out"
-    if iexec_out.exists():
-        # A rerun after a restart starts from an empty output folder: a digest must never mix two runs.
-        shutil.rmtree(iexec_out)
+    # A rerun after a restart starts from empty output and log folders: a digest must never mix two runs.
+    for leftover in (iexec_out, task_dir / LOGS_DIR):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     iexec_out.mkdir(parents=True)
     # The app runs with every capability dropped, so root in the container cannot bypass modes:
     # the output folder must be writable by whatever user the image runs as.
@@ -481,9 +624,50 @@ def _reset_output(output: Path) -> None:
     iexec_out.mkdir(parents=True)
 
 
-def _write_logs(iexec_out: Path, stdout: str, stderr: str) -> None:
-    # The reference adds the app's logs to the result when it exited well: they are part of the digest.
-    if stdout:
-        (iexec_out / "stdout.txt").write_text(stdout)
-    if stderr:
-        (iexec_out / "stderr.txt").write_text(stderr)
+def _place_log(source: Path, target: Path) -> None:
+    """Move a whole, non-empty log into iexec_out, replacing what the app left under that name.
+
+    A rename never follows a link the app may have put at ``target``: the link itself is replaced.
+    """
+    if source.stat().st_size == 0:
+        return
+    os.replace(source, target)
+
+
+def _read_logs(log_dir: Path) -> tuple[str, str]:
+    return (
+        (log_dir / STDOUT_FILE).read_text(encoding="utf-8"),
+        (log_dir / STDERR_FILE).read_text(encoding="utf-8"),
+    )
+
+
+def directory_tree(folder: Path) -> str:
+    """A folder drawn as iexec-common ``FileHelper.printDirectoryTree`` draws it; "" when it is missing."""
+    if not folder.is_dir():
+        return ""
+    lines: list[str] = []
+
+    def draw(path: Path, depth: int) -> None:
+        lines.append("│   " * depth + "├── " + path.name + "/")
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                draw(child, depth + 1)
+            else:
+                lines.append("│   " * (depth + 1) + "├── " + child.name)
+
+    draw(folder, 0)
+    return "\n".join(lines) + "\n"
+
+
+def developer_block(iexec_in_tree: str, iexec_out_tree: str, stdout: str, stderr: str) -> str:
+    """The reference's developer-mode block (iexec-common ``LoggingUtils.prettifyDeveloperLogs``)."""
+    banner = "#################### DEV MODE ####################\n"
+    rule = "--------------------\n"
+    return (
+        "\n" + banner
+        + "iexec_in folder\n" + rule + iexec_in_tree + "\n\n"
+        + "iexec_out folder\n" + rule + iexec_out_tree + "\n\n"
+        + "stdout\n" + rule + stdout + "\n\n"
+        + "stderr\n" + rule + stderr + "\n"
+        + banner + "\n"
+    )  # fmt: skip

@@ -1,0 +1,209 @@
+"""No setting is accepted and then ignored: every key of ``worker/config.py`` has a consumer, checked here.
+
+``CONSUMERS`` names, for every environment key the worker reads, what happens to it:
+- ``Reads(function)``: that function of the worker reads the field (checked on its source), and when it
+  is a property or a helper of ``worker.config`` (``via``), the value it produces is itself read outside
+  ``worker.config``;
+- ``Refused(value)``: the worker refuses to start with that value, naming the key;
+- ``Inert(value)``: a TEE setting, which acts on TEE tasks only (this worker runs none); the worker
+  names it at start as having no effect.
+A key added to the settings without an entry here fails ``test_every_setting_has_a_consumer``; an entry
+whose consumer stops reading the field fails ``test_each_consumer_reads_its_field``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from worker.config import inert_settings, known_keys, load_settings
+from worker.protocol.errors import ConfigurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = "0xC0FFEE0000000000000000000000000000000001"
+
+
+@dataclass(frozen=True)
+class Reads:
+    consumer: str
+    """``module:qualified.name`` of the function or property that reads the field."""
+    via: str | None = None
+    """The attribute a ``worker.config`` consumer produces, which code outside ``worker.config`` must read."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    value: str
+
+
+@dataclass(frozen=True)
+class Inert:
+    value: str
+
+
+APP = "worker.app:_membership"
+WORK = "worker.app:_task_work"
+CONSUMERS: dict[str, Reads | Refused | Inert] = {
+    "IEXEC_CORE_URL": Reads(APP),
+    "POOL_ADDRESS": Reads(APP),
+    "IEXEC_WORKER_NAME": Reads(APP),
+    "IEXEC_WORKER_BASE_DIR": Reads("worker.app:run_worker"),
+    "IEXEC_WORKER_DB_PATH": Reads("worker.config:NodeSettings.state_db", via="state_db"),
+    "IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT": Reads(
+        "worker.config:load_settings", via="available_cpu_count"
+    ),
+    "IEXEC_WORKER_GPU_ENABLED": Reads(APP),
+    "IEXEC_WORKER_HTTP_HOST": Reads(APP),
+    "IEXEC_WORKER_PORT": Reads(APP),
+    "IEXEC_WORKER_METRICS_WINDOW_SIZE": Reads(APP),
+    "IEXEC_WORKER_PROTOCOL_VERSION": Reads(APP),
+    "IEXEC_GAS_PRICE_MULTIPLIER": Reads(APP),
+    "IEXEC_GAS_PRICE_CAP": Reads(APP),
+    "IEXEC_WORKER_OVERRIDE_BLOCKCHAIN_NODE_ADDRESS": Reads(
+        "worker.config:ChainSettings.node_urls", via="node_urls"
+    ),
+    "IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES": Reads("worker.config:ChainSettings.node_urls", via="node_urls"),
+    "IEXEC_WORKER_MAX_BLOCK_LAG": Reads(APP),
+    "IEXEC_WORKER_TX_REPLACE_AFTER": Reads(APP),
+    "IEXEC_WORKER_CHAIN_POLL_PERIOD": Reads(APP),
+    "IEXEC_WORKER_WALLET_PATH": Reads("worker.config:_wallet_path", via="wallet_path"),
+    "IEXEC_WORKER_WALLET_PASSWORD": Reads("worker.config:_wallet_password", via="wallet_password"),
+    "IEXEC_WORKER_WALLET_PASSWORD_FILE": Reads("worker.config:_wallet_password", via="wallet_password"),
+    "IEXEC_WORKER_DOCKER_NETWORK_NAME": Reads(WORK),
+    "WORKER_DOCKER_EXTRA_HOSTS": Refused("chain:10.0.0.2"),
+    "IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_0": Reads(
+        "worker.config:DockerSettings.registries", via="registries"
+    ),
+    "IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_0": Reads(
+        "worker.config:DockerSettings.registries", via="registries"
+    ),
+    "IEXEC_WORKER_DOCKER_REGISTRY_ADDRESS_1": Reads(
+        "worker.config:DockerSettings.registries", via="registries"
+    ),
+    "IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_1": Reads(
+        "worker.config:DockerSettings.registries", via="registries"
+    ),
+    "IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_1": Reads(
+        "worker.config:DockerSettings.registries", via="registries"
+    ),
+    "IEXEC_WORKER_DOCKER_IMAGE_MIN_PULL_TIMEOUT": Reads(WORK),
+    "IEXEC_WORKER_DOCKER_IMAGE_MAX_PULL_TIMEOUT": Reads(WORK),
+    "IEXEC_WORKER_CONTAINER_MEMORY_LIMIT": Reads(WORK),
+    "IEXEC_WORKER_CONTAINER_PIDS_LIMIT": Reads(WORK),
+    "IEXEC_WORKER_CONTAINER_CPU_LIMIT": Reads(WORK),
+    "IEXEC_WORKER_DATA_MAX_BYTES": Reads(WORK),
+    "IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT": Reads(WORK),
+    "IEXEC_WORKER_DATA_STALL_TIMEOUT": Reads(WORK),
+    "IEXEC_WORKER_DATA_MAX_REDIRECTS": Reads(WORK),
+    "IEXEC_WORKER_IPFS_GATEWAYS": Reads(WORK),
+    "IEXEC_WORKER_RESULT_MAX_BYTES": Reads(WORK),
+    "IEXEC_WORKER_RESULT_UPLOAD_TIMEOUT": Reads(WORK),
+    "IEXEC_WORKER_RESULT_UPLOAD_ATTEMPTS": Reads(WORK),
+    "IEXEC_WORKER_SGX_DRIVER_MODE": Refused("NATIVE"),
+    "IEXEC_WORKER_TEE_COMPUTE_MAX_HEAP_SIZE_GB": Inert("16"),
+    "IEXEC_SCONE_SHOW_VERSION": Inert("false"),
+    "IEXEC_SCONE_LOG_LEVEL": Inert("info"),
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_NAME": Inert("registry.example"),
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_USERNAME": Inert("alice"),
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_PASSWORD": Inert("secret"),
+    "IEXEC_LAS_PORT": Inert("1234"),
+    "TEE_TDX_SECRET_PROVIDER_AGENT": Inert("/opt/agent"),
+    "IEXEC_LOG_LEVEL": Reads("worker.cli:cmd_run"),
+    "IEXEC_WORKER_LOG_JSON": Reads("worker.cli:cmd_run"),
+    "IEXEC_DEVELOPER_LOGGER_ENABLED": Reads(WORK),
+    "IEXEC_HTTP_PROXY_HOST": Reads("worker.config:ProxySettings.routes", via="routes"),
+    "IEXEC_HTTP_PROXY_PORT": Reads("worker.config:ProxySettings.routes", via="routes"),
+    "IEXEC_HTTPS_PROXY_HOST": Reads("worker.config:ProxySettings.routes", via="routes"),
+    "IEXEC_HTTPS_PROXY_PORT": Reads("worker.config:ProxySettings.routes", via="routes"),
+    "IEXEC_WORKER_NON_PROXY_HOSTS": Reads("worker.config:ProxySettings.routes", via="routes"),
+}
+
+
+def _function(path: str) -> ast.AST:
+    module_name, qualified = path.split(":")
+    target: object = importlib.import_module(module_name)
+    for part in qualified.split("."):
+        target = getattr(target, part)
+    if isinstance(target, property):
+        assert target.fget is not None
+        target = target.fget
+    source = textwrap.dedent(inspect.getsource(target))  # type: ignore[arg-type]
+    return ast.parse(source)
+
+
+def _attributes_read(tree: ast.AST) -> set[str]:
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+
+
+def _read_outside_config() -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / "worker").rglob("*.py"):
+        if path.name == "config.py" and path.parent.name == "worker":
+            continue
+        found |= _attributes_read(ast.parse(path.read_text()))
+    return found
+
+
+def test_every_setting_has_a_consumer() -> None:
+    missing = sorted(set(known_keys()) - set(CONSUMERS))
+    stale = sorted(set(CONSUMERS) - set(known_keys()))
+    assert not missing, (
+        f"settings without a consumer in CONSUMERS (read them, refuse them, or name them): {missing}"
+    )
+    assert not stale, f"CONSUMERS names keys the worker does not read: {stale}"
+
+
+@pytest.mark.parametrize("key", sorted(k for k, v in CONSUMERS.items() if isinstance(v, Reads)))
+def test_each_consumer_reads_its_field(key: str) -> None:
+    entry = CONSUMERS[key]
+    assert isinstance(entry, Reads)
+    _, field = known_keys()[key]
+    assert field in _attributes_read(_function(entry.consumer)), (
+        f"{entry.consumer} does not read .{field} ({key})"
+    )
+    if entry.via is not None:
+        assert entry.via in _read_outside_config(), (
+            f"{entry.via} (from {key}) is never read outside worker.config"
+        )
+    else:
+        assert not entry.consumer.startswith("worker.config:"), f"{key}: a worker.config consumer needs a via"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("IEXEC_") or name in known_keys():
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    keystore = tmp_path / "wallet.json"
+    keystore.write_text("{}")
+    monkeypatch.setenv("POOL_ADDRESS", POOL)
+    monkeypatch.setenv("IEXEC_WORKER_WALLET_PATH", str(keystore))
+    monkeypatch.setenv("IEXEC_WORKER_WALLET_PASSWORD", "s3cret-password")
+    return monkeypatch
+
+
+@pytest.mark.parametrize("key", sorted(k for k, v in CONSUMERS.items() if isinstance(v, Refused)))
+def test_refused_settings_stop_the_start_naming_the_key(env: pytest.MonkeyPatch, key: str) -> None:
+    entry = CONSUMERS[key]
+    assert isinstance(entry, Refused)
+    env.setenv(key, entry.value)
+    with pytest.raises(ConfigurationError, match=key):
+        load_settings(host_cpus=2)
+
+
+@pytest.mark.parametrize("key", sorted(k for k, v in CONSUMERS.items() if isinstance(v, Inert)))
+def test_inert_settings_are_named_at_start(env: pytest.MonkeyPatch, key: str) -> None:
+    entry = CONSUMERS[key]
+    assert isinstance(entry, Inert)
+    assert inert_settings(load_settings(host_cpus=2)) == []
+    env.setenv(key, entry.value)
+    [message] = inert_settings(load_settings(host_cpus=2))
+    assert message.startswith(key)
