@@ -36,6 +36,7 @@ from worker.membership import (
     Heartbeat,
     Joined,
     ReplicateDemand,
+    SchedulerConsensus,
     SchedulerReporter,
     complete_finalized,
     join_pool,
@@ -224,6 +225,7 @@ async def _membership(
         watcher = ChainWatcher(
             chain, address, lambda: [(t, supervisor.status_of(t)) for t in supervisor.active], deliver_local,
             poll_interval=settings.chain.chain_poll_period.total_seconds(),
+            reveal_allowed=SchedulerConsensus(scheduler).reached,
         )  # fmt: skip
 
         status.attach(store, lambda tx_hash: paid_fee(chain, tx_hash), supervisor)

@@ -93,6 +93,7 @@ class SchedulerApi:
             web.get("/replicates/interrupted", self.interrupted),
             web.post("/replicates/{chainTaskId}/updateStatus", self.update_status),
             web.get("/config/chain", self.chain_config),
+            web.get("/tasks/{chainTaskId}", self.task),
         ])  # fmt: skip
 
     def public_configuration(self) -> PublicConfiguration:
@@ -146,6 +147,22 @@ class SchedulerApi:
 
     async def config(self, request: web.Request) -> web.Response:
         return _json(self.public_configuration().to_wire())
+
+    async def task(self, request: web.Request) -> web.Response:
+        """``TaskController#getTask``: public; the fields of iexec-core's TaskModel this scheduler keeps."""
+        task = self._state.tasks.get(request.match_info["chainTaskId"].lower())
+        if task is None:
+            raise web.HTTPNotFound(text="")
+        return _json({
+            "chainTaskId": task.task_id,
+            "currentStatus": task.status.value,
+            "trust": task.trust,
+            "tag": task.tag,
+            "initializationBlockNumber": task.initialization_block,
+            "consensus": task.consensus,
+            "resultLink": task.result_link,
+            "chainCallbackData": task.chain_callback_data,
+        })  # fmt: skip
 
     async def chain_config(self, request: web.Request) -> web.Response:
         s = self.settings

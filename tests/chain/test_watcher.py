@@ -108,3 +108,35 @@ async def test_a_passed_contribution_deadline_aborts_locally(net: Devnet, chain:
     await watcher.poll()
 
     assert held.delivered == [(task_id, TNT.PLEASE_ABORT, 0, TaskAbortCause.CONTRIBUTION_TIMEOUT)]
+
+
+async def test_its_own_consensus_is_revealed_only_once_the_scheduler_has_seen_it(
+    net: Devnet, chain: ChainClient
+) -> None:
+    """iexec-core counts as winners only replicates still CONTRIBUTED when it sees the consensus."""
+    toolkit = Toolkit(net.w3, net.deployment)
+    (task_id,) = await new_tasks(net, toolkit, 1)
+    block = await _contribute(chain, task_id, 16)
+    await net.anvil.mine(2)
+    held = Held()
+    held.statuses = {task_id: RS.CONTRIBUTED}
+    asked: list[str] = []
+    scheduler_in_reveal_phase = False
+
+    async def reveal_allowed(asked_for: str) -> bool:
+        asked.append(asked_for)
+        return scheduler_in_reveal_phase
+
+    watcher = ChainWatcher(
+        chain, worker_account(16).address, held.tasks, held.deliver, reveal_allowed=reveal_allowed
+    )
+    await watcher.poll()
+    await watcher.poll()
+    assert held.delivered == []
+    assert asked == [task_id, task_id]  # asked again at every poll
+
+    scheduler_in_reveal_phase = True
+    await watcher.poll()
+    await watcher.poll()
+    assert held.delivered == [(task_id, TNT.PLEASE_REVEAL, block, None)]
+    assert len(asked) == 3

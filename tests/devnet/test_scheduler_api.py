@@ -440,3 +440,59 @@ async def test_interrupted_recovers_and_marks_recovering(
         "GET", "/replicates/interrupted", auth=False, blockNumber=1
     )
     assert nothing.status == 401
+
+
+# -- compute logs, the task view, the required worker version -------------------------------------
+
+
+async def test_app_logs_are_kept_per_wallet_tailed_and_out_of_the_history(
+    session: aiohttp.ClientSession, start: Starter
+) -> None:
+    chain = FakeChain()
+    scheduler = await start(chain)
+    worker = await joined(session, scheduler)
+    await deal_with_task(chain, scheduler)
+    await replicate_for(worker)
+    for status in ("STARTING", "STARTED", "APP_DOWNLOADING", "APP_DOWNLOADED", "DATA_DOWNLOADING",
+                   "DATA_DOWNLOADED", "COMPUTING"):  # fmt: skip
+        assert (await worker.update(TASK, status)).status == 200
+    logs = {"walletAddress": "0x" + "00" * 20, "stdout": "x" * 100_005 + "end", "stderr": "oops"}
+    computed = await worker.update(TASK, "COMPUTED", {"exitCode": 3, "computeLogs": logs})
+    assert computed.json() == "PLEASE_CONTRIBUTE"
+
+    [(wallet, kept)] = scheduler.task_logs(TASK).items()
+    assert wallet == worker.wallet
+    assert kept.wallet_address == worker.wallet  # the JWT's wallet, not the one in the body
+    assert kept.stdout == ("x" * 100_005 + "end")[-100_000:]
+    assert kept.stderr == "oops"
+    replicate = scheduler.state.replicate(TASK, worker.wallet)
+    assert replicate is not None
+    details = replicate.history[-1].details
+    assert details is not None
+    assert details.exit_code == 3
+    assert details.compute_logs is None
+
+
+async def test_the_task_view_is_public(session: aiohttp.ClientSession, start: Starter) -> None:
+    chain = FakeChain()
+    scheduler = await start(chain)
+    await joined(session, scheduler)  # deals are initialized once a worker is there
+    await deal_with_task(chain, scheduler)
+    anonymous = WorkerClient(session, scheduler.url, Account.create())
+    task = await anonymous.call("GET", f"/tasks/{TASK}", auth=False)
+    assert task.status == 200
+    assert task.json()["chainTaskId"] == TASK
+    assert task.json()["currentStatus"] == "INITIALIZED"
+    assert (await anonymous.call("GET", f"/tasks/{chain_task_id(DEAL, 9)}", auth=False)).status == 404
+
+
+async def test_the_required_worker_version_is_in_the_configuration(
+    session: aiohttp.ClientSession, start: Starter
+) -> None:
+    scheduler = await start(FakeChain(), required_worker_version="9.2.0")
+    worker = WorkerClient(session, scheduler.url, Account.create())
+    assert (await worker.call("GET", "/workers/config", auth=False)).json()[
+        "requiredWorkerVersion"
+    ] == "9.2.0"
+    scheduler.require_worker_version("")
+    assert (await worker.call("GET", "/workers/config", auth=False)).json()["requiredWorkerVersion"] == ""

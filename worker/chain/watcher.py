@@ -6,7 +6,10 @@ short reorganisation cannot hide an event. What it does with them:
 
 - ``TaskConsensus`` whose value is this worker's own resultHash (read from ``viewContribution``,
   never assumed): a local PLEASE_REVEAL carrying the consensus block, once the replicate is
-  CONTRIBUTED. The pipeline drops it when the scheduler's own notification came first.
+  CONTRIBUTED and ``reveal_allowed`` agrees (the scheduler has seen the consensus too: iexec-core
+  counts as winners only replicates still CONTRIBUTED then, so an earlier reveal would keep the task
+  from its reveal phase). It covers a PLEASE_REVEAL lost while the push channel was down; the
+  pipeline drops it when the scheduler's own notification came first.
 - A deadline passed, by the latest block's timestamp (the contract's clock): contribution deadline
   while this worker has no contribution on chain, reveal deadline while its contribution is not
   proved, final deadline while the task is not completed: a local PLEASE_ABORT.
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from worker.chain.abi import TASK_CONSENSUS_TOPIC, TASK_FINALIZE_TOPIC
@@ -48,6 +51,8 @@ DEFAULT_BACKFILL_BLOCKS = 5_000
 
 Deliver = Callable[[str, TaskNotificationType, int, TaskAbortCause | None], None]
 """(task id, action, block number or 0, abort cause or None)"""
+RevealAllowed = Callable[[str], Awaitable[bool]]
+"""Whether the worker may reveal for this task now (asked once the consensus is this worker's result)."""
 
 _BEFORE_REVEALED = frozenset(s for s in ReplicateStatus if s.ordinal < ReplicateStatus.REVEALED.ordinal)
 
@@ -59,6 +64,7 @@ class _Watched:
     reveal_deadline: int = 0
     consensus: tuple[int, str] | None = None  # (block, value) of the TaskConsensus seen
     revealed_sent: bool = False
+    waiting_logged: bool = False
     finalized: bool = False
     aborted: bool = False
 
@@ -74,8 +80,13 @@ class ChainWatcher:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         reorg_depth: int = DEFAULT_REORG_DEPTH,
         backfill_blocks: int = DEFAULT_BACKFILL_BLOCKS,
+        reveal_allowed: RevealAllowed | None = None,
     ) -> None:
-        """``tasks`` lists the replicates held now, with their status; ``deliver`` hands over a local notification."""
+        """``tasks`` lists the replicates held now, with their status; ``deliver`` hands over a local notification.
+
+        ``reveal_allowed`` (default: always) is asked again at every poll until it agrees.
+        """
+        self._reveal_allowed = reveal_allowed
         self._client = client
         self._worker = worker.lower()
         self._tasks = tasks
@@ -162,13 +173,24 @@ class ChainWatcher:
                 continue  # the pipeline would drop it; try again once the contribution is reported
             block, value = watched.consensus
             contribution = await self._client.contribution(task_id, self._worker)
-            watched.revealed_sent = True
             if (
                 contribution.status is not ChainContributionStatus.CONTRIBUTED
                 or contribution.result_hash != value
             ):
+                watched.revealed_sent = True
                 log.info("%s: the consensus is not this worker's result; the scheduler decides", task_id)
                 continue
+            if self._reveal_allowed is not None and not await self._reveal_allowed(task_id):
+                if not watched.waiting_logged:
+                    watched.waiting_logged = True
+                    log.info(
+                        "%s: this worker's result won the consensus on chain (block %d); revealing once the "
+                        "scheduler has seen it too",
+                        task_id,
+                        block,
+                    )
+                continue
+            watched.revealed_sent = True
             log.info("%s: this worker's result won the consensus (block %d): reveal", task_id, block)
             self._deliver(task_id, TaskNotificationType.PLEASE_REVEAL, block, None)
 

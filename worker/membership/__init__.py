@@ -6,6 +6,7 @@ them with fakes. Long-lived policies run as ``run(stop)`` coroutines that return
 """
 
 from worker.membership.completion import complete_finalized
+from worker.membership.consensus import SchedulerConsensus
 from worker.membership.demand import ReplicateDemand
 from worker.membership.funds import FundsWatch, has_enough_gas_now
 from worker.membership.health import Health
@@ -20,6 +21,7 @@ __all__ = [
     "Heartbeat",
     "Joined",
     "ReplicateDemand",
+    "SchedulerConsensus",
     "SchedulerReporter",
     "complete_finalized",
     "has_enough_gas_now",

@@ -153,6 +153,14 @@ class TaskAbortCause(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+SCHEDULER_REVEAL_PHASE: frozenset[str] = frozenset({
+    "CONSENSUS_REACHED", "AT_LEAST_ONE_REVEALED", "RESULT_UPLOADING", "RESULT_UPLOADED",
+})  # fmt: skip
+"""iexec-core task statuses (``TaskStatus``, iexec-task-api) in which it has seen the consensus and asked
+the winners to reveal. It counts as winners only replicates still CONTRIBUTED when it sees the consensus,
+so a worker that reveals earlier keeps the task from ever getting there."""
+
+
 class ChainTaskStatus(IntEnum):
     UNSET = 0
     ACTIVE = 1

@@ -120,6 +120,17 @@ class SchedulerClient:
         url = config_server_url.rstrip("/") + "/config/chain"
         return _parse(PublicChainConfig, await self._expect_ok("GET", url), f"GET {url}")
 
+    async def get_task_status(self, chain_task_id: str) -> str | None:
+        """The scheduler's status of a task (``GET /tasks/{id}``, public); None when it does not know it."""
+        url = f"{self.base_url}/tasks/{chain_task_id}"
+        status, text = await self._send("GET", url)
+        if status == 404:
+            return None
+        _check(status, text, f"GET {url}")
+        task = _json(text, f"GET {url}")
+        value = task.get("currentStatus") if isinstance(task, dict) else None
+        return value if isinstance(value, str) else None
+
     # --- authentication ----------------------------------------------------------------------
 
     async def login(self) -> None:
