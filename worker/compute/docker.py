@@ -226,7 +226,12 @@ class _LogSink:
                 folder.mkdir(parents=True, exist_ok=True)
             return (stdout.open("wb"), stderr.open("wb"))
 
-        self._files = await asyncio.to_thread(open_files)
+        try:
+            self._files = await asyncio.to_thread(open_files)
+        except OSError as exc:
+            # Not the app's fault, and not fatal to the run: the caller learns the logs were not saved.
+            self.complete = False
+            log.error("cannot write the logs of a container into %s: %s", folder, exc)
 
     async def add(self, stream: int, payload: bytes) -> None:
         index = 1 if stream == _STDERR_STREAM else 0
