@@ -194,7 +194,6 @@ async def _membership(
             sidechain=joined.chain_config.sidechain, replace_after=settings.chain.tx_replace_after.total_seconds(),
         )  # fmt: skip
         work = _task_work(settings, chain, sender, engine, session, store, account, joined)
-        # As the reference at start: the folders of tasks not carried on are deleted, never the store.
         await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
         supervisor: Supervisor
 
