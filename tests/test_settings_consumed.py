@@ -60,9 +60,9 @@ CONSUMERS: dict[str, Reads | Refused | Inert] = {
         "worker.config:load_settings", via="available_cpu_count"
     ),
     "IEXEC_WORKER_GPU_ENABLED": Reads(APP),
-    "IEXEC_WORKER_HTTP_HOST": Reads(APP),
-    "IEXEC_WORKER_PORT": Reads(APP),
-    "IEXEC_WORKER_METRICS_WINDOW_SIZE": Reads(APP),
+    "IEXEC_WORKER_HTTP_HOST": Reads("worker.app:run_worker"),
+    "IEXEC_WORKER_PORT": Reads("worker.app:run_worker"),
+    "IEXEC_WORKER_METRICS_WINDOW_SIZE": Reads("worker.app:run_worker"),
     "IEXEC_WORKER_PROTOCOL_VERSION": Reads(APP),
     "IEXEC_GAS_PRICE_MULTIPLIER": Reads(APP),
     "IEXEC_GAS_PRICE_CAP": Reads(APP),

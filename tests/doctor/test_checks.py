@@ -145,8 +145,18 @@ async def test_a_refused_wallet_and_a_required_version() -> None:
     assert checks["scheduler"][0] is Result.FAIL
     assert "401 wallet not allowed" in checks["scheduler"][1]
     assert checks["version"] == (
-        Result.FAIL, f"the scheduler requires worker version 99.0.0, this is {__version__}", "install iexec-worker 99.0.0"
-    )  # fmt: skip
+        Result.FAIL,
+        "the scheduler requires worker version 99.0.0, this worker behaves as iexec-worker 9.2.0",
+        "run a worker of version 99.0.0, or set IEXEC_WORKER_PROTOCOL_VERSION if this one implements it",
+    )
+
+
+async def test_the_version_a_pool_requires_is_the_iexec_worker_release_this_worker_behaves_as() -> None:
+    machine = Machine()
+    machine.scheduler.required_version = "9.2.0"
+    assert by_name(await run(machine))["version"][0] is Result.PASS
+    machine.scheduler.required_version = __version__
+    assert by_name(await run(machine))["version"][0] is Result.FAIL
 
 
 async def test_a_node_on_another_chain_fails_and_the_operator_nodes_come_first() -> None:

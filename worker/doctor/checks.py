@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from worker import __version__
+from worker import PROTOCOL_VERSION, __version__
 from worker.chain import GAS_LIMIT_CAP, rlc
 from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, REVEAL_GAS_FLOOR
 from worker.compute import ContainerSpec
@@ -81,6 +81,8 @@ class DoctorSettings:
     lookback_blocks: int = 50_000
     check_image: str | None = None
     worker_name: str = "worker"
+    protocol_version: str = PROTOCOL_VERSION
+    """What iexec-core's requiredWorkerVersion is compared with (IEXEC_WORKER_PROTOCOL_VERSION)."""
 
 
 @dataclass
@@ -321,18 +323,18 @@ class Doctor:
                     f"{url} serves pool {self.s.pool} on chain {self.chain_config.chain_id} and {login}",
                     "" if self.wallet else "fix the wallet (see wallet), then run doctor again",
                 )  # fmt: skip
-        required = public.required_worker_version
-        if required and required != __version__:
+        required, behaves_as = public.required_worker_version, self.s.protocol_version
+        if required and required != behaves_as:
             self.add(
-                "version", Result.FAIL, f"the scheduler requires worker version {required}, this is {__version__}",
-                f"install iexec-worker {required}",
+                "version", Result.FAIL,
+                f"the scheduler requires worker version {required}, this worker behaves as iexec-worker {behaves_as}",
+                f"run a worker of version {required}, or set IEXEC_WORKER_PROTOCOL_VERSION if this one implements it",
             )  # fmt: skip
         else:
             self.add(
-                "version",
-                Result.PASS,
-                f"worker {__version__} accepted" + ("" if required else " (any version)"),
-            )
+                "version", Result.PASS,
+                f"worker {__version__} (as iexec-worker {behaves_as}) accepted" + ("" if required else " (any version)"),
+            )  # fmt: skip
 
     async def node(self) -> None:
         config = self.chain_config

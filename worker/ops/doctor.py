@@ -42,6 +42,7 @@ def doctor_settings(settings: Settings, options: DoctorOptions) -> DoctorSetting
         lookback_blocks=options.lookback_blocks,
         check_image=options.image,
         worker_name=settings.node.name,
+        protocol_version=settings.node.protocol_version,
     )
 
 

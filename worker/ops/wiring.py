@@ -32,6 +32,7 @@ from worker.config import Settings, host_cpu_count
 from worker.doctor import LoadedWallet, Ports
 from worker.protocol.errors import ConfigurationError
 from worker.protocol.models import PublicChainConfig
+from worker.proxy import proxy_middleware
 from worker.scheduler import SchedulerClient
 from worker.wallet import load_wallet
 
@@ -115,15 +116,19 @@ def gas_policy(settings: Settings) -> GasPolicy:
 
 
 async def open_chain(stack: AsyncExitStack, settings: Settings, urls: list[str], hub: str) -> ChainProbe:
-    client = await ChainClient.connect(urls, hub, max_block_lag=settings.chain.max_block_lag)
+    client = await ChainClient.connect(
+        urls, hub, max_block_lag=settings.chain.max_block_lag, proxy_for=settings.proxy.routes().for_url
+    )
     stack.push_async_callback(client.close)
     policy = gas_policy(settings)
     return ChainProbe(client, Escrow(client, policy), policy)
 
 
-async def http_session(stack: AsyncExitStack) -> aiohttp.ClientSession:
+async def http_session(stack: AsyncExitStack, settings: Settings) -> aiohttp.ClientSession:
+    """A session whose calls take the configured proxies, as the worker's own."""
     timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
-    return await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+    proxies = (proxy_middleware(settings.proxy.routes()),)
+    return await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout, middlewares=proxies))
 
 
 async def chain_config(session: aiohttp.ClientSession, settings: Settings) -> PublicChainConfig:
@@ -135,7 +140,7 @@ async def chain_config(session: aiohttp.ClientSession, settings: Settings) -> Pu
 
 async def open_pool_chain(stack: AsyncExitStack, settings: Settings) -> tuple[ChainProbe, PublicChainConfig]:
     """The chain of the pool's scheduler, through the nodes of the settings (or the scheduler's)."""
-    session = await http_session(stack)
+    session = await http_session(stack, settings)
     config = await chain_config(session, settings)
     probe = await open_chain(
         stack, settings, settings.chain.node_urls(config.chain_node_url), config.iexec_hub_contract_address
@@ -155,7 +160,7 @@ class KeystoreWallet:
 
 
 async def doctor_ports(stack: AsyncExitStack, settings: Settings) -> Ports:
-    session = await http_session(stack)
+    session = await http_session(stack, settings)
 
     async def docker() -> DockerEngine:
         engine = await DockerEngine.open()
