@@ -4,7 +4,8 @@ This is the glue between the pipeline's port and the adapters (``worker.chain``,
 ``worker.data``, ``worker.result``); each adapter's error becomes a ``StepFailed`` with the cause
 the scheduler expects, and a message that names the thing and, where there is one, the fix.
 Task folders follow the reference layout: ``<root>/<taskId>/input`` mounted at /iexec_in and
-``<root>/<taskId>/output/iexec_out`` mounted at /iexec_out.
+``<root>/<taskId>/output/iexec_out`` mounted at /iexec_out; ``<root>/<taskId>/logs`` (this worker's)
+receives the app's whole logs while it runs, out of the app's reach, before they join the result.
 """
 
 from __future__ import annotations
