@@ -11,7 +11,7 @@ Pull policy, decided here once:
   (devnet and test images) run, and how a worker keeps computing while a registry is briefly down.
 
 Containers are always removed after their logs are read, also on timeout, failure and cancellation. Logs are read
-while the container runs, both streams in one pass: only their tails stay in memory, so a chatty app cannot fill
+once the container has ended, both streams in one pass: only their tails stay in memory, so a chatty app cannot fill
 the worker's memory, and when the spec asks for it they are also written whole to files, up to a byte budget. Each
 engine frame is decoded on its own, malformed UTF-8 replaced by U+FFFD, as the reference worker (docker-java) turns
 each frame into a string: the files it puts in a result, and so the result digest, are the same.
@@ -68,7 +68,7 @@ _BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 _LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
 _MIN_LOG_FILE_BYTES = 10 * 1024 * 1024
 _CLEANUP_TIMEOUT = 30.0
-_LOG_DRAIN_TIMEOUT = 60.0  # the log stream ends shortly after the container; never wait on it forever
+_LOG_READ_TIMEOUT = 120.0  # reading an ended container's logs is bounded: never wait on the engine forever
 _LOG_FLUSH_BYTES = 1024 * 1024
 _FRAME_HEADER = 8  # stream type, 3 zero bytes, big-endian payload length (Docker's multiplexed stream)
 _STDERR_STREAM = 2
@@ -573,18 +573,15 @@ class DockerEngine:
                         f"container {spec.name} could not start: {exc.message}", name=spec.name
                     ) from exc
             started = time.monotonic()
+            exit_code, timed_out = await self._wait(container, spec)
+            ended = time.monotonic()
+            # Read once the container has ended: the engine has then copied every line to its log, while a
+            # stream followed during the run can end before the last lines when the container stops.
             sink = _LogSink(spec)
             await sink.open()
-            reader = asyncio.create_task(self._read_logs(container, spec, sink), name=f"logs:{spec.name}")
             try:
-                exit_code, timed_out = await self._wait(container, spec)
-                ended = time.monotonic()
-                await self._drain(reader, spec, sink)
+                await self._read_logs(container, spec, sink)
             finally:
-                if not reader.done():
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
                 logs_saved = await asyncio.shield(sink.close())
             stdout, stderr = sink.tails()
             duration = await self._engine_duration(container) or (ended - started)
@@ -657,9 +654,28 @@ class DockerEngine:
         return int(status.get("StatusCode", -1)), True
 
     async def _read_logs(self, container: Any, spec: ContainerSpec, sink: _LogSink) -> None:
-        """Follow both streams from the start until the container ends, frame by frame, into ``sink``."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1"}
+        """Both streams of an ended container from the start, frame by frame, into ``sink``; bounded in time."""
+        params = {"stdout": "1", "stderr": "1", "follow": "0"}
         unbounded = aiohttp.ClientTimeout(total=None, sock_read=None)
+        try:
+            async with asyncio.timeout(_LOG_READ_TIMEOUT):
+                await self._stream_logs(container, spec, sink, params, unbounded)
+        except TimeoutError:
+            sink.complete = False
+            log.warning(
+                "logs of container %s still streaming after %gs: kept what was read",
+                spec.name,
+                _LOG_READ_TIMEOUT,
+            )
+
+    async def _stream_logs(
+        self,
+        container: Any,
+        spec: ContainerSpec,
+        sink: _LogSink,
+        params: dict[str, str],
+        unbounded: aiohttp.ClientTimeout,
+    ) -> None:
         try:
             async with self._docker._query(
                 f"containers/{container.id}/logs", params=params, timeout=unbounded
@@ -681,18 +697,6 @@ class DockerEngine:
         except (aiohttp.ClientError, OSError) as exc:
             sink.complete = False
             log.warning("logs of container %s only partly read: %s", spec.name, exc)
-
-    async def _drain(self, reader: asyncio.Task[None], spec: ContainerSpec, sink: _LogSink) -> None:
-        """Let the log stream reach its end now that the container has; give up after a while."""
-        try:
-            await asyncio.wait_for(asyncio.shield(reader), _LOG_DRAIN_TIMEOUT)
-        except TimeoutError:
-            sink.complete = False
-            log.warning(
-                "logs of container %s still streaming %gs after it ended: kept what was read",
-                spec.name,
-                _LOG_DRAIN_TIMEOUT,
-            )
 
     async def _engine_duration(self, container: Any) -> float | None:
         try:
