@@ -10,8 +10,9 @@ import pytest
 
 from tests.support.chain import task_description
 from worker.chain import abi
-from worker.chain.models import DealParams, TeeFramework, is_tee_tag, tee_framework
+from worker.chain.models import DealParams
 from worker.chain.multiaddr import ipfs_multiaddr, multiaddr_to_uri
+from worker.protocol.tee import TeeFramework, is_tee_tag, tee_framework
 
 POCO_ABIS = Path(__file__).resolve().parents[2] / "devnet/npm/node_modules/@iexec/poco/abis/contracts"
 CID_V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"

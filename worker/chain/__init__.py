@@ -29,7 +29,6 @@ from worker.chain.models import (
     DealParams,
     SentTx,
     TaskDescription,
-    TeeFramework,
     TxKind,
     TxReceipt,
 )
@@ -37,6 +36,7 @@ from worker.chain.observer import ChainObserver
 from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
 from worker.chain.transactions import TransactionSender, TxJournal
 from worker.chain.watcher import ChainWatcher
+from worker.protocol.tee import TeeFramework
 
 __all__ = [
     "GAS_LIMIT_CAP",

@@ -44,13 +44,13 @@ from worker.chain.models import (
     DealAsset,
     DealParams,
     TaskDescription,
-    tee_framework,
 )
 from worker.chain.multiaddr import multiaddr_to_uri
 from worker.chain.observer import ChainObserver, NullObserver
 from worker.protocol.crypto import ZERO_ADDRESS, checksum, to_bytes, to_hex
 from worker.protocol.errors import ChainError, ConfigurationError
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.tee import tee_framework
 
 T = TypeVar("T")
 log = logging.getLogger("iexec.worker.chain")

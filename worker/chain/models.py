@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.tee import TeeFramework, is_tee_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,27 +150,6 @@ class SentTx:
     tx_hash: str
     nonce: int
     raw_tx: str
-
-
-class TeeFramework(StrEnum):
-    SCONE = "SCONE"
-    GRAMINE = "GRAMINE"
-    TDX = "TDX"
-
-
-# Low nibble of the deal tag: bit 0 says "TEE", the other bits name the framework.
-_TEE_FRAMEWORK_BITS = {0b0011: TeeFramework.SCONE, 0b0101: TeeFramework.GRAMINE, 0b1001: TeeFramework.TDX}
-
-
-def tee_framework(tag: str) -> TeeFramework | None:
-    """Framework named by a deal tag, None for a standard task or an unknown combination."""
-    raw = bytes.fromhex(tag.removeprefix("0x"))
-    return _TEE_FRAMEWORK_BITS.get(raw[-1] & 0x0F) if raw else None
-
-
-def is_tee_tag(tag: str) -> bool:
-    raw = bytes.fromhex(tag.removeprefix("0x"))
-    return bool(raw) and bool(raw[-1] & 0x01)
 
 
 class _JsonNumber(str):
@@ -330,8 +310,13 @@ class TaskDescription:
         )
 
     def is_eligible_to_contribute_and_finalize(self) -> bool:
-        return self.trust == 1 and self.tee_framework in (
-            TeeFramework.SCONE,
-            TeeFramework.GRAMINE,
-            TeeFramework.TDX,
+        """Trust 1 and a TEE framework: one ``contributeAndFinalize`` ends the task (commons-poco ``TaskDescription``)."""
+        return self.trust == 1 and self.tee_framework is not None
+
+    def requires_pre_compute(self) -> bool:
+        """A dataset, input files or a bulk request: the pre-compute enclave fetches them for a TEE task."""
+        return (
+            self.contains_dataset()
+            or bool(self.deal_params.iexec_input_files)
+            or bool((self.deal_params.bulk_cid or "").strip())
         )
