@@ -24,11 +24,13 @@ async def verify_authorization(
     pool_address: str,
     worker_address: str,
     *,
-    enclave_challenge: str = ZERO_ADDRESS,
+    enclave_challenge: str | None = ZERO_ADDRESS,
     task_id: str | None = None,
 ) -> bool:
     """True when the authorization names this worker (and task, when given) with the expected
     enclave challenge and is signed (EIP-191 over authHash) by ``owner()`` of the configured pool.
+    ``enclave_challenge`` None takes the one it carries (a TEE task's, which only the SMS knows); the
+    signature covers it either way.
 
     Raises ChainError when the pool owner cannot be read: the answer is then unknown, not "no".
     """
@@ -39,7 +41,7 @@ async def verify_authorization(
             authorization.worker_wallet,
         )
         return False
-    if authorization.enclave_challenge.lower() != enclave_challenge.lower():
+    if enclave_challenge is not None and authorization.enclave_challenge.lower() != enclave_challenge.lower():
         log.warning(
             "authorization for task %s has an unexpected enclave challenge", authorization.chain_task_id
         )

@@ -1,4 +1,4 @@
-"""The worker's own transactions (contribute, reveal): checked, simulated, journaled, sent once, replaced.
+"""The worker's own transactions (contribute, reveal, contributeAndFinalize): checked, simulated, journaled, sent once, replaced.
 
 Order of a send (one task and kind at a time):
 1. If the journal already holds a transaction of this kind for this task, never build another:
@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt as Web3Receipt
 
-from worker.chain.abi import TASK_CONTRIBUTE_TOPIC, TASK_REVEAL_TOPIC
+from worker.chain.abi import TASK_CONTRIBUTE_TOPIC, TASK_FINALIZE_TOPIC, TASK_REVEAL_TOPIC
 from worker.chain.client import ChainClient
 from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TransactionRefused
 from worker.chain.fees import current_fees
@@ -57,6 +57,7 @@ from worker.protocol.status import ReplicateStatusCause
 log = logging.getLogger(__name__)
 
 CONTRIBUTE_GAS_FLOOR = 500_000
+CONTRIBUTE_AND_FINALIZE_GAS_FLOOR = 500_000
 REVEAL_GAS_FLOOR = 100_000
 DEFAULT_RECEIPT_TIMEOUT = 60.0  # seconds; about 12 blocks of 5 s, as the Java worker waits
 DEFAULT_REPLACE_AFTER = 30.0  # seconds a transaction may stay unmined before it is replaced
@@ -167,6 +168,57 @@ class TransactionSender:
 
         return await self._submit(task_id, TxKind.CONTRIBUTE, data, CONTRIBUTE_GAS_FLOOR, precheck)
 
+    async def contribute_and_finalize(
+        self,
+        task_id: str,
+        result_digest: str,
+        results: bytes,
+        results_callback: bytes,
+        enclave_challenge: str,
+        enclave_signature: str,
+        authorization_signature: str,
+    ) -> TxReceipt:
+        """``contributeAndFinalize`` of a trust-1 TEE task: contribution, consensus, reveal and finalize at once.
+
+        Sent once, as ``contribute`` is (journal kind CONTRIBUTE_AND_FINALIZE). Refused before sending
+        when the deal's trust is not 1 (TRUST_NOT_1) or someone already contributed
+        (TASK_ALREADY_CONTRIBUTED), iexec-worker ``getCannotContributeAndFinalizeStatusCause``; no stake
+        is locked, so none is checked. The gas limit adds the hub's ``callbackgas()`` to the estimate, as
+        the callback runs inside this transaction. Success is ``TaskFinalize`` in the receipt.
+        """
+        worker = self.address
+        data = self._client.encode(
+            "contributeAndFinalize",
+            to_bytes(task_id),
+            to_bytes(result_digest),
+            results,
+            results_callback,
+            checksum(enclave_challenge),
+            to_bytes(enclave_signature),
+            to_bytes(authorization_signature),
+        )
+
+        async def precheck() -> ReplicateStatusCause | None:
+            try:
+                task = await self._client.task(task_id)
+                deal = await self._client.deal(task.deal_id)
+            except ChainError:
+                return ReplicateStatusCause.CHAIN_UNREACHABLE
+            if deal.trust != 1:
+                return ReplicateStatusCause.TRUST_NOT_1
+            if task.contributors:
+                return ReplicateStatusCause.TASK_ALREADY_CONTRIBUTED
+            return await cannot_contribute_cause(self._client, task_id, worker, check_stake=False)
+
+        return await self._submit(
+            task_id,
+            TxKind.CONTRIBUTE_AND_FINALIZE,
+            data,
+            CONTRIBUTE_AND_FINALIZE_GAS_FLOOR,
+            precheck,
+            extra_gas=self._client.callbackgas,
+        )
+
     async def reveal(self, task_id: str, result_digest: str) -> TxReceipt:
         """``reveal`` of the digest behind this worker's contribution (same errors as contribute)."""
         data = self._client.encode("reveal", to_bytes(task_id), to_bytes(result_digest))
@@ -197,6 +249,8 @@ class TransactionSender:
         data: str,
         gas_floor: int,
         precheck: Callable[[], Awaitable[ReplicateStatusCause | None]],
+        *,
+        extra_gas: Callable[[], Awaitable[int]] | None = None,
     ) -> TxReceipt:
         # Two calls for the same task and kind run one after the other: the second finds the
         # journal entry of the first instead of racing it to the node.
@@ -207,7 +261,9 @@ class TransactionSender:
             async with lock:
                 existing = await self._journal.sent(task_id, kind)
                 if existing is None:
-                    existing = await self._sign_and_send(task_id, kind, data, gas_floor, precheck)
+                    existing = await self._sign_and_send(
+                        task_id, kind, data, gas_floor, precheck, extra_gas=extra_gas
+                    )
                 else:
                     log.info(
                         "%s of task %s already sent as %s: following it",
@@ -218,7 +274,7 @@ class TransactionSender:
                     found = await self._ensure_broadcast(existing)
                     if found is _DEAD:
                         existing = await self._sign_and_send(
-                            task_id, kind, data, gas_floor, precheck, replacing=existing
+                            task_id, kind, data, gas_floor, precheck, replacing=existing, extra_gas=extra_gas
                         )
                     elif isinstance(found, TxReceipt):
                         return found
@@ -239,6 +295,7 @@ class TransactionSender:
         precheck: Callable[[], Awaitable[ReplicateStatusCause | None]],
         *,
         replacing: SentTx | None = None,
+        extra_gas: Callable[[], Awaitable[int]] | None = None,
     ) -> SentTx:
         what = f"{kind.value.lower()} of task {task_id}"
         cause = await precheck()
@@ -255,6 +312,8 @@ class TransactionSender:
         try:
             await self._client.simulate(self.address, data, what)
             estimate = await self._client.estimate_gas(self.address, data, what)
+            if extra_gas is not None:
+                estimate += await extra_gas()
         except ContractReverted as exc:
             cause = _revert_cause(kind, exc.reason)
             self._client.observer.transaction(kind.value, "refused")
@@ -392,7 +451,8 @@ class TransactionSender:
 
     async def _find_on_chain(self, sent: SentTx) -> TxReceipt | None:
         """The task event of this worker for ``sent``'s task and kind, found in the recent logs."""
-        topic = TASK_CONTRIBUTE_TOPIC if sent.kind is TxKind.CONTRIBUTE else TASK_REVEAL_TOPIC
+        # contributeAndFinalize emits TaskContribute too, the only one of its events naming the worker.
+        topic = TASK_REVEAL_TOPIC if sent.kind is TxKind.REVEAL else TASK_CONTRIBUTE_TOPIC
         latest = await self._client.latest_block_number()
         worker_topic = "0x" + "00" * 12 + self.address.lower().removeprefix("0x")
         logs = await self._client.logs(
@@ -438,7 +498,7 @@ class TransactionSender:
             await asyncio.sleep(self._poll_interval)
 
     def _checked(self, sent: SentTx, tx_hash: str, receipt: Web3Receipt) -> TxReceipt:
-        topic = TASK_CONTRIBUTE_TOPIC if sent.kind is TxKind.CONTRIBUTE else TASK_REVEAL_TOPIC
+        topic = _SUCCESS_TOPIC[sent.kind]
         found = task_event(receipt, topic, sent.task_id)
         if found is None:
             self._client.observer.transaction(sent.kind.value, "failed")
@@ -525,6 +585,14 @@ class TransactionSender:
         }
         tx.update(_fee_fields(fees))
         return tx
+
+
+# The event whose presence in the receipt says the transaction did its job.
+_SUCCESS_TOPIC = {
+    TxKind.CONTRIBUTE: TASK_CONTRIBUTE_TOPIC,
+    TxKind.REVEAL: TASK_REVEAL_TOPIC,
+    TxKind.CONTRIBUTE_AND_FINALIZE: TASK_FINALIZE_TOPIC,
+}
 
 
 def bumped(value: int) -> int:

@@ -24,6 +24,7 @@ from worker.compute.errors import (
     RegistryAuthError,
     RegistryUnreachableError,
 )
+from worker.compute.las import LasService, LasSettings, LasUnavailable
 from worker.compute.model import (
     IEXEC_IN,
     IEXEC_OUT,
@@ -40,6 +41,7 @@ from worker.compute.model import (
     PullProgressCallback,
     RegistryAuth,
 )
+from worker.compute.sgx import SgxDevices, SgxUnavailable, detect_sgx, host_devices
 
 __all__ = [
     "IEXEC_IN",
@@ -64,6 +66,9 @@ __all__ = [
     "ImagePullError",
     "ImagePullTimeoutError",
     "InvalidImageReferenceError",
+    "LasService",
+    "LasSettings",
+    "LasUnavailable",
     "LocalImage",
     "PullOutcome",
     "PullProgress",
@@ -71,9 +76,13 @@ __all__ = [
     "RegistryAuth",
     "RegistryAuthError",
     "RegistryUnreachableError",
+    "SgxDevices",
+    "SgxUnavailable",
     "app_environment",
     "classify_pull_error",
     "container_name",
+    "detect_sgx",
+    "host_devices",
     "input_file_name",
     "is_digest_reference",
     "registry_of",

@@ -320,6 +320,13 @@ def _container_config(spec: ContainerSpec) -> dict[str, Any]:
         host["PidsLimit"] = spec.pids_limit
     if spec.network is not None:
         host["NetworkMode"] = spec.network
+    if spec.devices:
+        host["Devices"] = [
+            {"PathOnHost": device, "PathInContainer": device, "CgroupPermissions": "rwm"}
+            for device in spec.devices
+        ]
+    if spec.extra_hosts:
+        host["ExtraHosts"] = list(spec.extra_hosts)
     config: dict[str, Any] = {
         "Image": spec.image,
         "Env": [f"{key}={value}" for key, value in spec.env.items()],
@@ -604,6 +611,68 @@ class DockerEngine:
             duration=duration,
             logs_bytes=sink.bytes,
             logs_saved=logs_saved,
+        )
+
+    async def start_detached(self, spec: ContainerSpec) -> None:
+        """Create and start ``spec`` without waiting for it (a service such as the SCONE LAS).
+
+        ``spec.timeout`` is not enforced; the caller stops it with ``stop_and_remove``. A leftover container
+        of that name is replaced.
+        """
+        await self._remove_existing(spec.name)
+        if spec.network is not None and spec.network not in _BUILTIN_NETWORKS:
+            await self._ensure_network(spec.network)
+        container = await self._create(spec)
+        async with self._call(f"start container {spec.name}"):
+            try:
+                await container.start()
+            except aiodocker.DockerError as exc:
+                await self._remove_shielded(spec.name)
+                raise ContainerError(
+                    f"container {spec.name} could not start: {exc.message}", name=spec.name
+                ) from exc
+        log.info("container %s started (detached, image %s)", spec.name, spec.image)
+
+    async def is_running(self, name: str) -> bool:
+        """True when a container of exactly this name exists and runs."""
+        try:
+            async with self._call(f"inspect container {name}"):
+                info = await self._docker.containers.container(name).show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise ContainerError(f"cannot inspect container {name}: {exc.message}", name=name) from exc
+        return bool((info.get("State") or {}).get("Running"))
+
+    async def connect(self, name: str, network: str) -> None:
+        """Attach the running container ``name`` to the bridge ``network`` too (created when missing)."""
+        await self._ensure_network(network)
+        try:
+            async with self._call(f"connect container {name} to network {network}"):
+                found = await self._docker.networks.get(network)
+                await found.connect({"Container": name})
+        except aiodocker.DockerError as exc:
+            if exc.status == 403 and "already exists" in exc.message:
+                return
+            raise ContainerError(
+                f"cannot connect container {name} to network {network}: {exc.message}", name=name
+            ) from exc
+
+    async def network_gateway(self, network: str) -> str:
+        """The host's address on the bridge ``network`` (created when missing): what its containers reach it by."""
+        await self._ensure_network(network)
+        try:
+            async with self._call(f"inspect network {network}"):
+                info = await self._docker.networks.get(network)
+                details = await info.show()
+        except aiodocker.DockerError as exc:
+            raise ContainerError(f"cannot inspect network {network}: {exc.message}", name=network) from exc
+        for config in (details.get("IPAM") or {}).get("Config") or []:
+            gateway = config.get("Gateway")
+            if gateway and ":" not in gateway:
+                return str(gateway)
+        raise ContainerError(
+            f"network {network} has no IPv4 gateway: use a bridge network for the enclaves", name=network
         )
 
     async def _create(self, spec: ContainerSpec) -> Any:

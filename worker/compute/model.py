@@ -104,6 +104,10 @@ class ContainerSpec:
     """Docker network name. None keeps the engine default bridge (apps may need the internet, as with the
     reference worker); ``"none"`` isolates the container; any other name is created as a bridge when missing."""
     read_only_rootfs: bool = False
+    devices: tuple[str, ...] = ()
+    """Host device nodes passed through at the same path with ``rwm`` cgroup rights (the SGX devices)."""
+    extra_hosts: tuple[str, ...] = ()
+    """``host:ip`` lines added to the container's /etc/hosts."""
     user: str | None = None
     """``uid[:gid]`` or a user name of the image; None keeps the image's user."""
     log_tail_chars: int = MAX_LOG_CHARS
@@ -161,6 +165,10 @@ class ContainerEngine(Protocol):
     async def image_exists(self, image: str) -> bool: ...
 
     async def run(self, spec: ContainerSpec) -> ContainerResult: ...
+
+    async def start_detached(self, spec: ContainerSpec) -> None: ...
+
+    async def is_running(self, name: str) -> bool: ...
 
     async def stop_and_remove(self, name: str) -> bool: ...
 
