@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from worker.config import Settings, host_cpu_count, inert_settings, known_keys, load_settings
+from worker.config import Settings, host_cpu_count, known_keys, load_settings
 from worker.protocol.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +192,7 @@ def test_all_bad_values_are_reported_together_without_secrets(
     monkeypatch.setenv("IEXEC_GAS_PRICE_CAP", "cheap")
     monkeypatch.setenv("IEXEC_WORKER_PORT", "99999")
     monkeypatch.setenv("IEXEC_CORE_URL", "localhost")
-    monkeypatch.setenv("IEXEC_WORKER_SGX_DRIVER_MODE", "NATIVE")
+    monkeypatch.setenv("IEXEC_WORKER_SGX_DRIVER_MODE", "SGX2")
     with pytest.raises(ConfigurationError) as caught:
         load_settings(host_cpus=2)
     message = str(caught.value)
@@ -306,12 +306,21 @@ def test_data_and_result_settings(monkeypatch: pytest.MonkeyPatch, wallet_env: P
     assert "IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT" in str(refused.value)
 
 
-def test_extra_hosts_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, wallet_env: Path) -> None:
-    monkeypatch.setenv("WORKER_DOCKER_EXTRA_HOSTS", "chain:10.0.0.2")
-    with pytest.raises(ConfigurationError, match=r"WORKER_DOCKER_EXTRA_HOSTS.*TDX pre- and post-compute"):
+def test_tee_settings(monkeypatch: pytest.MonkeyPatch, wallet_env: Path) -> None:
+    monkeypatch.setenv("WORKER_DOCKER_EXTRA_HOSTS", "chain:10.0.0.2, sms:10.0.0.3")
+    monkeypatch.setenv("IEXEC_WORKER_SGX_DRIVER_MODE", "NATIVE")
+    monkeypatch.setenv("IEXEC_WORKER_SGX_DEVICES", "/tmp/sgx_enclave,/tmp/sgx_provision")
+    monkeypatch.setenv("TEE_TDX_SECRETPROVIDERAGENT", "/opt/agent")
+    settings = load_settings(host_cpus=2)
+    assert settings.docker.extra_hosts == ["chain:10.0.0.2", "sms:10.0.0.3"]
+    assert settings.tee.sgx_driver_mode.devices == ("/dev/sgx/enclave", "/dev/sgx/provision")
+    assert settings.tee.sgx_devices == ["/tmp/sgx_enclave", "/tmp/sgx_provision"]
+    assert settings.tee.agent_path == "/opt/agent"  # the relaxed spelling, when the documented one is unset
+    monkeypatch.setenv("TEE_TDX_SECRET_PROVIDER_AGENT", "/usr/bin/agent")
+    assert load_settings(host_cpus=2).tee.agent_path == "/usr/bin/agent"
+    monkeypatch.setenv("IEXEC_WORKER_ENCLAVE_NETWORK_NAME", "host")
+    with pytest.raises(ConfigurationError, match="IEXEC_WORKER_ENCLAVE_NETWORK_NAME"):
         load_settings(host_cpus=2)
-    monkeypatch.setenv("WORKER_DOCKER_EXTRA_HOSTS", "")
-    assert load_settings(host_cpus=2).docker.extra_hosts is None
 
 
 @pytest.mark.parametrize(
@@ -364,18 +373,6 @@ def test_empty_proxy_lines_of_an_env_file_mean_no_proxy(
     settings = load_settings(host_cpus=2)
     assert settings.proxy.routes().enabled is False
     assert settings.proxy.non_proxy_hosts == "localhost|127.*|[::1]|0.0.0.0|[::0]"
-
-
-def test_tee_settings_that_change_nothing_are_named(
-    monkeypatch: pytest.MonkeyPatch, wallet_env: Path
-) -> None:
-    assert inert_settings(load_settings(host_cpus=2)) == []
-    monkeypatch.setenv("IEXEC_SCONE_LOG_LEVEL", "info")
-    monkeypatch.setenv("IEXEC_LAS_PORT", "1234")
-    messages = inert_settings(load_settings(host_cpus=2))
-    assert len(messages) == 2
-    assert all("has no effect" in message for message in messages)
-    assert any(message.startswith("IEXEC_SCONE_LOG_LEVEL") for message in messages)
 
 
 def test_log_levels_of_the_reference_are_accepted(monkeypatch: pytest.MonkeyPatch, wallet_env: Path) -> None:

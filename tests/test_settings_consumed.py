@@ -4,9 +4,7 @@
 - ``Reads(function)``: that function of the worker reads the field (checked on its source), and when it
   is a property or a helper of ``worker.config`` (``via``), the value it produces is itself read outside
   ``worker.config``;
-- ``Refused(value)``: the worker refuses to start with that value, naming the key;
-- ``Inert(value)``: a TEE setting, which acts on TEE tasks only (this worker runs none); the worker
-  names it at start as having no effect.
+- ``Refused(value)``: the worker refuses to start with that value, naming the key.
 A key added to the settings without an entry here fails ``test_every_setting_has_a_consumer``; an entry
 whose consumer stops reading the field fails ``test_each_consumer_reads_its_field``.
 """
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import inert_settings, known_keys, load_settings
+from worker.config import known_keys, load_settings
 from worker.protocol.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +41,11 @@ class Refused:
     value: str
 
 
-@dataclass(frozen=True)
-class Inert:
-    value: str
-
-
 APP = "worker.app:_membership"
 WORK = "worker.app:_task_work"
-CONSUMERS: dict[str, Reads | Refused | Inert] = {
+TEE = "worker.tee_wiring:open_tee"
+DETECT = "worker.tee_wiring:tee_capabilities"
+CONSUMERS: dict[str, Reads | Refused] = {
     "IEXEC_CORE_URL": Reads(APP),
     "POOL_ADDRESS": Reads(APP),
     "IEXEC_WORKER_NAME": Reads(APP),
@@ -77,7 +72,7 @@ CONSUMERS: dict[str, Reads | Refused | Inert] = {
     "IEXEC_WORKER_WALLET_PASSWORD": Reads("worker.config:_wallet_password", via="wallet_password"),
     "IEXEC_WORKER_WALLET_PASSWORD_FILE": Reads("worker.config:_wallet_password", via="wallet_password"),
     "IEXEC_WORKER_DOCKER_NETWORK_NAME": Reads(WORK),
-    "WORKER_DOCKER_EXTRA_HOSTS": Refused("chain:10.0.0.2"),
+    "WORKER_DOCKER_EXTRA_HOSTS": Reads(TEE),
     "IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_0": Reads(
         "worker.config:DockerSettings.registries", via="registries"
     ),
@@ -106,15 +101,21 @@ CONSUMERS: dict[str, Reads | Refused | Inert] = {
     "IEXEC_WORKER_RESULT_MAX_BYTES": Reads(WORK),
     "IEXEC_WORKER_RESULT_UPLOAD_TIMEOUT": Reads(WORK),
     "IEXEC_WORKER_RESULT_UPLOAD_ATTEMPTS": Reads(WORK),
-    "IEXEC_WORKER_SGX_DRIVER_MODE": Refused("NATIVE"),
-    "IEXEC_WORKER_TEE_COMPUTE_MAX_HEAP_SIZE_GB": Inert("16"),
-    "IEXEC_SCONE_SHOW_VERSION": Inert("false"),
-    "IEXEC_SCONE_LOG_LEVEL": Inert("info"),
-    "IEXEC_WORKER_SCONTAIN_REGISTRY_NAME": Inert("registry.example"),
-    "IEXEC_WORKER_SCONTAIN_REGISTRY_USERNAME": Inert("alice"),
-    "IEXEC_WORKER_SCONTAIN_REGISTRY_PASSWORD": Inert("secret"),
-    "IEXEC_LAS_PORT": Inert("1234"),
-    "TEE_TDX_SECRET_PROVIDER_AGENT": Inert("/opt/agent"),
+    "IEXEC_WORKER_SGX_DRIVER_MODE": Reads(DETECT),
+    "IEXEC_WORKER_SGX_DEVICES": Reads(DETECT),
+    "IEXEC_WORKER_SGX_CHECK_IMAGE": Reads(DETECT),
+    "IEXEC_WORKER_TDX_ENABLED": Reads(DETECT),
+    "IEXEC_WORKER_TEE_COMPUTE_MAX_HEAP_SIZE_GB": Reads(TEE),
+    "IEXEC_SCONE_SHOW_VERSION": Reads(TEE),
+    "IEXEC_SCONE_LOG_LEVEL": Reads(TEE),
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_NAME": Reads(TEE),
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_USERNAME": Reads(TEE),
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_PASSWORD": Reads(TEE),
+    "IEXEC_LAS_PORT": Reads(TEE),
+    "IEXEC_WORKER_ENCLAVE_NETWORK_NAME": Reads(TEE),
+    "IEXEC_WORKER_ENCLAVE_ENDPOINT_HOST": Reads(TEE),
+    "TEE_TDX_SECRET_PROVIDER_AGENT": Reads("worker.config:TeeSettings.agent_path", via="agent_path"),
+    "TEE_TDX_SECRETPROVIDERAGENT": Reads("worker.config:TeeSettings.agent_path", via="agent_path"),
     "IEXEC_LOG_LEVEL": Reads("worker.cli:cmd_run"),
     "IEXEC_WORKER_LOG_JSON": Reads("worker.cli:cmd_run"),
     "IEXEC_DEVELOPER_LOGGER_ENABLED": Reads(WORK),
@@ -197,13 +198,3 @@ def test_refused_settings_stop_the_start_naming_the_key(env: pytest.MonkeyPatch,
     env.setenv(key, entry.value)
     with pytest.raises(ConfigurationError, match=key):
         load_settings(host_cpus=2)
-
-
-@pytest.mark.parametrize("key", sorted(k for k, v in CONSUMERS.items() if isinstance(v, Inert)))
-def test_inert_settings_are_named_at_start(env: pytest.MonkeyPatch, key: str) -> None:
-    entry = CONSUMERS[key]
-    assert isinstance(entry, Inert)
-    assert inert_settings(load_settings(host_cpus=2)) == []
-    env.setenv(key, entry.value)
-    [message] = inert_settings(load_settings(host_cpus=2))
-    assert message.startswith(key)

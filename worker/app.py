@@ -27,7 +27,7 @@ from worker.chain import (
     paid_fee,
 )
 from worker.compute import DockerEngine, RegistryAuth
-from worker.config import Settings, inert_settings
+from worker.config import Settings
 from worker.data.downloads import DownloadLimits
 from worker.http import HttpServer, create_http_app
 from worker.membership import (
@@ -58,6 +58,7 @@ from worker.replicate.supervisor import Supervisor
 from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
 from worker.scheduler import SchedulerClient
 from worker.scheduler.stomp import PushChannel
+from worker.tee_wiring import EnclaveRoutes, enclave_routes, open_engine, open_tee
 from worker.wallet import WalletLock, load_wallet
 
 log = logging.getLogger("iexec.worker")
@@ -88,6 +89,7 @@ async def run_worker(
         health,
     )  # fmt: skip
     http_app = create_http_app(metrics, health, status, protocol_version=node.protocol_version)
+    enclave = enclave_routes(settings, http_app)  # on this server only when it holds the enclaves' port
     http = HttpServer(http_app, node.http_host, node.port)
     await http.start()
     log.info("health, metrics and status page on http://%s:%d/status", node.http_host, http.port)
@@ -103,8 +105,6 @@ async def run_worker(
                 "worker %s (wallet %s) starting, version %s, behaving as iexec-worker %s",
                 node.name, address, __version__, node.protocol_version,
             )  # fmt: skip
-            for warning in inert_settings(settings):  # TEE settings: named, never silently ignored
-                log.warning(warning)
             log.info("outbound HTTP: %s", settings.proxy.routes().describe())
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             proxies = (proxy_middleware(settings.proxy.routes()),)
@@ -112,7 +112,7 @@ async def run_worker(
                 while True:
                     rejoin = asyncio.Event()
                     code = await _membership(
-                        settings, session, account, (metrics, health, status), stop, rejoin
+                        settings, session, account, (metrics, health, status, enclave), stop, rejoin
                     )
                     if stop.is_set() or not rejoin.is_set():
                         return code
@@ -126,14 +126,14 @@ async def _membership(
     settings: Settings,
     session: aiohttp.ClientSession,
     account: LocalAccount,
-    views: tuple[Metrics, Health, StatusView],
+    views: tuple[Metrics, Health, StatusView, EnclaveRoutes],
     outer_stop: asyncio.Event,
     rejoin: asyncio.Event,
 ) -> int:
     """One membership of the pool: join, then work until stopped or until the scheduler asks to rejoin."""
     node, address = settings.node, account.address.lower()
     stop = asyncio.Event()  # set by the outer stop or by a rejoin: every loop below ends on it
-    metrics, health, status = views
+    metrics, health, status, enclave = views
     gas_policy = GasPolicy(multiplier=settings.chain.gas_price_multiplier, cap=settings.chain.gas_price_cap)
     scheduler = SchedulerClient(session, settings.scheduler.core_url, account)
     async with AsyncExitStack() as stack:
@@ -161,11 +161,12 @@ async def _membership(
                 gas_price=price_now,
             )  # fmt: skip
 
+        engine, found = await open_engine(stack, settings, address)  # TEE flags: what was found on this host
         slots = settings.available_cpu_count
         model = WorkerModel(
             name=node.name, wallet_address=address, os=platform.system(), cpu=platform.machine(),
-            cpu_nb=slots, memory_size=memory_gb(), gpu_enabled=node.gpu_enabled, tee_enabled=False,
-            tdx_enabled=False,
+            cpu_nb=slots, memory_size=memory_gb(), gpu_enabled=node.gpu_enabled, tee_enabled=found.sgx.enabled,
+            tdx_enabled=found.tdx,
         )  # fmt: skip
         try:
             joined = await join_pool(
@@ -183,10 +184,6 @@ async def _membership(
 
         store = await ReplicateStore.open(node.state_db)
         stack.push_async_callback(store.close)
-        engine = await DockerEngine.open()
-        stack.push_async_callback(engine.close)
-        if removed := await engine.remove_labelled(node.name):
-            log.info("removed %d container(s) left by a previous run", len(removed))
         push = PushChannel(session, core_url)
         sender = TransactionSender(
             chain, account, StoreJournal(store),
@@ -195,6 +192,9 @@ async def _membership(
         )  # fmt: skip
         work = _task_work(settings, chain, sender, engine, session, store, account, joined)
         await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
+        work.tee = await open_tee(
+            stack, settings, found, enclave, joined, engine=engine, session=session, account=account, store=store,
+            registries=work.registries)  # fmt: skip
         supervisor: Supervisor
 
         async def on_message(body: str) -> None:

@@ -33,6 +33,7 @@ from yarl import URL
 from worker import PROTOCOL_VERSION
 from worker.data import DEFAULT_IPFS_GATEWAYS
 from worker.protocol.errors import ConfigurationError
+from worker.protocol.tee import SgxDriverMode
 from worker.proxy import DEFAULT_NON_PROXY_HOSTS, ProxyRoutes
 from worker.wallet import read_password
 
@@ -271,11 +272,11 @@ class DockerSettings(_Subsystem):
         validation_alias="IEXEC_WORKER_DOCKER_NETWORK_NAME",
         description="Docker network created for the worker's containers.",
     )
-    extra_hosts: str | None = Field(
-        None,
+    extra_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
         validation_alias="WORKER_DOCKER_EXTRA_HOSTS",
-        description="An /etc/hosts entry (host:ip) the reference adds to TDX pre- and post-compute containers "
-        "only; this worker runs no such container, so it refuses to start with it set.",
+        description="Extra /etc/hosts entries of the pre/post-compute containers of TDX tasks, comma separated "
+        "host:ip pairs (the reference takes one).",
     )
     registry_username_0: str | None = Field(
         None,
@@ -332,15 +333,12 @@ class DockerSettings(_Subsystem):
         gt=0,
     )
 
-    @field_validator("extra_hosts")
+    @field_validator("extra_hosts", mode="before")
     @classmethod
-    def _no_extra_hosts(cls, value: str | None) -> str | None:
-        if value is not None and value.strip():
-            raise ValueError(
-                "the reference worker adds this entry to TDX pre- and post-compute containers only, never to "
-                "app containers, and this worker runs standard tasks only: it would have no effect; remove it"
-            )
-        return None
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("container_memory_limit", mode="before")
     @classmethod
@@ -478,71 +476,125 @@ class ResultSettings(_Subsystem):
         return value
 
 
-class SgxDriverMode(StrEnum):
-    NONE = "NONE"
-    LEGACY = "LEGACY"
-    NATIVE = "NATIVE"
+class TdxMode(StrEnum):
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
 
 
 class TeeSettings(_Subsystem):
-    """Trusted-execution (TEE) settings of the reference worker, accepted so its environment loads.
+    """Trusted execution (TEE): SGX for SCONE and Gramine tasks, TDX, and the enclaves' network.
 
-    This worker computes standard tasks only, so the SGX driver must stay NONE.
+    Names and defaults of the reference worker, plus this worker's own (marked) for what the reference
+    hard-codes or leaves to the host (docs/tee.md).
     """
 
     sgx_driver_mode: SgxDriverMode = Field(
         SgxDriverMode.NONE,
         validation_alias="IEXEC_WORKER_SGX_DRIVER_MODE",
-        description="SGX driver (NONE, LEGACY, NATIVE); this worker supports NONE only.",
+        description="SGX driver: NONE (no SGX tasks), LEGACY (/dev/isgx) or NATIVE (/dev/sgx/enclave and "
+        "/dev/sgx/provision, or /dev/sgx_enclave and /dev/sgx_provision); checked at start, the worker refuses "
+        "to start when the devices are missing.",
+    )
+    sgx_devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="IEXEC_WORKER_SGX_DEVICES",
+        description="(this worker) SGX device paths replacing those of the driver mode, comma separated.",
+    )
+    sgx_check_image: str = Field(
+        "alpine:latest",
+        validation_alias="IEXEC_WORKER_SGX_CHECK_IMAGE",
+        description="(this worker) Image of the start-up container that checks the SGX devices reach containers; "
+        "it needs /bin/sh.",
+        min_length=1,
     )
     compute_max_heap_size_gb: int = Field(
         8,
         validation_alias="IEXEC_WORKER_TEE_COMPUTE_MAX_HEAP_SIZE_GB",
-        description="Heap of an SGX enclave in GB (TEE tasks only, unused here).",
+        description="Largest enclave heap an SGX app may ask for, in GiB; a larger one fails the task at START.",
         gt=0,
     )
     scone_show_version: bool = Field(
         True,
         validation_alias="IEXEC_SCONE_SHOW_VERSION",
-        description="SCONE runtime banner (TEE only, unused here).",
+        description="SCONE runtime banner in SCONE enclaves (SCONE_VERSION).",
     )
     scone_log_level: str = Field(
         "debug",
         validation_alias="IEXEC_SCONE_LOG_LEVEL",
-        description="SCONE log level (TEE only, unused here).",
+        description="SCONE runtime log level in SCONE enclaves (SCONE_LOG).",
     )
     scontain_registry_name: str = Field(
         "registry.scontain.com",
         validation_alias="IEXEC_WORKER_SCONTAIN_REGISTRY_NAME",
-        description="Registry of SCONE images (TEE only, unused here).",
+        description="Registry of the SCONE images; the LAS image the SMS names must come from it.",
     )
     scontain_registry_username: str | None = Field(
         None,
         validation_alias="IEXEC_WORKER_SCONTAIN_REGISTRY_USERNAME",
-        description="Account on the SCONE registry (TEE only, unused here).",
+        description="Account on the SCONE registry, to pull the LAS and the pre/post-compute images.",
     )
     scontain_registry_password: SecretStr | None = Field(
         None,
         validation_alias="IEXEC_WORKER_SCONTAIN_REGISTRY_PASSWORD",
-        description="Password of the SCONE registry account (TEE only, unused here).",
+        description="Password of the SCONE registry account.",
     )
     las_port: int = Field(
-        18766, validation_alias="IEXEC_LAS_PORT", description="Port of the SCONE LAS (TEE only, unused here)."
+        18766, validation_alias="IEXEC_LAS_PORT", description="Port of the SCONE LAS (SCONE_LAS_ADDR)."
     )
     tdx_secret_provider_agent: str = Field(
         "/usr/local/bin/secret_provider_agent",
         validation_alias="TEE_TDX_SECRET_PROVIDER_AGENT",
-        description="TDX secret provider agent path (TEE only, unused here).",
+        description="Path of the TDX secret provider agent, which fetches a TDX task's session.",
+    )
+    tdx_secret_provider_agent_relaxed: str | None = Field(
+        None,
+        validation_alias="TEE_TDX_SECRETPROVIDERAGENT",
+        description="The same path, as Spring's relaxed binding also reads it; TEE_TDX_SECRET_PROVIDER_AGENT wins.",
+    )
+    tdx_enabled: TdxMode = Field(
+        TdxMode.AUTO,
+        validation_alias="IEXEC_WORKER_TDX_ENABLED",
+        description="(this worker) Run TDX tasks: auto (when this machine is a TDX guest, /dev/tdx_guest, and the "
+        "agent is executable), true or false.",
+    )
+    enclave_network_name: str = Field(
+        "iexec-worker-enclaves",
+        validation_alias="IEXEC_WORKER_ENCLAVE_NETWORK_NAME",
+        description="(this worker) Docker bridge network of the pre/post-compute enclaves and the SCONE LAS; the "
+        "enclave endpoint listens on its gateway. Apps run on IEXEC_WORKER_DOCKER_NETWORK_NAME.",
+        min_length=1,
+    )
+    enclave_endpoint_host: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_ENCLAVE_ENDPOINT_HOST",
+        description="(this worker) Address the enclave endpoint (port 13100) listens on; default the enclave "
+        "network's gateway. Set 0.0.0.0 when the worker runs in a container on that network as 'worker'.",
     )
 
-    @field_validator("sgx_driver_mode")
+    @field_validator("sgx_devices", mode="before")
     @classmethod
-    def _standard_only(cls, value: SgxDriverMode) -> SgxDriverMode:
-        if value is not SgxDriverMode.NONE:
-            raise ValueError(
-                f"{value.value}: this worker computes standard tasks only; set NONE or remove it"
-            )
+    def _devices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("enclave_network_name")
+    @classmethod
+    def _bridge(cls, value: str) -> str:
+        if value in ("none", "host"):
+            raise ValueError(f"{value!r}: the enclaves need a bridge network to reach this worker")
+        return value
+
+    @property
+    def agent_path(self) -> str:
+        # The reference binds one property from both spellings; the underscored one is its documented form.
+        if (
+            "tdx_secret_provider_agent" not in self.model_fields_set
+            and self.tdx_secret_provider_agent_relaxed
+        ):
+            return self.tdx_secret_provider_agent_relaxed
+        return self.tdx_secret_provider_agent
 
 
 class LogSettings(_Subsystem):
@@ -678,7 +730,7 @@ class Settings(BaseModel):
     docker: DockerSettings = Field(description="Docker network, registries, pulls, container limits.")
     data: DataSettings = Field(description="Dataset and input file downloads, IPFS gateways.")
     result: ResultSettings = Field(description="Result size limit and upload to the result proxy.")
-    tee: TeeSettings = Field(description="TEE settings of the reference worker (standard tasks only here).")
+    tee: TeeSettings = Field(description="SGX and TDX, the enclaves' network and endpoint.")
     log: LogSettings = Field(description="Logging.")
     proxy: ProxySettings = Field(description="HTTP and HTTPS proxies of outbound calls.")
     available_cpu_count: int = Field(
@@ -686,25 +738,6 @@ class Settings(BaseModel):
     )
     wallet_path: Path = Field(description="IEXEC_WORKER_WALLET_PATH, checked to exist.")
     wallet_password: SecretStr = Field(description="From IEXEC_WORKER_WALLET_PASSWORD or its _FILE variant.")
-
-
-def inert_settings(settings: Settings) -> list[str]:
-    """A message for every TEE setting set to something else than its default.
-
-    They act on TEE tasks only, in the reference too; this worker refuses TEE tasks (TEE_NOT_SUPPORTED),
-    so they change nothing, and the operator is told so at start rather than left to believe otherwise.
-    """
-    tee = settings.tee
-    messages = []
-    for name, field in TeeSettings.model_fields.items():
-        if name == "sgx_driver_mode":
-            continue  # anything but NONE is refused outright
-        if getattr(tee, name) != field.get_default(call_default_factory=True):
-            messages.append(
-                f"{field.validation_alias} is set but acts on TEE tasks only, which this worker does not run "
-                "(it refuses them with TEE_NOT_SUPPORTED): it has no effect"
-            )
-    return messages
 
 
 def known_keys() -> dict[str, tuple[type[_Subsystem], str]]:

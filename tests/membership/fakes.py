@@ -160,7 +160,7 @@ class FakeReplicates:
     def notify(self, notification: TaskNotification) -> None:
         self.notified.append(notification)
 
-    async def admit(self, authorization: WorkerpoolAuthorization) -> bool:
+    async def admit(self, authorization: WorkerpoolAuthorization, *, sms_url: str | None = None) -> bool:
         task = authorization.chain_task_id
         if task in self.statuses:
             return False

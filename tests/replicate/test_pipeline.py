@@ -31,7 +31,7 @@ from worker.protocol.status import (
 )
 from worker.replicate.machine import ReplicateState
 from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
-from worker.replicate.ports import ComputeOutcome, Stage, UploadOutcome
+from worker.replicate.ports import ComputeOutcome, FinalizeOutcome, Stage, UploadOutcome
 from worker.replicate.store import ReplicateStore
 
 RS = ReplicateStatus
@@ -48,24 +48,31 @@ AUTH = WorkerpoolAuthorization(
 
 
 class FakeScheduler:
-    def __init__(self) -> None:
+    def __init__(self, *, contribute_and_finalize: bool = False) -> None:
         self.history: list[ReplicateStatus] = [RS.CREATED]
         self.details: dict[ReplicateStatus, ReplicateStatusDetails | None] = {}
         self.reported: list[tuple[ReplicateStatus, ReplicateStatusDetails | None]] = []
+        self.contribute_and_finalize = contribute_and_finalize
 
     async def report(
         self, task_id: str, status: ReplicateStatus, details: ReplicateStatusDetails | None = None
     ) -> TaskNotificationType | None:
         self.reported.append((status, details))
         if status in self.history:
-            return next_action(status, details.cause if details else None)  # 208: the client derives it
+            return self._next(status, details)  # 208: the client derives it
         if status in (RS.CONTRIBUTE_FAILED, RS.REVEAL_FAILED) or not is_valid_transition(
             self.history[-1], status
         ):
             return TNT.PLEASE_ABORT
         self.history.append(status)
         self.details[status] = details
-        return next_action(status, details.cause if details else None)
+        return self._next(status, details)
+
+    def _next(
+        self, status: ReplicateStatus, details: ReplicateStatusDetails | None
+    ) -> TaskNotificationType | None:
+        cause = details.cause if details else None
+        return next_action(status, cause, contribute_and_finalize=self.contribute_and_finalize)
 
 
 class FakeWork:
@@ -77,6 +84,7 @@ class FakeWork:
         self.outcome = ComputeOutcome(
             exit_code=0, stdout="out", stderr="", result_digest="0x" + "dd" * 32, app_seconds=1.5
         )
+        self.finalizes = False
 
     async def precheck(self, task_id: str, stage: Stage) -> None:
         if stage in self.fail and stage is not Stage.COMPUTE:
@@ -107,6 +115,18 @@ class FakeWork:
     ) -> ChainReceipt:
         self.calls.append(f"contribute:{result_digest}")
         return ChainReceipt(block_number=7, tx_hash="0x" + "01" * 32)
+
+    async def contributes_and_finalizes(self, task_id: str) -> bool:
+        return self.finalizes
+
+    async def contribute_and_finalize(
+        self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
+    ) -> FinalizeOutcome:
+        self.calls.append(f"contribute_and_finalize:{result_digest}")
+        if Stage.CONTRIBUTE_AND_FINALIZE in self.fail:
+            raise StepFailed(self.fail[Stage.CONTRIBUTE_AND_FINALIZE])
+        receipt = ChainReceipt(block_number=11, tx_hash="0x" + "03" * 32)
+        return FinalizeOutcome(receipt=receipt, result_link='{ "storage": "ipfs", "location": "/ipfs/Qm" }')
 
     async def reveal(self, task_id: str, result_digest: str, consensus_block: int) -> ChainReceipt:
         self.calls.append(f"reveal:{consensus_block}")
@@ -391,3 +411,70 @@ async def test_please_complete_reaches_a_replicate_in_any_state(
     assert aborted is not None
     assert aborted.cause is Cause.UNKNOWN
     assert work.purged
+
+
+async def test_trust_one_tee_task_ends_with_one_contribute_and_finalize(store: ReplicateStore) -> None:
+    scheduler, work = FakeScheduler(contribute_and_finalize=True), FakeWork()
+    work.finalizes = True
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    runner = asyncio.create_task(pipeline.run())
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await until(lambda: pipeline.status is RS.CONTRIBUTE_AND_FINALIZE_DONE)
+    pipeline.deliver(notification(TNT.PLEASE_COMPLETE))
+    await asyncio.wait_for(runner, 5)
+
+    assert scheduler.history[scheduler.history.index(RS.COMPUTED) :] == [
+        RS.COMPUTED, RS.CONTRIBUTE_AND_FINALIZE_ONGOING, RS.CONTRIBUTE_AND_FINALIZE_DONE, RS.COMPLETING,
+        RS.COMPLETED,
+    ]  # fmt: skip
+    assert [c for c in work.calls if c.startswith("contribute")] == [
+        f"contribute_and_finalize:{'0x' + 'dd' * 32}"
+    ]
+    done = scheduler.details[RS.CONTRIBUTE_AND_FINALIZE_DONE]
+    assert done is not None
+    assert done.chain_receipt == ChainReceipt(block_number=11, tx_hash="0x" + "03" * 32)
+    assert done.result_link == '{ "storage": "ipfs", "location": "/ipfs/Qm" }'
+    stored = await store.get(TASK)
+    assert stored is not None
+    assert stored.result_link == done.result_link
+
+
+async def test_refused_enclave_signature_fails_contribute_and_finalize(store: ReplicateStore) -> None:
+    scheduler, work = FakeScheduler(contribute_and_finalize=True), FakeWork()
+    work.finalizes = True
+    work.fail[Stage.CONTRIBUTE_AND_FINALIZE] = Cause.ENCLAVE_SIGNATURE_NOT_FOUND
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await asyncio.wait_for(pipeline.run(), 5)
+    assert scheduler.history[-3:] == [
+        RS.CONTRIBUTE_AND_FINALIZE_ONGOING,
+        RS.CONTRIBUTE_AND_FINALIZE_FAILED,
+        RS.ABORTED,
+    ]
+    failed = scheduler.details[RS.CONTRIBUTE_AND_FINALIZE_FAILED]
+    assert failed is not None
+    assert failed.cause is Cause.ENCLAVE_SIGNATURE_NOT_FOUND
+
+
+async def test_resumed_trust_one_tee_replicate_contributes_and_finalizes_again(store: ReplicateStore) -> None:
+    # Killed after CONTRIBUTE_AND_FINALIZE_ONGOING was recorded: the stage runs again (the sender then
+    # follows its journal), and a PLEASE_CONTRIBUTE from recovery is answered the same way, never by contribute.
+    await store.update_fields(TASK, result_digest="0x" + "dd" * 32)
+    for status in (RS.STARTING, RS.STARTED, RS.COMPUTED, RS.CONTRIBUTE_AND_FINALIZE_ONGOING):
+        await store.set_status(TASK, status)
+    record = await store.get(TASK)
+    assert record is not None
+    scheduler, work = FakeScheduler(contribute_and_finalize=True), FakeWork()
+    work.finalizes = True
+    scheduler.history += [RS.STARTING, RS.STARTED, RS.COMPUTED, RS.CONTRIBUTE_AND_FINALIZE_ONGOING]
+    resumed, action = ReplicatePipeline.resume(record, PipelineDeps(store, scheduler, work, Recorder()))
+    assert resumed.status is RS.COMPUTED
+    assert action is not None
+    assert action.task_notification_type is TNT.PLEASE_CONTRIBUTE_AND_FINALIZE
+    runner = asyncio.create_task(resumed.run())
+    resumed.deliver(notification(TNT.PLEASE_CONTRIBUTE))  # recovery's answer, delivered first
+    resumed.deliver(action)
+    await until(lambda: resumed.status is RS.CONTRIBUTE_AND_FINALIZE_DONE)
+    runner.cancel()
+    assert work.calls == [f"contribute_and_finalize:{'0x' + 'dd' * 32}"]
+    assert RS.CONTRIBUTING not in scheduler.history

@@ -1,8 +1,11 @@
 """Asks the scheduler for replicates while a computing slot is free and the wallet can pay for gas.
 
 Every offer is checked before it is taken: the authorization must name this worker and be signed by
-the owner of the configured workerpool, and the task must exist on chain. A refused offer costs no
-gas and no slot; it is logged with the fix when the operator can act on it.
+the owner of the configured workerpool, and the task must exist on chain with an enclave challenge
+exactly when its deal names a TEE framework (PoCo refuses any other contribution). A refused offer
+costs no gas and no slot; it is logged with the fix when the operator can act on it. A TEE task is
+taken even when this worker cannot run it: START then fails with the reference's cause
+(TEE_NOT_SUPPORTED), which the scheduler sees.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from worker.membership.health import Health
 from worker.membership.ports import Chain, Replicates, Scheduler
 from worker.membership.waiting import sleep_or_stop
 from worker.metrics import Metrics
+from worker.protocol.crypto import ZERO_ADDRESS
 from worker.protocol.errors import WorkerError
 from worker.protocol.models import WorkerpoolAuthorization
 
@@ -61,14 +65,24 @@ class ReplicateDemand:
         authorization = summary.workerpool_authorization
         if not await self._acceptable(authorization):
             return False
-        return await self._replicates.admit(authorization)
+        return await self._replicates.admit(authorization, sms_url=summary.sms_url)
 
     async def _acceptable(self, authorization: WorkerpoolAuthorization) -> bool:
         task_id = authorization.chain_task_id
         try:
-            valid = await verify_authorization(self._chain, authorization, self._pool, self._wallet)
+            valid = await verify_authorization(
+                self._chain, authorization, self._pool, self._wallet, enclave_challenge=None
+            )
             if valid:
-                await self._chain.task_description(task_id)
+                description = await self._chain.task_description(task_id)
+                tee = description.tee_framework is not None
+                if tee == (authorization.enclave_challenge.lower() == ZERO_ADDRESS):
+                    log.error(
+                        "%s: the scheduler's authorization %s an enclave challenge for a %s task; replicate "
+                        "refused (PoCo would refuse the contribution)",
+                        task_id, "lacks" if tee else "carries", "TEE" if tee else "standard",
+                    )  # fmt: skip
+                    return False
         except TaskNotFound:
             log.warning("%s: offered by the scheduler but not found on chain; skipped", task_id)
             return False

@@ -56,6 +56,7 @@ _ENTERS: dict[TaskNotificationType, ReplicateStatus] = {
     TNT.PLEASE_DOWNLOAD_DATA: RS.DATA_DOWNLOADING,
     TNT.PLEASE_COMPUTE: RS.COMPUTING,
     TNT.PLEASE_CONTRIBUTE: RS.CONTRIBUTING,
+    TNT.PLEASE_CONTRIBUTE_AND_FINALIZE: RS.CONTRIBUTE_AND_FINALIZE_ONGOING,
     TNT.PLEASE_REVEAL: RS.REVEALING,
     TNT.PLEASE_UPLOAD: RS.RESULT_UPLOADING,
     TNT.PLEASE_COMPLETE: RS.COMPLETING,
@@ -83,6 +84,9 @@ _RESUME: dict[ReplicateStatus, tuple[ReplicateStatus, TaskNotificationType | Non
     RS.RESULT_UPLOADING: (RS.REVEALED, TNT.PLEASE_UPLOAD),
     RS.RESULT_UPLOADED: (RS.RESULT_UPLOADED, None),
     RS.RESULT_UPLOAD_FAILED: (RS.RESULT_UPLOAD_FAILED, None),
+    # The sender follows its journal: a contributeAndFinalize broadcast before the crash is never signed twice.
+    RS.CONTRIBUTE_AND_FINALIZE_ONGOING: (RS.COMPUTED, TNT.PLEASE_CONTRIBUTE_AND_FINALIZE),
+    RS.CONTRIBUTE_AND_FINALIZE_DONE: (RS.CONTRIBUTE_AND_FINALIZE_DONE, None),
     RS.COMPLETING: (RS.REVEALED, TNT.PLEASE_COMPLETE),
 }
 
@@ -146,6 +150,7 @@ class ReplicatePipeline:
             TNT.PLEASE_DOWNLOAD_DATA: self._download_data,
             TNT.PLEASE_COMPUTE: self._compute,
             TNT.PLEASE_CONTRIBUTE: self._contribute,
+            TNT.PLEASE_CONTRIBUTE_AND_FINALIZE: self._contribute_and_finalize,
             TNT.PLEASE_REVEAL: self._reveal,
             TNT.PLEASE_UPLOAD: self._upload,
             TNT.PLEASE_COMPLETE: self._complete,
@@ -360,7 +365,10 @@ class ReplicatePipeline:
         details = ReplicateStatusDetails(exit_code=outcome.exit_code, compute_logs=logs.tailed())
         return await self._enter(RS.COMPUTED, details=details)
 
-    async def _contribute(self, _: TaskNotification) -> TaskNotificationType | None:
+    async def _contribute(self, notification: TaskNotification) -> TaskNotificationType | None:
+        if self.status is RS.COMPUTED and await self._deps.work.contributes_and_finalizes(self.task_id):
+            # A trust-1 TEE task after COMPUTED (a resumed replicate, a recovery): the scheduler's rule.
+            return await self._contribute_and_finalize(notification)
         if not await self._ongoing(RS.CONTRIBUTING):
             return TNT.PLEASE_ABORT
         record = await self._record()
@@ -380,6 +388,33 @@ class ReplicatePipeline:
                 self._log.warning("cannot contribute: %s (%s)", failure.cause, failure)
                 return await self._enter(RS.CONTRIBUTE_FAILED, failure.cause)
         return await self._enter(RS.CONTRIBUTED, details=ReplicateStatusDetails(chain_receipt=receipt))
+
+    async def _contribute_and_finalize(self, _: TaskNotification) -> TaskNotificationType | None:
+        if not await self._ongoing(RS.CONTRIBUTE_AND_FINALIZE_ONGOING):
+            return TNT.PLEASE_ABORT
+        record = await self._record()
+        with self._timed(Stage.CONTRIBUTE_AND_FINALIZE) as timer:
+            try:
+                # The reference's order: the chain's verdict and the gas first, then the result.
+                await self._deps.work.precheck(self.task_id, Stage.CONTRIBUTE_AND_FINALIZE)
+                if not record.result_digest:
+                    raise StepFailed(
+                        Cause.DETERMINISM_HASH_NOT_FOUND, "the compute left no result to contribute"
+                    )
+                outcome = await self._deps.work.contribute_and_finalize(
+                    self.task_id, record.result_digest, await self._authorization()
+                )
+            except StepFailed as failure:
+                timer.failed()
+                self._log.warning("cannot contribute and finalize: %s (%s)", failure.cause, failure)
+                return await self._enter(RS.CONTRIBUTE_AND_FINALIZE_FAILED, failure.cause)
+        await self._deps.store.update_fields(self.task_id, result_link=outcome.result_link)
+        details = ReplicateStatusDetails(
+            chain_receipt=outcome.receipt,
+            result_link=outcome.result_link,
+            chain_callback_data=outcome.callback_data,
+        )
+        return await self._enter(RS.CONTRIBUTE_AND_FINALIZE_DONE, details=details)
 
     async def _reveal(self, notification: TaskNotification) -> TaskNotificationType | None:
         extra = notification.task_notification_extra

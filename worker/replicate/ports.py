@@ -21,6 +21,7 @@ class Stage(StrEnum):
     DOWNLOAD_DATA = "download_data"
     COMPUTE = "compute"
     CONTRIBUTE = "contribute"
+    CONTRIBUTE_AND_FINALIZE = "contribute_and_finalize"
     REVEAL = "reveal"
     UPLOAD = "upload"
     COMPLETE = "complete"
@@ -54,6 +55,15 @@ class UploadOutcome:
     callback_data: str | None = None
 
 
+@dataclass(frozen=True)
+class FinalizeOutcome:
+    """A ``contributeAndFinalize`` mined: its receipt, and the result link and callback data it wrote."""
+
+    receipt: ChainReceipt
+    result_link: str
+    callback_data: str | None = None
+
+
 class Reporter(Protocol):
     async def report(
         self,
@@ -83,6 +93,14 @@ class Work(Protocol):
     async def contribute(
         self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
     ) -> ChainReceipt: ...
+
+    async def contributes_and_finalizes(self, task_id: str) -> bool:
+        """True for a trust-1 TEE task: after COMPUTED it ends with ``contributeAndFinalize``, never ``contribute``."""
+        ...
+
+    async def contribute_and_finalize(
+        self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
+    ) -> FinalizeOutcome: ...
 
     async def reveal(self, task_id: str, result_digest: str, consensus_block: int) -> ChainReceipt: ...
 

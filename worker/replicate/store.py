@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS replicates (
     callback_data  TEXT,
     result_link    TEXT,
     consensus_block INTEGER,
+    sms_url        TEXT,
     final          INTEGER NOT NULL DEFAULT 0,
     created_at     REAL NOT NULL,
     updated_at     REAL NOT NULL
@@ -86,6 +87,7 @@ class ReplicateRecord:
     callback_data: str | None = None
     result_link: str | None = None
     consensus_block: int | None = None
+    sms_url: str | None = None
     final: bool = False
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -112,6 +114,9 @@ class ReplicateStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(replicates)")}
+        if "sms_url" not in columns:  # a store written before TEE tasks
+            conn.execute("ALTER TABLE replicates ADD COLUMN sms_url TEXT")
         self._conn = conn
 
     async def close(self) -> None:
@@ -129,15 +134,15 @@ class ReplicateStore:
 
     # -- replicates ---------------------------------------------------------------------------
 
-    async def add(self, task_id: str, authorization: dict[str, Any]) -> bool:
+    async def add(self, task_id: str, authorization: dict[str, Any], *, sms_url: str | None = None) -> bool:
         """Record a new replicate as CREATED; False when this task is already known."""
         now = time.time()
 
         def insert(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO replicates (task_id, status, authorization, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (task_id, ReplicateStatus.CREATED.value, json.dumps(authorization), now, now),
+                "INSERT OR IGNORE INTO replicates"
+                " (task_id, status, authorization, sms_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, ReplicateStatus.CREATED.value, json.dumps(authorization), sms_url, now, now),
             )
             if cur.rowcount:
                 conn.execute(
@@ -311,12 +316,25 @@ class ReplicateStore:
 
 _COLUMNS = (
     "task_id, status, cause, authorization, result_digest, callback_data, result_link, consensus_block,"
-    " final, created_at, updated_at"
+    " sms_url, final, created_at, updated_at"
 )
 
 
 def _record(row: tuple[Any, ...]) -> ReplicateRecord:
-    (task_id, status, cause, authorization, digest, callback, link, block, final, created, updated) = row
+    (
+        task_id,
+        status,
+        cause,
+        authorization,
+        digest,
+        callback,
+        link,
+        block,
+        sms_url,
+        final,
+        created,
+        updated,
+    ) = row
     return ReplicateRecord(
         task_id=task_id,
         status=ReplicateStatus(status),
@@ -326,6 +344,7 @@ def _record(row: tuple[Any, ...]) -> ReplicateRecord:
         callback_data=callback,
         result_link=link,
         consensus_block=block,
+        sms_url=sms_url,
         final=bool(final),
         created_at=created,
         updated_at=updated,

@@ -63,12 +63,15 @@ class Supervisor:
 
     # -- admission and resume ---------------------------------------------------------------------
 
-    async def admit(self, authorization: WorkerpoolAuthorization) -> bool:
-        """Take a new replicate: persist it, subscribe its topic, then start it. False if known."""
+    async def admit(self, authorization: WorkerpoolAuthorization, *, sms_url: str | None = None) -> bool:
+        """Take a new replicate: persist it, subscribe its topic, then start it. False if known.
+
+        ``sms_url`` (TEE tasks) is stored with it: the scheduler does not send it again after a restart.
+        """
         task_id = authorization.chain_task_id
         if task_id in self._pipelines:
             return False
-        if not await self._deps.store.add(task_id, authorization.to_wire()):
+        if not await self._deps.store.add(task_id, authorization.to_wire(), sms_url=sms_url):
             log.warning("%s: already in the local store, not started twice", task_id)
             return False
         await self._subscribe(task_id)

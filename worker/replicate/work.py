@@ -53,12 +53,14 @@ from worker.compute import (
 )
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
 from worker.data import DEFAULT_IPFS_GATEWAYS, DatasetRef, DownloadLimits, download_task_data
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
 from worker.protocol.errors import ChainError, StepFailed, TransientError
 from worker.protocol.models import ChainReceipt, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ReplicateStatus, ReplicateStatusCause
 from worker.replicate.causes import failures_of
-from worker.replicate.ports import ComputeOutcome, Stage, UploadOutcome
+from worker.replicate.ports import ComputeOutcome, FinalizeOutcome, Stage, UploadOutcome
 from worker.replicate.store import ReplicateStore
+from worker.replicate.tee_work import TeeWork
 from worker.result import (
     ZIP_NAME,
     ResultError,
@@ -123,7 +125,9 @@ class TaskWork:
         session: aiohttp.ClientSession,
         account: LocalAccount,
         store: ReplicateStore,
+        tee: TeeWork | None = None,
     ) -> None:
+        """``tee`` runs the tasks whose deal names a TEE framework; without it they fail TEE_NOT_SUPPORTED."""
         self._settings = settings
         self._chain = chain
         self._sender = sender
@@ -131,8 +135,13 @@ class TaskWork:
         self._session = session
         self._account = account
         self._store = store
+        self.tee = tee
         self._worker = account.address.lower()
         self._descriptions: dict[str, TaskDescription] = {}
+
+    @property
+    def registries(self) -> tuple[RegistryAuth, ...]:
+        return self._settings.registries
 
     # -- task facts -------------------------------------------------------------------------------
 
@@ -193,24 +202,31 @@ class TaskWork:
 
     async def precheck(self, task_id: str, stage: Stage) -> None:
         description = await self.describe(task_id)
-        if stage is Stage.START:
-            if description.is_tee_task:
-                raise StepFailed(
-                    Cause.TEE_NOT_SUPPORTED, "this worker runs standard tasks only (the deal asks for TEE)"
-                )
-            if description.deal_params.iexec_result_encryption:
-                raise StepFailed(
-                    Cause.TASK_DESCRIPTION_INVALID,
-                    "result encryption is only possible in TEE tasks (iexec_result_encryption=true)",
-                )
-        if stage is Stage.CONTRIBUTE and await self._own_contribution(task_id) in _SENT_CONTRIBUTION:
+        encrypted = description.deal_params.iexec_result_encryption
+        if stage is Stage.START and encrypted and not description.is_tee_task:
+            raise StepFailed(
+                Cause.TASK_DESCRIPTION_INVALID,
+                "result encryption is only possible in TEE tasks (iexec_result_encryption=true)",
+            )
+        sending = stage in (Stage.CONTRIBUTE, Stage.CONTRIBUTE_AND_FINALIZE)
+        if sending and await self._own_contribution(task_id) in _SENT_CONTRIBUTION:
             # Broadcast before a restart and mined since: the sender follows its journal to the receipt,
             # and these checks would refuse what is already done (contribution set, task REVEALING).
             return
-        cause = await self._checked(lambda: cannot_contribute_cause(self._chain, task_id, self._worker))
+        # contributeAndFinalize locks no stake (iexec-worker 9.0.1).
+        check_stake = not description.is_eligible_to_contribute_and_finalize()
+        cause = await self._checked(
+            lambda: cannot_contribute_cause(self._chain, task_id, self._worker, check_stake=check_stake)
+        )
         if cause is not None:
             raise StepFailed(cause, _precheck_message(cause, description))
-        if stage is Stage.CONTRIBUTE and not self._settings.sidechain:
+        if stage is Stage.START and description.is_tee_task:
+            if self.tee is None:
+                raise StepFailed(
+                    Cause.TEE_NOT_SUPPORTED, "this worker runs no TEE task (the deal asks for TEE)"
+                )
+            await self.tee.start(task_id, description)
+        if sending and not self._settings.sidechain:
             balance = await self._chain_call(lambda: self._chain.balance(self._worker))
             if not has_enough_gas(balance, self._settings.gas_price_cap):
                 raise StepFailed(
@@ -233,6 +249,8 @@ class TaskWork:
 
     async def download_data(self, task_id: str) -> None:
         description = await self.describe(task_id)
+        if description.is_tee_task:
+            return  # the pre-compute enclave fetches and decrypts them at COMPUTE
         folder = self.task_dir(task_id) / "input"
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         dataset = None
@@ -255,6 +273,12 @@ class TaskWork:
     async def write_error_result(
         self, task_id: str, status: ReplicateStatus, cause: ReplicateStatusCause
     ) -> str:
+        if (await self.describe(task_id)).is_tee_task:
+            # The reference has the post-compute enclave sign an error result; this worker aborts instead.
+            raise StepFailed(
+                Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE,
+                f"{cause.value}: a TEE task's error result is not written (it would need the enclave's signature)",
+            )
         output = self._output(task_id)
         try:
             await asyncio.to_thread(_reset_output, output)
@@ -289,6 +313,8 @@ class TaskWork:
             raise StepFailed(
                 Cause.APP_NOT_FOUND_LOCALLY, f"app image {description.app_uri} is not on the Docker engine"
             )
+        if description.is_tee_task and self.tee is not None:
+            return await self._tee_compute(task_id, description)
         failures: list[ReplicateStatusCause] = []
 
         def failed(cause: ReplicateStatusCause, message: str) -> None:
@@ -354,9 +380,32 @@ class TaskWork:
             failures=tuple(failures),
         )
 
+    async def _tee_compute(self, task_id: str, description: TaskDescription) -> ComputeOutcome:
+        """Pre-compute, app and post-compute enclaves (``tee_work``); the app's container is the one a
+        standard task gets, with the framework's environment and devices. An enclave's failure is raised
+        with its cause (COMPUTE_FAILED): the scheduler sees what the enclave reported."""
+        assert self.tee is not None
+        with failures_of(Stage.COMPUTE, "iexec_args cannot be split"):
+            spec = self._app_container(
+                task_id, description, tuple(split_args(description.deal_params.iexec_args or ""))
+            )
+
+        async def place_logs(result: ContainerResult) -> None:
+            def failed(cause: ReplicateStatusCause, message: str) -> None:
+                raise StepFailed(cause, message)
+
+            await self._place_logs(task_id, spec, result, failed)
+
+        app, computed = await self.tee.compute(task_id, description, spec, place_logs)
+        callback = computed.callback_data if description.contains_callback() else None
+        return ComputeOutcome(
+            app.exit_code, app.stdout, app.stderr, computed.result_digest, callback, app_seconds=app.duration
+        )
+
     def _app_container(
         self, task_id: str, description: TaskDescription, args: tuple[str, ...]
     ) -> ContainerSpec:
+        """The app's container; a TEE task's (``tee_work``) starts from the same one."""
         task_dir = self.task_dir(task_id)
         env = app_environment(
             deal_id=description.deal_id,
@@ -441,12 +490,44 @@ class TaskWork:
         self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
     ) -> ChainReceipt:
         description = await self.describe(task_id)
+        enclave: tuple[str, str] = (ZERO_ADDRESS, ZERO_BYTES32)
+        if description.is_tee_task and self.tee is not None:
+            computed = await self.tee.computed_file(task_id)
+            enclave = self.tee.enclave_proof(task_id, computed, result_digest, authorization)
 
         async def send() -> ChainReceipt:
-            receipt = await self._sender.contribute(task_id, result_digest, authorization.signature.value)
+            receipt = await self._sender.contribute(
+                task_id, result_digest, authorization.signature.value, *enclave
+            )
             return ChainReceipt(block_number=receipt.block_number, tx_hash=receipt.tx_hash)
 
         return await self._transact("contribute", send, description.contribution_deadline)
+
+    async def contributes_and_finalizes(self, task_id: str) -> bool:
+        return (await self.describe(task_id)).is_eligible_to_contribute_and_finalize()
+
+    async def contribute_and_finalize(
+        self, task_id: str, result_digest: str, authorization: WorkerpoolAuthorization
+    ) -> FinalizeOutcome:
+        description = await self.describe(task_id)
+        if self.tee is None:
+            raise StepFailed(Cause.TEE_NOT_SUPPORTED, "this worker runs no TEE task")
+        call = await self.tee.finalize_call(task_id, description, result_digest, authorization)
+
+        async def send() -> ChainReceipt:
+            receipt = await self._sender.contribute_and_finalize(
+                task_id, call.result_digest, call.results, call.results_callback,
+                call.enclave_challenge, call.enclave_signature, authorization.signature.value,
+            )  # fmt: skip
+            return ChainReceipt(block_number=receipt.block_number, tx_hash=receipt.tx_hash)
+
+        receipt = await self._transact("contributeAndFinalize", send, description.contribution_deadline)
+        log.info(
+            "%s: contributed and finalized in block %d: %s", task_id, receipt.block_number, call.result_link
+        )
+        return FinalizeOutcome(
+            receipt=receipt, result_link=call.result_link, callback_data=call.callback_data
+        )
 
     async def reveal(self, task_id: str, result_digest: str, consensus_block: int) -> ChainReceipt:
         description = await self.describe(task_id)
@@ -500,6 +581,8 @@ class TaskWork:
             await self._engine.stop_and_remove(container_name(self._settings.worker_name, task_id))
         except ComputeError as exc:
             log.warning("%s: container not removed: %s", task_id, exc)
+        if self.tee is not None:
+            await self.tee.purge(task_id)
         await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
         self._descriptions.pop(task_id, None)
 
