@@ -3,6 +3,9 @@
 ``Platform.up`` is what ``iexec-devnet up`` and the end-to-end tests start; ``Platform.buy``
 is the requester's side of ``iexec-devnet buy``. A running platform writes a description of
 itself (URLs, addresses, wallets) to ``<base>/platform.json`` so other commands can reach it.
+With ``tee=True`` it adds the EMULATED TEE side (``devnet.tee.side``): then the result proxy and the
+SMS listen on the gateway of a Docker network of the devnet instead of loopback, so that enclave
+containers reach them.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_CATEGORY, Deployment, Devnet, new_web3
 from devnet.core import DevScheduler
 from devnet.resultproxy import ResultProxy, ToolkitResultProxyChain
+from devnet.tee.side import VERSIONS, TeeInfo, TeeSide
 from devnet.toolkit import Deal, Toolkit
-from worker.protocol.crypto import ZERO_ADDRESS
+from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, keccak_hex, sign_eip191
+from worker.protocol.tee import FRAMEWORK_TAGS, SMS_DOMAIN, TeeFramework
 from worker.wallet import import_wallet
 
 log = logging.getLogger("iexec.devnet")
@@ -53,6 +58,7 @@ class PlatformInfo:
     category: int
     workers: list[WorkerWallet] = field(default_factory=list)
     deployment: dict[str, Any] = field(default_factory=dict)
+    tee: TeeInfo | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -61,6 +67,8 @@ class PlatformInfo:
     def from_json(cls, text: str) -> PlatformInfo:
         data = json.loads(text)
         data["workers"] = [WorkerWallet(**w) for w in data.get("workers", [])]
+        if data.get("tee"):
+            data["tee"] = TeeInfo(**data["tee"])
         return cls(**data)
 
     @classmethod
@@ -84,6 +92,7 @@ class Platform:
         proxy: ResultProxy,
         scheduler: DevScheduler,
         workers: list[WorkerWallet],
+        tee: TeeSide | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.devnet = devnet
@@ -92,6 +101,7 @@ class Platform:
         self.proxy = proxy
         self.scheduler = scheduler
         self.workers = workers
+        self.tee = tee
         self.category = devnet.deployment.categories[DEVNET_CATEGORY]
 
     @classmethod
@@ -106,18 +116,22 @@ class Platform:
         ask_for_replicate_period_ms: int = 1000,
         worker_lost_after_s: float = 60.0,
         required_worker_version: str = "",
+        tee: bool = False,
     ) -> Platform:
         """``required_worker_version``: iexec-core's ``IEXEC_CORE_REQUIRED_WORKER_VERSION`` ("" accepts any)."""
         await asyncio.to_thread(base_dir.mkdir, parents=True, exist_ok=True)
         devnet = await Devnet.up(cache_dir=cache_dir or base_dir / "cache", block_time=block_time)
+        tee_side: TeeSide | None = None
         try:
+            if tee:
+                tee_side = await TeeSide.up(base_dir, rpc_url=devnet.rpc_url, hub=devnet.deployment.hub)
             toolkit = Toolkit(devnet.w3, devnet.deployment)
             scheduler_account = account(Role.SCHEDULER)
             workerpool = await toolkit.create_workerpool(scheduler_account, "devnet-workerpool")
             await toolkit.fund(scheduler_account, 1000 * RLC)
             wallets = await _worker_wallets(toolkit, base_dir / "wallets", workers, worker_stake_rlc * RLC)
             proxy = ResultProxy(ToolkitResultProxyChain(toolkit), base_dir / "results")
-            await proxy.start()
+            await proxy.start(tee_side.gateway if tee_side else "127.0.0.1")
             scheduler = await DevScheduler.start(
                 toolkit=toolkit,
                 deployment=devnet.deployment,
@@ -129,11 +143,16 @@ class Platform:
                 worker_lost_after_s=worker_lost_after_s,
                 block_time_s=max(int(block_time or 1), 1),
                 required_worker_version=required_worker_version,
+                sms_urls={framework: f"http://{sms.address}" for framework, sms in tee_side.sms.items()}
+                if tee_side
+                else None,
             )
         except BaseException:
+            if tee_side is not None:
+                await tee_side.stop()
             await devnet.stop()
             raise
-        platform = cls(base_dir, devnet, toolkit, workerpool, proxy, scheduler, wallets)
+        platform = cls(base_dir, devnet, toolkit, workerpool, proxy, scheduler, wallets, tee_side)
         await asyncio.to_thread((base_dir / "platform.json").write_text, platform.info().to_json())
         return platform
 
@@ -148,6 +167,7 @@ class Platform:
             category=self.category,
             workers=self.workers,
             deployment=json.loads(self.devnet.deployment.to_json()),
+            tee=self.tee.info() if self.tee else None,
         )
 
     async def stop(self) -> None:
@@ -155,6 +175,8 @@ class Platform:
         try:
             await self.scheduler.stop()
             await self.proxy.stop()
+            if self.tee is not None:
+                await self.tee.stop()
         finally:
             await self.devnet.stop()
 
@@ -238,17 +260,29 @@ async def buy(
     workerpool_price: int = 2 * RLC,
     category: int | None = None,
     extra_params: dict[str, Any] | None = None,
+    tee: TeeFramework | None = None,
+    dataset_key: str | None = None,
 ) -> Purchase:
     """Create (or reuse) the app and dataset, sign the four orders and match them; returns the deal.
 
     ``dataset_sha256`` is the dataset's checksum when its URI cannot be fetched from here (an IPFS
     multiaddr); otherwise it is computed from the URL. ``extra_params`` adds or replaces keys of the deal's params JSON (e.g. ``iexec_result_encryption``).
+    ``tee`` tags every order with the framework (the app gets an enclave configuration for SGX), and
+    ``dataset_key`` (the dataset's Base64 AES key) is pushed to that framework's SMS by the dataset owner.
     """
     w3 = new_web3(info.rpc_url)
     try:
         toolkit = Toolkit(w3, Deployment.from_json(json.dumps(info.deployment)))
         app_owner = account(Role.APP_PROVIDER)
-        app = await toolkit.create_app(app_owner, _asset_name(image), image, await image_checksum(image))
+        mrenclave = b""
+        if tee is not None and tee.needs_sgx:
+            mrenclave = json.dumps({
+                "framework": tee.value, "version": VERSIONS[tee], "entrypoint": "/bin/sh /entrypoint.sh",
+                "heapSize": 1024**3, "fingerprint": keccak_hex(image.encode().hex())[2:],
+            }).encode()  # fmt: skip
+        app = await toolkit.create_app(
+            app_owner, _asset_name(image), image, await image_checksum(image), mrenclave=mrenclave
+        )
         dataset = None
         dataset_owner = None
         if dataset_url:
@@ -257,6 +291,8 @@ async def buy(
             dataset = await toolkit.create_dataset(
                 dataset_owner, _asset_name(dataset_url), dataset_url, checksum
             )
+            if tee is not None and dataset_key is not None:
+                await push_dataset_key(info, tee, dataset, dataset_key)
         requester = account(Role.REQUESTER)
         cost = (app_price + (dataset_price if dataset else 0) + workerpool_price) * volume
         balance, _ = await toolkit.view_account(requester.address.lower())
@@ -284,10 +320,30 @@ async def buy(
             app_price=app_price,
             dataset_price=dataset_price if dataset else 0,
             workerpool_price=workerpool_price,
+            tag=FRAMEWORK_TAGS[tee] if tee is not None else ZERO_BYTES32,
         )
         return Purchase(deal.deal_id, list(deal.task_ids), app, dataset)
     finally:
         await w3.provider.disconnect()
+
+
+async def push_dataset_key(info: PlatformInfo, framework: TeeFramework, dataset: str, key: str) -> None:
+    """The dataset owner gives the dataset's key to the framework's SMS (web3 secret), as ``iexec dataset
+    push-secret`` does: H(keccak(domain) ‖ dataset ‖ keccak(key)) signed by the dataset's owner."""
+    if info.tee is None:
+        raise ValueError("this devnet has no TEE side: start it with `iexec-devnet up --tee`")
+    challenge = keccak_hex(keccak_hex(SMS_DOMAIN.encode().hex()), dataset, keccak_hex(key.encode().hex()))
+    signature = sign_eip191(challenge, account(Role.DATASET_PROVIDER).key)
+    url = f"{info.tee.sms_url(framework)}/secrets/web3"
+    async with aiohttp.ClientSession() as session:
+        async with session.head(url, params={"secretAddress": dataset}) as answer:
+            if answer.status == 204:
+                return
+        async with session.post(
+            url, params={"secretAddress": dataset}, data=key.encode(), headers={"Authorization": signature}
+        ) as answer:
+            if answer.status != 204:
+                raise RuntimeError(f"SMS refused the key of dataset {dataset}: HTTP {answer.status}")
 
 
 def _asset_name(text: str) -> str:
@@ -296,11 +352,15 @@ def _asset_name(text: str) -> str:
 
 
 def worker_env(
-    info: PlatformInfo, index: int, base_dir: Path, *, slots: int = 1, port: int = 0
+    info: PlatformInfo, index: int, base_dir: Path, *, slots: int = 1, port: int = 0, tee: str | None = None
 ) -> dict[str, str]:
-    """Settings of devnet worker ``index`` as environment variables (what its .env would hold)."""
+    """Settings of devnet worker ``index`` as environment variables (what its .env would hold).
+
+    ``tee`` "sgx" or "tdx" makes it a TEE worker of the EMULATED TEE side: stand-in SGX devices, or the
+    emulated secret provider agent, and an enclave network of its own.
+    """
     wallet = info.workers[index]
-    return {
+    env = {
         "IEXEC_CORE_URL": info.scheduler_url,
         "POOL_ADDRESS": info.workerpool,
         "IEXEC_WORKER_NAME": f"devnet-worker-{index}",
@@ -313,6 +373,23 @@ def worker_env(
         # Devnet apps need no internet: keep them off every network.
         "IEXEC_WORKER_DOCKER_NETWORK_NAME": "none",
     }
+    if tee is not None:
+        if info.tee is None:
+            raise ValueError("this devnet has no TEE side: start it with tee=True (iexec-devnet up --tee)")
+        env["IEXEC_WORKER_ENCLAVE_NETWORK_NAME"] = info.tee.enclave_network(index)
+        if tee == "sgx":
+            if not info.tee.sgx_devices:
+                raise ValueError("this devnet has no stand-in SGX devices (creating them needs root)")
+            env.update({
+                "IEXEC_WORKER_SGX_DRIVER_MODE": "NATIVE", "IEXEC_WORKER_SGX_DEVICES": ",".join(info.tee.sgx_devices),
+                "IEXEC_WORKER_SGX_CHECK_IMAGE": info.tee.sgx_check_image,
+                "IEXEC_WORKER_SCONTAIN_REGISTRY_NAME": info.tee.las_registry, "IEXEC_WORKER_TDX_ENABLED": "false",
+            })  # fmt: skip
+        elif tee == "tdx":
+            env.update({"IEXEC_WORKER_TDX_ENABLED": "true", "TEE_TDX_SECRET_PROVIDER_AGENT": info.tee.agent})
+        else:
+            raise ValueError(f"tee={tee!r}: sgx or tdx")
+    return env
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> Path:

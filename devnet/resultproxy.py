@@ -1,9 +1,13 @@
 """A development result proxy: the endpoints of iexec-result-proxy a worker and a scheduler use.
 
 The routes are those of the proxy's ``ProxyController``. Results are accepted under the same rules as
-the real proxy (task REVEALING, the uploader's contribution PROVED, the recomputed digest matching the
-contributed result hash) and stored as files named after a content identifier, a CIDv0 over the
-sha2-256 of the zip bytes, instead of being pushed to IPFS.
+the real proxy (``ProxyService``): for a standard task, task REVEALING, the uploader's contribution PROVED,
+the recomputed digest matching the contributed result hash; for a TEE task (its post-compute enclave
+uploads before anything is on chain), task ACTIVE and the upload signed by the task's enclave challenge
+named in the authorization the token was given for. They are stored as files named after a content
+identifier, a CIDv0 over the sha2-256 of the zip bytes, instead of being pushed to IPFS, and served back
+at ``GET /ipfs/<cid>`` as an IPFS gateway serves them (a requester's client downloads them there).
+The zip comes as Base64 (Java clients) or as a JSON array of bytes (the Rust post-compute).
 
 Every refusal is a 4xx answer with a message; a chain read that fails is a 503.
 """
@@ -40,6 +44,7 @@ from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, recover_eip
 from worker.protocol.errors import ChainError
 from worker.protocol.models import ResultModel, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
+from worker.protocol.tee import enclave_message
 from worker.result import IEXEC_OUT, ResultError, compute_result_digest, read_computed_file
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_ZIP_ENTRIES = 10_000
 _TASK_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_CID = re.compile(r"^[A-Za-z0-9]{10,128}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _CHUNK = 1024 * 1024
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -68,6 +74,7 @@ class ProxyDeal:
     workerpool_owner: str
     tag: str
     """bytes32 hex; bit 0 set means a TEE deal."""
+    requester: str = ZERO_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ class ToolkitResultProxyChain:
             deal = await self._toolkit.view_deal(deal_id)
         except (Web3Exception, aiohttp.ClientError, OSError, ValueError) as exc:
             raise ChainError(f"viewDeal({deal_id}) failed: {exc}") from exc
-        return ProxyDeal(workerpool_owner=deal.workerpool.owner, tag=deal.tag)
+        return ProxyDeal(workerpool_owner=deal.workerpool.owner, tag=deal.tag, requester=deal.requester)
 
     async def contribution(self, chain_task_id: str, worker: str) -> ProxyContribution:
         try:
@@ -125,6 +132,12 @@ class ToolkitResultProxyChain:
         except (Web3Exception, aiohttp.ClientError, OSError, ValueError) as exc:
             raise ChainError(f"latest block cannot be read: {exc}") from exc
         return int(block["timestamp"])
+
+
+class _Upload(ResultModel):
+    """``ResultModel`` as the proxy (Jackson ``byte[]``) reads it: the zip in Base64 or as an array of bytes."""
+
+    zip: str | list[int]  # type: ignore[assignment]
 
 
 class _Refused(Exception):
@@ -153,6 +166,9 @@ class _Proxy:
         # Tokens live as long as the process; a restarted proxy hands out new ones.
         self._secret = secrets.token_bytes(64)
         self._tokens: dict[str, str] = {}
+        # The authorization each token was last asked with, per (task, wallet): a TEE upload is checked
+        # against its enclave challenge.
+        self._authorizations: dict[tuple[str, str], WorkerpoolAuthorization] = {}
         self._task_locks: dict[str, asyncio.Lock] = {}
         self._results.mkdir(parents=True, exist_ok=True)
         self._index.mkdir(parents=True, exist_ok=True)
@@ -193,6 +209,7 @@ class _Proxy:
         if _signer(auth_hash, auth.signature.value) != deal.workerpool_owner.lower():
             raise _Refused(401, f"the authorization of task {task_id} is not signed by the workerpool owner")
 
+        self._authorizations[(task_id, wallet)] = auth
         token = self._tokens.get(wallet)
         if token is None:
             claims = {"aud": wallet, "sub": str(uuid.uuid4()), "iat": int(time.time())}
@@ -201,12 +218,18 @@ class _Proxy:
 
     async def upload(self, request: web.Request) -> web.Response:
         wallet = self._authenticate(request)
-        model = await _parse_body(request, ResultModel)
+        model = await _parse_body(request, _Upload)
         task_id = _task_id(model.chain_task_id)
-        try:
-            zip_bytes = base64.b64decode(model.zip, validate=True)
-        except binascii.Error as exc:
-            raise _Refused(400, "zip must be the Base64 of the result zip") from exc
+        if isinstance(model.zip, list):
+            try:
+                zip_bytes = bytes(model.zip)
+            except ValueError as exc:
+                raise _Refused(400, "zip must be bytes: integers 0 to 255") from exc
+        else:
+            try:
+                zip_bytes = base64.b64decode(model.zip, validate=True)
+            except binascii.Error as exc:
+                raise _Refused(400, "zip must be the Base64 of the result zip") from exc
         if len(zip_bytes) > self._max_result_bytes:
             raise _Refused(400, f"zip is larger than the {self._max_result_bytes} bytes this proxy accepts")
 
@@ -214,6 +237,13 @@ class _Proxy:
             if self._stored_cid(task_id) is not None:
                 raise _Refused(401, f"a result is already stored for task {task_id}")
             task = await self._chain.task(task_id)
+            deal = await self._chain.deal(task.deal_id) if task.status is not ChainTaskStatus.UNSET else None
+            if deal is not None and int(deal.tag, 16) & 1:
+                await self._check_tee_upload(task_id, task, deal, wallet, model)
+                content_id = await asyncio.to_thread(self._store, task_id, zip_bytes)
+                self._cids[task_id] = content_id
+                log.info("TEE result stored task=%s cid=%s bytes=%d", task_id, content_id, len(zip_bytes))
+                return web.Response(text=f"/ipfs/{content_id}")
             if task.status is not ChainTaskStatus.REVEALING:
                 raise _Refused(401, f"task {task_id} is {task.status.name} on chain, not REVEALING")
             contribution = await self._chain.contribution(task_id, wallet)
@@ -231,6 +261,34 @@ class _Proxy:
             self._cids[task_id] = content_id
         log.info("result stored task=%s cid=%s bytes=%d", task_id, content_id, len(zip_bytes))
         return web.Response(text=f"/ipfs/{content_id}")
+
+    async def _check_tee_upload(
+        self, task_id: str, task: ProxyTask, deal: ProxyDeal, wallet: str, model: _Upload
+    ) -> None:
+        if task.status is not ChainTaskStatus.ACTIVE:
+            raise _Refused(401, f"TEE task {task_id} is {task.status.name} on chain, not ACTIVE")
+        if await self._chain.now() > task.final_deadline:
+            raise _Refused(401, f"task {task_id} is past its final deadline")
+        if wallet == deal.requester.lower():
+            return  # the requester's own token (legacy uploads)
+        authorization = self._authorizations.get((task_id, wallet))
+        digest = model.determinist_hash or ""
+        if authorization is None or not digest or not model.enclave_signature:
+            raise _Refused(401, f"no enclave-signed result for TEE task {task_id} from {wallet}")
+        try:
+            signer = recover_eip191(enclave_message(task_id, wallet, digest), model.enclave_signature)
+        except ValueError as exc:
+            raise _Refused(401, f"enclave signature of task {task_id} cannot be recovered") from exc
+        if signer != authorization.enclave_challenge.lower():
+            raise _Refused(401, f"result of TEE task {task_id} is not signed by its enclave challenge")
+        del self._authorizations[(task_id, wallet)]
+
+    async def gateway(self, request: web.Request) -> web.StreamResponse:
+        """``GET /ipfs/<cid>``: the stored bytes, as an IPFS gateway serves a file."""
+        content_id = request.match_info["cid"]
+        if not _CID.match(content_id) or content_id not in self._cids.values():
+            raise _Refused(404, f"no content {content_id!r} here")
+        return web.FileResponse(self._results / content_id, headers={"Content-Type": "application/zip"})
 
     async def head(self, request: web.Request) -> web.Response:
         self._authenticate(request)
@@ -331,6 +389,7 @@ def create_result_proxy_app(
     app.router.add_post("/v1/results", proxy.upload)
     app.router.add_route("HEAD", "/v1/results/{chain_task_id}", proxy.head)
     app.router.add_get("/v1/results/{chain_task_id}/ipfshash", proxy.ipfs_hash)
+    app.router.add_get("/ipfs/{cid}", proxy.gateway)
     return app
 
 

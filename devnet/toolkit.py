@@ -246,15 +246,19 @@ class Toolkit:
 
     # -- assets -------------------------------------------------------------------------------
 
-    async def create_app(self, owner: LocalAccount, name: str, image: str, checksum: str) -> str:
-        """Register a docker app, or return the existing one registered with the same arguments."""
+    async def create_app(
+        self, owner: LocalAccount, name: str, image: str, checksum: str, *, mrenclave: bytes = b""
+    ) -> str:
+        """Register a docker app, or return the existing one registered with the same arguments.
+
+        ``mrenclave`` is the enclave configuration of an SGX app (JSON), empty otherwise."""
         args = (
             cs(owner.address),
             name,
             "DOCKER",
             image.encode(),
             _bytes32(checksum, "app checksum"),
-            b"",
+            mrenclave,
         )
         return await self._register(self.app_registry, "App", args, owner)
 

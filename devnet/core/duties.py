@@ -29,8 +29,10 @@ from worker.protocol.status import (
     TaskNotificationType,
     is_valid_transition,
 )
+from worker.protocol.tee import is_tee_tag, tee_framework
 
-from .chain import SchedulerChain
+from .chain import ChainTask, DealView, SchedulerChain
+from .sms import SchedulerSms
 from .state import (
     CONTRIBUTION_PHASE,
     REVEAL_PHASE,
@@ -77,12 +79,18 @@ class DutySettings:
 
 class Duties:
     def __init__(
-        self, state: SchedulerState, chain: SchedulerChain, publisher: Publisher, settings: DutySettings
+        self,
+        state: SchedulerState,
+        chain: SchedulerChain,
+        publisher: Publisher,
+        settings: DutySettings,
+        sms: SchedulerSms | None = None,
     ) -> None:
         self._state = state
         self._chain = chain
         self._publisher = publisher
         self._settings = settings
+        self._sms = sms
         self._wake = asyncio.Event()
         self._next_block: int | None = settings.from_block
 
@@ -147,9 +155,24 @@ class Duties:
         if deal is None:
             log.warning("deal %s announced to our workerpool is not readable on chain; skipped", deal_id)
             return
+        if is_tee_tag(deal.tag) and deal.trust not in (0, 1):
+            # iexec-core DealWatcherService: a TEE deal is proved by one enclave, never by consensus.
+            log.warning(
+                "deal %s: TEE deal with trust %d ignored (TEE deals need trust 0 or 1)", deal_id, deal.trust
+            )
+            return
+        sms_url = await self._sms_url(deal)
         for index in range(deal.bot_first, deal.bot_first + deal.bot_size):
             task_id = chain_task_id(deal_id, index)
             if task_id in self._state.tasks:
+                continue
+            if is_tee_tag(deal.tag) and sms_url is None:
+                self._state.tasks[task_id] = self._task(deal_id, index, deal, None, TS.INITIALIZE_FAILED)
+                log.warning(
+                    "task %s: no SMS serves the deal's TEE framework (tag %s): not initialized",
+                    task_id,
+                    deal.tag,
+                )
                 continue
             chain_task = await self._chain.view_task(task_id)
             if chain_task is None:
@@ -162,22 +185,51 @@ class Duties:
             if chain_task is None:
                 log.error("task %s: not on chain after initialize", task_id)
                 continue
-            task = Task(
-                task_id=task_id,
-                deal_id=deal_id,
-                index=index,
-                trust=deal.trust,
-                tag=deal.tag,
-                callback=deal.callback,
-                deal_params=DealParams.parse(deal.params),
-                timeref=chain_task.timeref,
-                contribution_deadline=chain_task.contribution_deadline,
-                final_deadline=chain_task.final_deadline,
-                initialization_block=self._state.chain_block,
-            )
+            task = self._task(deal_id, index, deal, chain_task)
+            if sms_url is not None:
+                assert self._sms is not None
+                task.sms_url = sms_url
+                challenge = await self._sms.enclave_challenge(sms_url, task_id)
+                if challenge is None:
+                    task.set_status(TS.RECEIVED, TS.INITIALIZING, TS.INITIALIZE_FAILED, TS.FAILED)
+                    self._state.tasks[task_id] = task
+                    continue
+                task.enclave_challenge = challenge
+                await self._sms.push_result_proxy_url(sms_url)
             task.set_status(TS.RECEIVED, TS.INITIALIZING, TS.INITIALIZED)
             self._state.tasks[task_id] = task
             log.info("task %s: initialized (deal %s, index %d)", task_id, deal_id, index)
+
+    async def _sms_url(self, deal: DealView) -> str | None:
+        framework = tee_framework(deal.tag)
+        if framework is None or self._sms is None:
+            return None
+        return await self._sms.verified_url(framework)
+
+    def _task(
+        self,
+        deal_id: str,
+        index: int,
+        deal: DealView,
+        chain_task: ChainTask | None,
+        failed: TaskStatus | None = None,
+    ) -> Task:
+        task = Task(
+            task_id=chain_task_id(deal_id, index),
+            deal_id=deal_id,
+            index=index,
+            trust=deal.trust,
+            tag=deal.tag,
+            callback=deal.callback,
+            deal_params=DealParams.parse(deal.params),
+            timeref=chain_task.timeref if chain_task else 0,
+            contribution_deadline=chain_task.contribution_deadline if chain_task else 0,
+            final_deadline=chain_task.final_deadline if chain_task else 0,
+            initialization_block=self._state.chain_block,
+        )
+        if failed is not None:
+            task.set_status(TS.RECEIVED, TS.INITIALIZING, failed, TS.FAILED)
+        return task
 
     # -- task progression ---------------------------------------------------------------------
 
@@ -195,7 +247,9 @@ class Duties:
             r.last_relevant_status in RUNNING_REPLICATE_STATUSES for r in task.replicates.values()
         ):
             task.set_status(TS.RUNNING)
-        if task.status is TS.RUNNING:
+        if task.status is TS.RUNNING and task.contribute_and_finalize:
+            await self._finalized_by_worker(task)
+        elif task.status is TS.RUNNING:
             await self._detect_consensus(task)
         if task.status in REVEAL_PHASE and task.reveal_deadline and task.reveal_deadline <= now:
             self._reveal_timeout(task)
@@ -209,6 +263,26 @@ class Duties:
             await self._follow_upload(task)
         if task.status is TS.RESULT_UPLOADED:
             await self._finalize_when_ready(task)
+
+    async def _finalized_by_worker(self, task: Task) -> None:
+        """A trust-1 TEE task: the worker's ``contributeAndFinalize`` already finalized it on chain
+        (iexec-core ``running2Finalized2Completed``): FINALIZED and COMPLETED without a transaction."""
+        done = [r for r in task.replicates.values() if r.contains(RS.CONTRIBUTE_AND_FINALIZE_DONE)]
+        if not done:
+            return
+        if len(done) > 1:
+            task.set_status(TS.RUNNING_FAILED)
+            await self._fail(task, None)
+            return
+        chain_task = await self._chain.view_task(task.task_id)
+        if chain_task is None or chain_task.status is not ChainTaskStatus.COMPLETED:
+            return
+        task.result_link = chain_task.results.decode("utf-8", "replace")
+        task.chain_callback_data = done[0].chain_callback_data
+        task.set_status(TS.FINALIZED, TS.COMPLETED)
+        log.info("task %s: completed by %s's contributeAndFinalize", task.task_id, done[0].wallet)
+        self._release_workers(task)
+        await self._notify(task, TNT.PLEASE_COMPLETE, [], None)
 
     async def _detect_consensus(self, task: Task) -> None:
         chain_task = await self._chain.view_task(task.task_id)

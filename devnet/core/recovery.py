@@ -75,6 +75,7 @@ class Recovery:
                     replicate.append(RS.RECOVERING, Modifier.POOL_MANAGER)
                 extra = TaskNotificationExtra(
                     workerpool_authorization=sign_authorization(task, wallet, self._signer),
+                    sms_url=task.sms_url,  # iexec-core leaves it out; a restarted worker needs it
                     block_number=task.consensus_block if action is TNT.PLEASE_REVEAL else 0,
                     task_abort_cause=self._abort_cause(task) if action is TNT.PLEASE_ABORT else None,
                 )
@@ -104,6 +105,10 @@ class Recovery:
         if TaskStatus.CONTRIBUTION_TIMEOUT in task.statuses:
             return TNT.PLEASE_ABORT
         if task.status in CONTRIBUTION_PHASE:
+            if task.contribute_and_finalize and last in (RS.COMPUTED, RS.CONTRIBUTE_AND_FINALIZE_ONGOING):
+                return TNT.PLEASE_CONTRIBUTE_AND_FINALIZE
+            if task.contribute_and_finalize and last is RS.CONTRIBUTE_AND_FINALIZE_DONE:
+                return TNT.PLEASE_WAIT
             if last.ordinal < RS.CONTRIBUTING.ordinal:
                 return TNT.PLEASE_CONTRIBUTE
             if last is RS.CONTRIBUTING:
@@ -138,7 +143,9 @@ class Recovery:
                 self._record(replicate, RS.RESULT_UPLOADED, block_number)
                 return TNT.PLEASE_WAIT
             return TNT.PLEASE_WAIT if last is RS.RESULT_UPLOADED else None
-        if task.status in COMPLETION_PHASE and replicate.contains(RS.REVEALED):
+        if task.status in COMPLETION_PHASE and (
+            replicate.contains(RS.REVEALED) or replicate.contains(RS.CONTRIBUTE_AND_FINALIZE_DONE)
+        ):
             return TNT.PLEASE_COMPLETE if task.status is TaskStatus.COMPLETED else TNT.PLEASE_WAIT
         return None
 

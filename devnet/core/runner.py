@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Self
 
 import aiohttp
@@ -20,6 +20,7 @@ from devnet.contracts import Deployment
 from devnet.toolkit import Toolkit
 from worker.protocol.models import ComputeLogs, TaskNotification
 from worker.protocol.status import ReplicateStatus
+from worker.protocol.tee import TeeFramework
 
 from .api import ApiSettings, SchedulerApi
 from .auth import Authenticator
@@ -27,6 +28,7 @@ from .chain import SchedulerChain
 from .duties import Duties, DutySettings
 from .recovery import Recovery
 from .results import ProxyResultChecker, ResultChecker
+from .sms import SchedulerSms
 from .sockjs import StompBroker, add_sockjs_routes
 from .state import SchedulerState, Task, TaskStatus
 from .supply import DEFAULT_GAS_PRICE_CAP_WEI, ReplicateSupply
@@ -85,11 +87,14 @@ class DevScheduler:
         check_policy: ChainCheckPolicy = DEFAULT_CHECK_POLICY,
         chain: SchedulerChain | None = None,
         results: ResultChecker | None = None,
+        sms_urls: Mapping[TeeFramework, str] | None = None,
     ) -> Self:
         """Serve on ``host:port`` (0 = any free port) and start the duty loop.
 
         ``chain``/``results`` replace the toolkit-backed chain and the result-proxy check (tests).
         ``from_block`` is the first block scanned for deals; by default only deals made after start.
+        ``sms_urls`` names the SMS of each TEE framework (iexec-core ``sms.scone|gramine|tdx``); without one,
+        the deals of that framework fail to initialize.
         """
         if chain is None:
             if toolkit is None:
@@ -108,7 +113,8 @@ class DevScheduler:
             result_upload_timeout_s=result_upload_timeout_s,
             from_block=from_block,
         )
-        duties = Duties(state, chain, broker, duty_settings)
+        sms = SchedulerSms(sms_urls or {}, session, scheduler_account, result_proxy_url)
+        duties = Duties(state, chain, broker, duty_settings, sms)
         api = SchedulerApi(
             ApiSettings(
                 workerpool=workerpool,

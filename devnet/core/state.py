@@ -15,8 +15,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from worker.protocol.crypto import ZERO_ADDRESS
 from worker.protocol.models import ComputeLogs, ReplicateStatusDetails, TaskNotification
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
+from worker.protocol.tee import (
+    TEE_GRAMINE_ONLY_TAG,
+    TEE_SCONE_ONLY_TAG,
+    TEE_TDX_ONLY_TAG,
+    TeeFramework,
+    tee_framework,
+)
 
 RS = ReplicateStatus
 
@@ -61,9 +69,9 @@ RUNNING_REPLICATE_STATUSES = frozenset({
     RS.CONTRIBUTE_AND_FINALIZE_DONE,
 })  # fmt: skip
 
-TEE_SCONE_TAG = "0x" + "0" * 63 + "3"
-TEE_GRAMINE_TAG = "0x" + "0" * 63 + "5"
-TEE_TDX_TAG = "0x" + "0" * 63 + "9"
+TEE_SCONE_TAG = TEE_SCONE_ONLY_TAG
+TEE_GRAMINE_TAG = TEE_GRAMINE_ONLY_TAG
+TEE_TDX_TAG = TEE_TDX_ONLY_TAG
 
 
 class Modifier(StrEnum):
@@ -162,6 +170,9 @@ class Task:
     consensus_block: int = 0
     result_link: str | None = None
     chain_callback_data: str | None = None
+    sms_url: str | None = None
+    """The SMS of the task's TEE framework (iexec-core ``task.smsUrl``); None for a standard task."""
+    enclave_challenge: str = ZERO_ADDRESS
     status_changed_at: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     compute_logs: dict[str, ComputeLogs] = field(default_factory=dict)
@@ -183,6 +194,15 @@ class Task:
     @property
     def has_callback(self) -> bool:
         return bool(self.callback) and int(self.callback, 16) != 0
+
+    @property
+    def tee_framework(self) -> TeeFramework | None:
+        return tee_framework(self.tag)
+
+    @property
+    def contribute_and_finalize(self) -> bool:
+        """Trust 1 and a TEE framework: the worker ends the task with one ``contributeAndFinalize``."""
+        return self.trust == 1 and self.tee_framework is not None
 
     @property
     def is_final(self) -> bool:

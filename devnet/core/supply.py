@@ -70,13 +70,15 @@ def needs_more_contributions(task: Task, now: int) -> bool:
 
 
 def sign_authorization(task: Task, wallet: str, signer: LocalAccount) -> WorkerpoolAuthorization:
-    signature = sign_eip191(authorization_hash(wallet, task.task_id, ZERO_ADDRESS), signer.key)
+    """Signed by the scheduler over H(worker ‖ task ‖ enclave challenge): the TEE task's, or zero."""
+    challenge = task.enclave_challenge.lower() if task.sms_url else ZERO_ADDRESS
+    signature = sign_eip191(authorization_hash(wallet, task.task_id, challenge), signer.key)
     return WorkerpoolAuthorization(
         chain_task_id=task.task_id,
         deal_id=task.deal_id,
         task_index=task.index,
         worker_wallet=wallet,
-        enclave_challenge=ZERO_ADDRESS,
+        enclave_challenge=challenge,
         signature=Signature(value=signature),
     )
 
@@ -129,6 +131,8 @@ class ReplicateSupply:
             if task.status in CONTRIBUTION_PHASE
             and task.contribution_deadline > now
             and task.tag not in worker.excluded_tags
+            # iexec-core skips a TEE task whose enclave challenge is missing
+            and (task.tee_framework is None or (task.sms_url and int(task.enclave_challenge, 16) != 0))
         ]
         # RUNNING before INITIALIZED (Java sorts the status enum descending), then the most urgent.
         candidates.sort(key=lambda t: (t.status is not TaskStatus.RUNNING, t.contribution_deadline))
@@ -151,6 +155,7 @@ class ReplicateSupply:
                 worker.computing.append(task.task_id)
                 log.info("task %s: replicate created for worker %s", task.task_id, wallet)
                 return ReplicateTaskSummary(
-                    workerpool_authorization=sign_authorization(task, wallet, self._signer)
+                    workerpool_authorization=sign_authorization(task, wallet, self._signer),
+                    sms_url=task.sms_url,
                 )
         return None

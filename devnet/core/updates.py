@@ -117,7 +117,9 @@ class StatusUpdater:
             self._state.worker(replicate.wallet).release(task.task_id, participation=False)
         log.info("task %s: replicate of %s is now %s", task.task_id, replicate.wallet, status)
         cause = details.cause if details else None
-        return UpdateOutcome(action=next_action(status, cause))
+        return UpdateOutcome(
+            action=next_action(status, cause, contribute_and_finalize=task.contribute_and_finalize)
+        )
 
     async def _task_readable(self, task: Task) -> bool:
         try:

@@ -93,15 +93,22 @@ class RunningWorker:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    platform: Platform, index: int, base_dir: Path, *, slots: int = 1, env: dict[str, str] | None = None
+    platform: Platform,
+    index: int,
+    base_dir: Path,
+    *,
+    slots: int = 1,
+    env: dict[str, str] | None = None,
+    tee: str | None = None,
 ) -> AsyncIterator[RunningWorker]:
-    """A worker of the platform running in this event loop; ``env`` adds or overrides settings.
+    """A worker of the platform running in this event loop; ``env`` adds or overrides settings, ``tee``
+    ("sgx" or "tdx") makes it a worker of the platform's emulated TEE side.
 
     Its name is unique: at start a worker removes every container labelled with its name, so two runs
     of the suite on one Docker engine must not share names.
     """
     unique = {"IEXEC_WORKER_NAME": f"e2e-{uuid.uuid4().hex[:8]}-worker-{index}"}
-    env = {**worker_env(platform.info(), index, base_dir, slots=slots), **unique, **(env or {})}
+    env = {**worker_env(platform.info(), index, base_dir, slots=slots, tee=tee), **unique, **(env or {})}
     settings = await asyncio.to_thread(load_settings, write_env_file(base_dir / ".env", env))
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, stop=stop, install_signals=False), name=f"worker-{index}")

@@ -834,6 +834,18 @@ class DockerEngine:
             log.info("removed %d leftover container(s) of worker %s: %s", len(removed), worker_name, removed)
         return removed
 
+    async def remove_network(self, name: str) -> bool:
+        """Remove the network ``name`` (one the caller created); False when there was none."""
+        try:
+            async with self._call(f"remove network {name}"):
+                found = await self._docker.networks.get(name)
+                await found.delete()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise ContainerError(f"cannot remove network {name}: {exc.message}", name=name) from exc
+        return True
+
     async def _ensure_network(self, name: str) -> None:
         try:
             async with self._call(f"inspect network {name}"):
