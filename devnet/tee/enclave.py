@@ -16,8 +16,8 @@ what iExec's tee-worker-compute (pre-compute 0.4, post-compute 0.3) does, read f
   call to the worker is signed: EIP-191 of H(taskId ‖ worker) by the enclave challenge key.
 
 ``EMULATED_ENCLAVE_FAULT`` (set by the emulated SMS on request of a test) makes it misbehave on purpose:
-``forge-result-signature`` signs the result with a key of its own, ``result-proxy-unreachable`` uploads to
-a closed port. Nothing here is secure: keys sit in plain environment variables.
+``forge-result-signature`` sends the worker a computed file signed by a key of its own (the upload stays
+genuine), ``result-proxy-unreachable`` uploads to a closed port. Nothing here is secure: keys sit in plain environment variables.
 """
 
 from __future__ import annotations
@@ -343,9 +343,11 @@ def post_compute(env: dict[str, str], worker: Worker) -> list[Failure]:
     computed["task-id"] = task_id
     digest = result_digest(iexec_out, computed, callback == "true")
     message = keccak_hex(keccak_hex(task_id, digest), keccak_hex(worker.worker, task_id, digest))
-    signer = "0x" + os.urandom(32).hex() if fault == "forge-result-signature" else key
-    signature = sign_eip191(message, signer)
-    computed["result-digest"], computed["enclave-signature"] = digest, signature
+    signature = sign_eip191(message, key)
+    computed["result-digest"] = digest
+    # The forged computed file: signed by a key of its own, the upload itself stays genuine.
+    forged = fault == "forge-result-signature"
+    computed["enclave-signature"] = sign_eip191(message, "0x" + os.urandom(32).hex()) if forged else signature
     if callback == "false":
         too_long = [p.name for p in iexec_out.rglob("*") if len(p.name) > 31]
         if too_long:

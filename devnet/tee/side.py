@@ -172,6 +172,9 @@ class TeeSide:
         await self._chain.close()
         for name in [*(f"{self.network}-w{i}" for i in range(MAX_WORKERS)), self.network]:
             try:
+                # Left by a worker that did not stop cleanly (a SCONE LAS, say): they hold the network.
+                for container in await self._engine.network_containers(name):
+                    await self._engine.stop_and_remove(container)
                 await self._engine.remove_network(name)
             except ComputeError as exc:
                 log.warning("network %s not removed: %s", name, exc)

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from devnet.core.state import TaskStatus
 from devnet.images import SLEEP
-from devnet.platform import Platform, buy, start_worker_process, worker_env, write_env_file
+from devnet.platform import Platform, buy, worker_env, write_env_file
 from tests.support import until
 from tests.support.docker import container_exists
-from tests.support.e2e import contribute_count, unique_worker_name
+from tests.support.e2e import contribute_count, local_status, unique_worker_name, worker_process
 from worker.compute import container_name
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatus
 
@@ -35,61 +33,6 @@ WORKER_NAME = unique_worker_name(0)
 _CONTRIBUTED_OR_LATER = frozenset({
     RS.CONTRIBUTED, RS.REVEALING, RS.REVEALED, RS.RESULT_UPLOADING, RS.RESULT_UPLOADED, RS.COMPLETING, RS.COMPLETED,
 })  # fmt: skip
-
-
-class WorkerProcess:
-    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
-        self.process = process
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    async def until(
-        self,
-        predicate: Callable[[], bool | Awaitable[bool]],
-        *,
-        within: float,
-        every: float = 0.02,
-        what: str,
-    ) -> None:
-        """``until``, failing with the end of the worker's log: what it did is the diagnosis."""
-        try:
-            await until(predicate, within=within, every=every, what=what)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.output()}") from None
-
-    async def kill_9(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
-
-    async def stop(self) -> None:
-        """SIGTERM, as an orchestrator stops the worker: it drains and exits 0."""
-        self.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(self.process.wait(), 60) == 0, self.output()
-
-
-@contextlib.asynccontextmanager
-async def worker_process(env_file: Path, log: Path) -> AsyncIterator[WorkerProcess]:
-    process = await start_worker_process(env_file, log)
-    try:
-        yield WorkerProcess(process, log)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-
-
-def _local_status(db: Path, task_id: str) -> ReplicateStatus | None:
-    """The worker's own record, read as an operator would with the sqlite3 shell."""
-    if not db.exists():
-        return None
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
-        try:
-            row = conn.execute("SELECT status FROM replicates WHERE task_id = ?", (task_id,)).fetchone()
-        except sqlite3.OperationalError:  # the worker has not created its tables yet
-            return None
-    return ReplicateStatus(row[0]) if row else None
 
 
 async def test_kill_9_while_computing_and_after_contributing(platform: Platform, tmp_path: Path) -> None:
@@ -114,7 +57,7 @@ async def test_kill_9_while_computing_and_after_contributing(platform: Platform,
     async with worker_process(env_file, tmp_path / "worker-2.log") as second:
 
         async def contributed() -> bool:
-            status = await asyncio.to_thread(_local_status, db, task_id)
+            status = await asyncio.to_thread(local_status, db, task_id)
             return status in _CONTRIBUTED_OR_LATER
 
         await second.until(contributed, within=60, every=0.005, what="CONTRIBUTED recorded by the worker")
@@ -127,7 +70,7 @@ async def test_kill_9_while_computing_and_after_contributing(platform: Platform,
             what=f"task {task_id} COMPLETED",
         )
         await third.until(
-            lambda: _local_status(db, task_id) is RS.COMPLETED, within=20, what="replicate COMPLETED locally"
+            lambda: local_status(db, task_id) is RS.COMPLETED, within=20, what="replicate COMPLETED locally"
         )
         await third.stop()
 
@@ -167,7 +110,7 @@ async def test_kill_9_after_broadcasting(
     async with worker_process(env_file, tmp_path / "worker-1.log") as first:
         purchase = await buy(info, image=SLEEP.tag, args="1")
         task_id = purchase.task_ids[0]
-        await until(lambda: _local_status(db, task_id) is RS.COMPUTING, within=60, what="replicate COMPUTING")
+        await until(lambda: local_status(db, task_id) is RS.COMPUTING, within=60, what="replicate COMPUTING")
         # Blocks are mined by hand from here on, so the transaction waits in the node's pool when the worker dies.
         await anvil.set_automine(False)
         try:
@@ -186,7 +129,7 @@ async def test_kill_9_after_broadcasting(
             await first.until(
                 lambda: _journalled(db, task_id, kind), within=60, every=0.005, what=f"{kind} sent"
             )
-            assert _local_status(db, task_id) is killed_in
+            assert local_status(db, task_id) is killed_in
             await first.kill_9()
         finally:
             await anvil.mine()
@@ -225,13 +168,13 @@ async def test_kill_9_after_uploading_the_result(platform: Platform, tmp_path: P
         purchase = await buy(info, image=SLEEP.tag, args="0")
         task_id = purchase.task_ids[0]
         await first.until(
-            lambda: _local_status(db, task_id) is RS.REVEALED, within=60, every=0.005, what="REVEALED"
+            lambda: local_status(db, task_id) is RS.REVEALED, within=60, every=0.005, what="REVEALED"
         )
         # The scheduler's finalize waits for a block: the worker dies between its upload and the completion.
         await anvil.set_automine(False)
         try:
             await first.until(
-                lambda: _local_status(db, task_id) is RS.RESULT_UPLOADED, within=60, what="RESULT_UPLOADED"
+                lambda: local_status(db, task_id) is RS.RESULT_UPLOADED, within=60, what="RESULT_UPLOADED"
             )
             await first.until(
                 lambda: platform.scheduler.task_status(task_id) is TaskStatus.FINALIZING,
@@ -250,7 +193,7 @@ async def test_kill_9_after_uploading_the_result(platform: Platform, tmp_path: P
 
     async with worker_process(env_file, tmp_path / "worker-2.log") as second:
         await second.until(
-            lambda: _local_status(db, task_id) is RS.COMPLETED, within=30, what="replicate COMPLETED locally"
+            lambda: local_status(db, task_id) is RS.COMPLETED, within=30, what="replicate COMPLETED locally"
         )
         await second.stop()
 

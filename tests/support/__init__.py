@@ -40,12 +40,17 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving_app(app: web.Application, *, port: int = 0, **runner_options: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 for the block (``port`` 0: any free one); yields its base URL."""
+async def serving_app(
+    app: web.Application, *, port: int = 0, host: str = "127.0.0.1", **runner_options: Any
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 for the block (``port`` 0: any free one); yields its base URL.
+
+    ``host`` is another address of this host: the gateway of a Docker network the test's platform made,
+    for containers to reach it."""
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, host, port).start()
         host, bound = runner.addresses[0][:2]
         yield f"http://{host}:{bound}"
     finally:

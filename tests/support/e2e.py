@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from devnet.platform import Platform, worker_env, write_env_file
-from tests.support import free_port
+from devnet.platform import Platform, start_worker_process, worker_env, write_env_file
+from tests.support import free_port, until
 from tests.support.docker import start_registry
 from worker.app import run_worker
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC
@@ -122,3 +124,58 @@ async def running_worker(
                 await asyncio.wait_for(asyncio.shield(task), 60)
         if not task.done():
             task.cancel()
+
+
+class WorkerProcess:
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    async def until(
+        self,
+        predicate: Callable[[], bool | Awaitable[bool]],
+        *,
+        within: float,
+        every: float = 0.02,
+        what: str,
+    ) -> None:
+        """``until``, failing with the end of the worker's log: what it did is the diagnosis."""
+        try:
+            await until(predicate, within=within, every=every, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.output()}") from None
+
+    async def kill_9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(self.process.wait(), 10) == -signal.SIGKILL
+
+    async def stop(self) -> None:
+        """SIGTERM, as an orchestrator stops the worker: it drains and exits 0."""
+        self.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(self.process.wait(), 60) == 0, self.output()
+
+
+@contextlib.asynccontextmanager
+async def worker_process(env_file: Path, log: Path) -> AsyncIterator[WorkerProcess]:
+    process = await start_worker_process(env_file, log)
+    try:
+        yield WorkerProcess(process, log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+def local_status(db: Path, task_id: str) -> ReplicateStatus | None:
+    """The worker's own record, read as an operator would with the sqlite3 shell."""
+    if not db.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+        try:
+            row = conn.execute("SELECT status FROM replicates WHERE task_id = ?", (task_id,)).fetchone()
+        except sqlite3.OperationalError:  # the worker has not created its tables yet
+            return None
+    return ReplicateStatus(row[0]) if row else None

@@ -846,6 +846,18 @@ class DockerEngine:
             raise ContainerError(f"cannot remove network {name}: {exc.message}", name=name) from exc
         return True
 
+    async def network_containers(self, name: str) -> list[str]:
+        """Names of the containers attached to the network ``name`` (none when it does not exist)."""
+        try:
+            async with self._call(f"inspect network {name}"):
+                found = await self._docker.networks.get(name)
+                details = await found.show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return []
+            raise ContainerError(f"cannot inspect network {name}: {exc.message}", name=name) from exc
+        return [str(c.get("Name")) for c in (details.get("Containers") or {}).values() if c.get("Name")]
+
     async def _ensure_network(self, name: str) -> None:
         try:
             async with self._call(f"inspect network {name}"):
