@@ -25,9 +25,10 @@ from aiohttp import web
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 
+from devnet.accounts import Role, account
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO, AppImage, build_app_image, ensure_images
-from devnet.platform import Platform, buy, worker_env, write_env_file
+from devnet.platform import Platform, buy, image_checksum, worker_env, write_env_file
 from devnet.tee.side import stand_in_sgx_devices
 from tests.support import serving_app, until
 from tests.support.devnet import devnet_cache_dir
@@ -38,8 +39,10 @@ from tests.support.e2e import (
     unique_worker_name,
     worker_process,
 )
+from tests.support.sdk import IexecCli
 from worker.chain.abi import TASK_FINALIZE_TOPIC
 from worker.compute import DockerEngine
+from worker.protocol.crypto import chain_task_id
 from worker.protocol.status import (
     ChainContributionStatus,
     ChainTaskStatus,
@@ -353,3 +356,53 @@ async def test_worker_killed_after_broadcasting_contribute_and_finalize_never_se
     history = platform.scheduler.replicate_history(task_id, wallet)
     assert history.count(RS.CONTRIBUTE_AND_FINALIZE_DONE) == 1
     assert history[-1] is RS.COMPLETED
+
+
+async def test_deal_made_with_the_official_sdk_completes_on_a_tdx_worker(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # SDK 9 tags every order TEE + TDX (0x…09) and cannot do otherwise: this is today's requester.
+    info = platform.info()
+    assert info.tee is not None
+    requester, pool_owner = account(Role.REQUESTER), account(Role.SCHEDULER)
+    sdk = IexecCli(tmp_path / "project")
+    sdk.project.mkdir()
+    await sdk.run("init", "--skip-wallet")
+    sdk.edit("chain.json", {"default": "dev", "chains": {"dev": {
+        "id": str(info.chain_id), "host": info.rpc_url, "hub": info.hub,
+        "sms": info.tee.sms_url(TeeFramework.TDX), "ipfsGateway": info.result_proxy_url,
+    }}})  # fmt: skip
+    for key in (requester.key, pool_owner.key):
+        await sdk.import_wallet(key.hex())
+    me = requester.address
+
+    await sdk.run("app", "init", wallet=me)
+    sdk.edit(
+        "iexec.json",
+        {"app": {"name": "sdk-hello", "multiaddr": HELLO.tag, "checksum": await image_checksum(HELLO.tag)}},
+    )
+    app = (await sdk.run("app", "deploy", wallet=me))["address"]
+    await sdk.run("order", "init", "--app", "--workerpool", "--request", wallet=me)
+    sdk.edit("iexec.json", {"order": {
+        "workerpoolorder": {"workerpool": info.workerpool, "category": str(info.category)},
+        "requestorder": {
+            "app": app, "workerpool": info.workerpool, "category": str(info.category),
+            "params": {"iexec_args": "sdk", "iexec_result_storage_provider": "ipfs"},
+        },
+    }})  # fmt: skip
+    await sdk.run("order", "sign", "--app", wallet=me)
+    await sdk.run("order", "sign", "--workerpool", wallet=pool_owner.address)
+    await sdk.run("order", "sign", "--request", wallet=me)
+
+    wallet = platform.workers[0].address
+    async with running_worker(platform, 0, tmp_path / "worker", tee="tdx"):
+        deal_id = (await sdk.run("order", "fill", "--force", wallet=me))["dealid"]
+        task_id = chain_task_id(deal_id, 0)
+        assert await finished(platform, task_id) is TaskStatus.COMPLETED
+        assert (await platform.toolkit.view_deal(deal_id)).tag == TEE_TDX_ONLY_TAG
+
+        shown = await sdk.run("task", "show", task_id, "--download", "result.zip", wallet=me)
+    assert shown["task"]["statusName"] == "COMPLETED", shown
+    # Downloaded by the SDK from the location on chain, through the devnet's IPFS gateway route.
+    assert zipfile.ZipFile(sdk.project / "result.zip").read("result.txt") == b"Hello, sdk!\n"
+    assert RS.CONTRIBUTE_AND_FINALIZE_DONE in platform.scheduler.replicate_history(task_id, wallet)
