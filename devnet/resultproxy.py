@@ -42,7 +42,8 @@ from web3.exceptions import Web3Exception
 
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, recover_eip191, result_hash
 from worker.protocol.errors import ChainError
-from worker.protocol.models import ResultModel, WorkerpoolAuthorization
+from worker.protocol.models import ResultModel as WorkerResultModel
+from worker.protocol.models import WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 from worker.protocol.tee import enclave_message
 from worker.result import IEXEC_OUT, ResultError, compute_result_digest, read_computed_file
@@ -134,7 +135,7 @@ class ToolkitResultProxyChain:
         return int(block["timestamp"])
 
 
-class _Upload(ResultModel):
+class ResultModel(WorkerResultModel):
     """``ResultModel`` as the proxy (Jackson ``byte[]``) reads it: the zip in Base64 or as an array of bytes."""
 
     zip: str | list[int]  # type: ignore[assignment]
@@ -218,7 +219,7 @@ class _Proxy:
 
     async def upload(self, request: web.Request) -> web.Response:
         wallet = self._authenticate(request)
-        model = await _parse_body(request, _Upload)
+        model = await _parse_body(request, ResultModel)
         task_id = _task_id(model.chain_task_id)
         if isinstance(model.zip, list):
             try:
@@ -263,7 +264,7 @@ class _Proxy:
         return web.Response(text=f"/ipfs/{content_id}")
 
     async def _check_tee_upload(
-        self, task_id: str, task: ProxyTask, deal: ProxyDeal, wallet: str, model: _Upload
+        self, task_id: str, task: ProxyTask, deal: ProxyDeal, wallet: str, model: ResultModel
     ) -> None:
         if task.status is not ChainTaskStatus.ACTIVE:
             raise _Refused(401, f"TEE task {task_id} is {task.status.name} on chain, not ACTIVE")

@@ -25,6 +25,7 @@ from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _
 from worker.protocol.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
 from worker.protocol.errors import ChainError
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
+from worker.protocol.tee import TEE_TDX_ONLY_TAG, enclave_message
 
 pytestmark = pytest.mark.e2e
 
@@ -246,3 +247,67 @@ async def test_every_broadcast_is_logged_accepted_or_refused_with_the_fees_and_t
     assert "refused by the node" in refused
     assert f"max fee {10**9} wei/gas" in refused
     assert f"cap {10**9} wei/gas" in refused
+
+
+# -- contributeAndFinalize: a trust-1 TDX task, the devnet's enclave key as its challenge ------------
+
+
+def _tee_auth(task_id: str, worker: LocalAccount, enclave: str) -> str:
+    return sign_eip191(
+        authorization_hash(worker.address, task_id, enclave), bytes(account(Role.SCHEDULER).key)
+    )
+
+
+def _enclave_sign(task_id: str, worker: LocalAccount, digest: str, key: bytes) -> str:
+    return sign_eip191(enclave_message(task_id, worker.address, digest), key)
+
+
+async def test_contribute_and_finalize_completes_the_task_in_one_transaction(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal, enclave = worker_account(16), MemoryJournal(), account(Role.ENCLAVE)
+    task_id, _ = await new_task(devnet, toolkit, tag=TEE_TDX_ONLY_TAG)
+    link = b'{ "storage": "ipfs", "location": "/ipfs/QmTest" }'
+    count = await chain.nonce(worker.address, "pending")
+
+    receipt = await _sender(chain, worker, journal).contribute_and_finalize(
+        task_id, DIGEST, link, b"", enclave.address,
+        _enclave_sign(task_id, worker, DIGEST, bytes(enclave.key)), _tee_auth(task_id, worker, enclave.address),
+    )  # fmt: skip
+
+    assert receipt.tx_hash == journal.entries[(task_id, TxKind.CONTRIBUTE_AND_FINALIZE)].tx_hash
+    task = await chain.task(task_id)
+    assert task.status is ChainTaskStatus.COMPLETED
+    assert task.results == link
+    assert (await chain.contribution(task_id, worker.address)).status is ChainContributionStatus.PROVED
+    assert await chain.nonce(worker.address, "pending") == count + 1
+    sent = await devnet.w3.eth.get_transaction(receipt.tx_hash)  # type: ignore[arg-type]
+    # The estimate plus the hub's callback gas (iexec-worker 9.0.1), never under the Java floor.
+    assert sent["gas"] >= CONTRIBUTE_GAS_FLOOR
+    assert sent["input"][:4].hex() == "5facd761"
+
+    # Asked again (a restart, say): the journal holds it, nothing is signed twice.
+    again = await _sender(chain, worker, journal).contribute_and_finalize(
+        task_id, DIGEST, link, b"", enclave.address,
+        _enclave_sign(task_id, worker, DIGEST, bytes(enclave.key)), _tee_auth(task_id, worker, enclave.address),
+    )  # fmt: skip
+    assert again == receipt
+    assert await chain.nonce(worker.address, "pending") == count + 1
+
+
+async def test_contribute_and_finalize_of_a_trust_two_deal_is_refused_with_trust_not_1(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal, enclave = worker_account(17), MemoryJournal(), account(Role.ENCLAVE)
+    task_id, _ = await new_task(devnet, toolkit, tag=TEE_TDX_ONLY_TAG, trust=2)
+    count = await chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused) as refused:
+        await _sender(chain, worker, journal).contribute_and_finalize(
+            task_id, DIGEST, b"", b"", enclave.address,
+            _enclave_sign(task_id, worker, DIGEST, bytes(enclave.key)), _tee_auth(task_id, worker, enclave.address),
+        )  # fmt: skip
+
+    assert refused.value.cause is ReplicateStatusCause.TRUST_NOT_1
+    assert await chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
