@@ -143,7 +143,7 @@ async def test_kill_9_after_broadcasting(
         )
         # PLEASE_COMPLETE follows the task's completion: stop once the replicate has acted on it.
         await second.until(
-            lambda: _local_status(db, task_id) is RS.COMPLETED, within=20, what="replicate COMPLETED locally"
+            lambda: local_status(db, task_id) is RS.COMPLETED, within=20, what="replicate COMPLETED locally"
         )
         await second.stop()
 
