@@ -338,6 +338,14 @@ async def test_worker_killed_after_broadcasting_contribute_and_finalize_never_se
             )
             await anvil.set_automine(False)  # the transaction will wait in the pool
             await first.until(lambda: asyncio.to_thread(journaled), within=60, every=0.01, what="journaled")
+
+            async def broadcast() -> bool:
+                return (
+                    await w3.eth.get_transaction_count(w3.to_checksum_address(wallet), "pending")
+                    > nonce_before
+                )
+
+            await first.until(broadcast, within=30, every=0.01, what="the transaction in the node's pool")
             await first.kill_9()
         assert local_status(db, task_id) is RS.CONTRIBUTE_AND_FINALIZE_ONGOING
     finally:
