@@ -11,8 +11,9 @@ venv:
 bootstrap:
 	@scripts/bootstrap.sh
 
+# `make demo TEE=scone|gramine|tdx` shows a trust-1 TEE task on the devnet's emulated TEE side.
 demo: bootstrap
-	$(PY) -m devnet.demo
+	$(PY) -m devnet.demo $(if $(TEE),--tee $(TEE))
 
 test: bootstrap
 	$(PY) -m pytest -q -p no:cacheprovider

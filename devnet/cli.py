@@ -27,7 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with await Platform.up(
-            base, workers=args.workers, required_worker_version=args.required_worker_version
+            base, workers=args.workers, required_worker_version=args.required_worker_version, tee=args.tee
         ) as platform:
             info = platform.info()
             print(f"RPC URL:            {info.rpc_url} (chain id {info.chain_id})")
@@ -39,6 +39,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(
                     f"worker wallet:      {wallet.address}  keystore {wallet.keystore}  password file {wallet.password_file}"
                 )
+            if info.tee is not None:
+                for framework, url in info.tee.sms.items():
+                    print(f"{framework.lower() + ' SMS:':<20}{url}  (EMULATED, as its enclaves)")
+                print(f"TDX agent:          {info.tee.agent}  (EMULATED)")
+                if info.tee.sgx_devices:
+                    print(f"SGX devices:        {', '.join(info.tee.sgx_devices)}  (stand-ins, no enclave)")
             print(f"description:        {base / 'platform.json'}")
             print("devnet running; Ctrl-C stops it")
             stop = asyncio.Event()
@@ -55,6 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_buy(args: argparse.Namespace) -> int:
     from devnet.platform import PlatformInfo, buy
     from worker.protocol.crypto import ZERO_ADDRESS
+    from worker.protocol.tee import TeeFramework
 
     info = PlatformInfo.read(Path(args.dir).resolve())
     purchase = asyncio.run(
@@ -67,6 +74,7 @@ def cmd_buy(args: argparse.Namespace) -> int:
             trust=args.trust,
             callback=args.callback or ZERO_ADDRESS,
             volume=args.volume,
+            tee=TeeFramework(args.tee.upper()) if args.tee else None,
         )
     )
     print(
@@ -94,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="the worker version the scheduler requires (iexec-core requiredWorkerVersion; default: any)",
     )
+    up.add_argument(
+        "--tee",
+        action="store_true",
+        help="add the EMULATED TEE side: one SMS per framework, enclave images, agent",
+    )
     up.set_defaults(handler=cmd_up)
     purchase = commands.add_parser("buy", help="buy a task on the running devnet")
     purchase.add_argument("--dir", default=str(DEFAULT_DEVNET_DIR))
@@ -104,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     purchase.add_argument("--trust", type=int, default=1)
     purchase.add_argument("--callback", help="callback contract address")
     purchase.add_argument("--volume", type=int, default=1)
+    purchase.add_argument(
+        "--tee",
+        choices=["scone", "gramine", "tdx"],
+        help="tag the orders with this TEE framework (trust-1 TEE task)",
+    )
     purchase.set_defaults(handler=cmd_buy)
     return parser
 

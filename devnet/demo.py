@@ -4,11 +4,14 @@ Starts the devnet (anvil + PoCo, development scheduler, result proxy), builds th
 locally, starts a worker as its own process (``iexec-worker run``), buys a task, prints each
 replicate status as the scheduler records it, then the on-chain result link and the reward, and
 stops everything. Timings split the run into the worker's own work and the waits on chain and
-scheduler.
+scheduler. ``--tee scone|gramine|tdx`` (``make demo TEE=tdx``) buys a trust-1 TEE task instead, run by a
+worker of the devnet's EMULATED TEE side (stand-in SGX devices, emulated SMS and enclaves) and ended by
+one contributeAndFinalize.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import signal
@@ -21,6 +24,7 @@ from devnet.images import HELLO, ensure_images
 from devnet.platform import RLC, Platform, buy, start_worker_process, worker_env, write_env_file
 from worker.compute import DockerEngine
 from worker.protocol.status import ReplicateStatus
+from worker.protocol.tee import TeeFramework
 
 RS = ReplicateStatus
 DEMO_DIR = Path(".devnet/demo")
@@ -31,19 +35,27 @@ _WORKER_SPANS = (
     (RS.RESULT_UPLOADING, RS.RESULT_UPLOADED),
     (RS.COMPLETING, RS.COMPLETED),
 )
+_TEE_WORKER_SPANS = ((RS.STARTING, RS.CONTRIBUTE_AND_FINALIZE_DONE), (RS.COMPLETING, RS.COMPLETED))
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def demo(base: Path) -> int:
+async def demo(base: Path, tee: TeeFramework | None = None) -> int:
     started = time.monotonic()
     say("== building the demo app image (busybox, no registry needed)")
     async with await DockerEngine.open() as engine:
         await ensure_images(engine, [HELLO])
-    say("== starting the devnet: anvil with PoCo 6.1.0, development scheduler, result proxy")
-    platform = await Platform.up(base / "platform", workers=1, ask_for_replicate_period_ms=500)
+    if tee is None:
+        say("== starting the devnet: anvil with PoCo 6.1.0, development scheduler, result proxy")
+    else:
+        say(
+            f"== starting the devnet with its EMULATED TEE side for a {tee.value} task (no SGX nor TDX needed)"
+        )
+    platform = await Platform.up(
+        base / "platform", workers=1, ask_for_replicate_period_ms=500, tee=tee is not None
+    )
     worker: asyncio.subprocess.Process | None = None
     try:
         info = platform.info()
@@ -51,8 +63,9 @@ async def demo(base: Path) -> int:
         say(f"   scheduler {info.scheduler_url}  result proxy {info.result_proxy_url}")
         say(f"   ready in {time.monotonic() - started:.1f} s")
 
+        kind = None if tee is None else "tdx" if tee is TeeFramework.TDX else "sgx"
         env_file = await asyncio.to_thread(
-            write_env_file, base / "worker.env", worker_env(info, 0, base / "worker", slots=1)
+            write_env_file, base / "worker.env", worker_env(info, 0, base / "worker", slots=1, tee=kind)
         )
         log_path = base / "worker.log"
         say(f"== starting a worker process (settings {env_file}, log {log_path})")
@@ -69,9 +82,10 @@ async def demo(base: Path) -> int:
         )
         stake_before, _ = await platform.toolkit.view_account(wallet)
 
-        say(f"== buying a task: app {HELLO.tag}, args 'devnet', workerpool price 2 RLC")
+        what = "a task" if tee is None else f"a trust-1 {tee.value} task"
+        say(f"== buying {what}: app {HELLO.tag}, args 'devnet', workerpool price 2 RLC")
         bought_at = time.time()
-        purchase = await buy(info, image=HELLO.tag, args="devnet", workerpool_price=2 * RLC)
+        purchase = await buy(info, image=HELLO.tag, args="devnet", workerpool_price=2 * RLC, tee=tee)
         task_id = purchase.task_ids[0]
         say(f"   deal {purchase.deal_id}")
         say(f"   task {task_id}")
@@ -104,7 +118,8 @@ async def demo(base: Path) -> int:
         say(
             f"   reward       +{(stake_after - stake_before) / RLC:.2f} RLC to {wallet} (locked stake now {locked})"
         )
-        worker_time, total = _timings(platform, task_id, wallet, bought_at, completed_at)
+        spans = _WORKER_SPANS if tee is None else _TEE_WORKER_SPANS
+        worker_time, total = _timings(platform, task_id, wallet, bought_at, completed_at, spans)
         say("== timings")
         say(f"   purchase to COMPLETED  {total:.2f} s")
         say(f"   worker busy            {worker_time:.2f} s")
@@ -144,19 +159,32 @@ def _print_new(platform: Platform, task_id: str, wallet: str, shown: int, since:
 
 
 def _timings(
-    platform: Platform, task_id: str, wallet: str, bought: float, completed: float
+    platform: Platform,
+    task_id: str,
+    wallet: str,
+    bought: float,
+    completed: float,
+    spans: tuple[tuple[ReplicateStatus, ReplicateStatus], ...],
 ) -> tuple[float, float]:
     replicate = platform.scheduler.state.replicate(task_id, wallet)
     at = {change.status: change.wall_time for change in replicate.history} if replicate else {}
-    busy = sum(at[end] - at[start] for start, end in _WORKER_SPANS if start in at and end in at)
+    busy = sum(at[end] - at[start] for start, end in spans if start in at and end in at)
     return busy, completed - bought
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devnet.demo", description="a task from purchase to COMPLETED"
+    )
+    parser.add_argument(
+        "--tee", choices=[f.value.lower() for f in TeeFramework], help="buy a trust-1 TEE task (emulated TEE)"
+    )
+    args = parser.parse_args(argv)
+    tee = TeeFramework(args.tee.upper()) if args.tee else None
     base = DEMO_DIR.resolve()
     base.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(demo(base))
+        return asyncio.run(demo(base, tee))
     return 130
 
 

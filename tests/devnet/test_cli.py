@@ -9,12 +9,16 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from devnet.contracts import Deployment, new_web3
 from devnet.images import HELLO
 from devnet.platform import PlatformInfo
+from devnet.toolkit import Toolkit
 from tests.support import until
 from tests.support.devnet import devnet_cache_dir
+from worker.protocol.tee import TEE_TDX_ONLY_TAG
 
 pytestmark = pytest.mark.e2e
 
@@ -77,3 +81,47 @@ async def test_buy_without_a_running_devnet_says_how_to_start_one(tmp_path: Path
     _, err = await asyncio.wait_for(buy.communicate(), 30)
     assert buy.returncode == 2
     assert "iexec-devnet up" in err.decode()
+
+
+async def test_devnet_up_tee_serves_the_emulated_sms_and_buy_tee_makes_a_tdx_deal(tmp_path: Path) -> None:
+    env = {**os.environ, "IEXEC_DEVNET_CACHE": str(devnet_cache_dir())}
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devnet", "up", "--dir", str(tmp_path), "--workers", "1", "--tee",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    assert up.stdout is not None
+    try:
+        text = ""
+        while "devnet running" not in text:
+            line = await asyncio.wait_for(up.stdout.readline(), 120)
+            if not line:
+                raise AssertionError("devnet up --tee exited early:\n" + text)
+            text += line.decode()
+        info = PlatformInfo.read(tmp_path)
+        assert info.tee is not None
+        assert f"tdx SMS:            {info.tee.sms['TDX']}  (EMULATED" in text
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{info.tee.sms['TDX']}/tee/framework") as answer,
+        ):
+            assert await answer.json() == "TDX"
+
+        buy = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "devnet", "buy", "--dir", str(tmp_path), "--image", HELLO.tag, "--tee", "tdx",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(buy.communicate(), 60)
+        assert buy.returncode == 0, err.decode()
+        w3 = new_web3(info.rpc_url)
+        try:
+            deal = await Toolkit(w3, Deployment.from_json(json.dumps(info.deployment))).view_deal(
+                json.loads(out)["dealId"]
+            )
+        finally:
+            await w3.provider.disconnect()
+        assert deal.tag == TEE_TDX_ONLY_TAG
+        assert deal.trust == 1
+    finally:
+        up.send_signal(signal.SIGINT)
+        await asyncio.wait_for(up.wait(), 30)
+    assert up.returncode == 0
