@@ -77,6 +77,8 @@ class DoctorSettings:
     result_max_bytes: int = 256 * 1024**2
     sgx_driver_mode: str | None = None
     """None: this worker has no TEE setting; "NONE": TEE off."""
+    sgx_devices: tuple[str, ...] = ()
+    """IEXEC_WORKER_SGX_DEVICES: the device paths replacing the driver mode's."""
     contributions: int = 10
     lookback_blocks: int = 50_000
     check_image: str | None = None
@@ -458,7 +460,9 @@ class Doctor:
             )
             return
         host = self.ports.host
-        if mode.upper() == "LEGACY":
+        if self.s.sgx_devices:
+            wanted = [[Path(device)] for device in self.s.sgx_devices]
+        elif mode.upper() == "LEGACY":
             wanted = [[Path("/dev/isgx")], [Path("/sys/module/isgx/version")]]
         else:  # NATIVE: in-kernel driver (5.11+), /dev/sgx_* or the udev links /dev/sgx/*
             wanted = [

@@ -38,6 +38,7 @@ def doctor_settings(settings: Settings, options: DoctorOptions) -> DoctorSetting
         data_max_bytes=settings.data.max_bytes,
         result_max_bytes=settings.result.max_bytes,
         sgx_driver_mode=None if mode is None else str(getattr(mode, "value", mode)),
+        sgx_devices=tuple(getattr(settings.tee, "sgx_devices", ())),
         contributions=options.contributions,
         lookback_blocks=options.lookback_blocks,
         check_image=options.image,
