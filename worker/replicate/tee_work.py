@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from worker.compute import (
     ContainerSpec,
     DockerEngine,
     LasService,
+    PullProgress,
     RegistryAuth,
     registry_of,
     task_labels,
@@ -266,8 +268,17 @@ class TeeWork:
         if not image:
             raise StepFailed(cause, f"no {what} given by the SMS")
         auth = next((r for r in self._settings.registries if r.server == registry_of(image)), None)
+        last = 0.0
+
+        def progress(p: PullProgress) -> None:  # a long pull shows it is alive, every 5 s at most
+            nonlocal last
+            if time.monotonic() - last >= 5.0:
+                last = time.monotonic()
+                log.info("pulling %s (%s): %d/%d layers, %.1f MB", image, what, p.layers_done, p.layers_total,
+                         p.bytes_downloaded / 1e6)  # fmt: skip
+
         try:
-            await self._engine.pull(image, auth=auth, pull_timeout=IMAGE_PULL_TIMEOUT)
+            await self._engine.pull(image, auth=auth, pull_timeout=IMAGE_PULL_TIMEOUT, on_progress=progress)
         except ComputeError as exc:
             raise StepFailed(cause, f"Failed to download image {image} ({what}): {exc}") from exc
 
