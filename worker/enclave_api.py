@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
+from worker.protocol.errors import ConfigurationError
 from worker.protocol.tee import WorkflowError
 from worker.replicate.enclave_callbacks import Answer, EnclaveCallbacks
 
@@ -126,9 +127,8 @@ class EnclaveEndpoint:
                 else "set IEXEC_WORKER_ENCLAVE_ENDPOINT_HOST to an address of this host (0.0.0.0 when the worker "
                 "runs in a container on the enclaves' network)"
             )
-            raise OSError(
-                exc.errno,
-                f"enclave endpoint cannot listen on {self.host}:{self.port} ({exc.strerror}): {hint}",
+            raise ConfigurationError(
+                f"enclave endpoint cannot listen on {self.host}:{self.port} ({exc.strerror}): {hint}"
             ) from exc
         log.info(
             "enclave endpoint on http://%s:%d (pre/post-compute enclaves call it as worker:%d)",
