@@ -194,7 +194,7 @@ async def _membership(
         await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
         work.tee = await open_tee(
             stack, settings, found, enclave, joined, engine=engine, session=session, account=account, store=store,
-            registries=work.registries)  # fmt: skip
+            registries=work.registries, metrics=metrics)  # fmt: skip
         supervisor: Supervisor
 
         async def on_message(body: str) -> None:

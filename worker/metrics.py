@@ -4,8 +4,8 @@ No task id is ever a label (unbounded cardinality); per-task detail goes to the 
 ``worker_metrics()`` is the reference's ``WorkerMetrics`` JSON (iexec-worker ``MetricsService``): the
 min, max and mean of the last ``window_size`` pre-, app-, post- and complete-compute durations, in
 milliseconds. As with the reference, the standard post-compute is not timed and pre-/post-compute
-containers run for TEE tasks only, so on this standard-only worker the app durations are the only
-samples and the three others stay empty (count 0, "NaN").
+containers run for TEE tasks only (``tee_wiring`` feeds their windows), so on a worker without TEE tasks
+the app durations are the only samples and the three others stay empty (count 0, "NaN").
 """
 
 from __future__ import annotations

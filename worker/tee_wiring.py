@@ -28,6 +28,8 @@ from worker.enclave_api import (
 )
 from worker.membership import Joined
 from worker.membership.tee import TeeCapabilities, detect_tee
+from worker.metrics import Metrics
+from worker.protocol.tee import ComputeStage
 from worker.replicate.enclave_callbacks import EnclaveCallbacks
 from worker.replicate.store import ReplicateStore
 from worker.replicate.tee_work import TeeWork, TeeWorkSettings
@@ -85,6 +87,7 @@ async def open_tee(
     account: LocalAccount,
     store: ReplicateStore,
     registries: tuple[RegistryAuth, ...],
+    metrics: Metrics,
 ) -> TeeWork | None:
     """``TeeWork`` and its enclave endpoint when this worker runs any TEE task; None otherwise."""
     if not found.any:
@@ -148,15 +151,15 @@ async def open_tee(
         tdx_extra_hosts=tuple(docker.extra_hosts),
         registries=(*registries, *([scontain] if scontain else [])),
     )
+
+    def timed(stage: ComputeStage, task_id: str, seconds: float) -> None:  # the reference's WorkerMetrics
+        window = metrics.pre_compute if stage is ComputeStage.PRE else metrics.post_compute
+        window.add(task_id, int(seconds * 1000))
+
     return TeeWork(
-        work_settings,
-        engine=engine,
-        session=session,
-        account=account,
-        store=store,
-        callbacks=callbacks,
-        las=las,
-    )
+        work_settings, engine=engine, session=session, account=account, store=store, callbacks=callbacks, las=las,
+        on_enclave=timed,
+    )  # fmt: skip
 
 
 __all__ = ["EnclaveRoutes", "enclave_routes", "open_engine", "open_tee", "tee_capabilities"]

@@ -149,7 +149,9 @@ class TeeWork:
         store: ReplicateStore,
         callbacks: EnclaveCallbacks,
         las: LasService | None = None,
+        on_enclave: Callable[[ComputeStage, str, float], None] | None = None,
     ) -> None:
+        """``on_enclave(stage, task_id, seconds)`` is told how long each pre/post-compute enclave ran."""
         self._settings = settings
         self._engine = engine
         self._session = session
@@ -158,6 +160,7 @@ class TeeWork:
         self._store = store
         self.callbacks = callbacks
         self._las = las
+        self._on_enclave = on_enclave
         self._prepared: dict[str, _Prepared] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -491,6 +494,8 @@ class TeeWork:
             raise StepFailed(
                 Cause(f"{prefix}_COMPUTE_FAILED_UNKNOWN_ISSUE"), f"{stage.value}-compute cannot run: {exc}"
             ) from exc
+        if self._on_enclave is not None:
+            self._on_enclave(stage, task_id, result.duration)
         reported = self.callbacks.take_causes(stage, task_id)
         failure = stage_failure(stage, result, reported)
         if failure is not None:
