@@ -213,7 +213,7 @@ class WorkerClient:
         self.token = answer.text
         return answer.text
 
-    async def register(self, cpu_nb: int = 2) -> Answer:
+    async def register(self, cpu_nb: int = 2, *, tee: bool = False, tdx: bool = False) -> Answer:
         model = {
             "name": "test-worker",
             "walletAddress": self.wallet,
@@ -222,8 +222,8 @@ class WorkerClient:
             "cpuNb": cpu_nb,
             "memorySize": 4,
             "gpuEnabled": False,
-            "teeEnabled": False,
-            "tdxEnabled": False,
+            "teeEnabled": tee,
+            "tdxEnabled": tdx,
         }
         return await self.call("POST", "/workers/register", body=model)
 
