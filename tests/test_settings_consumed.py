@@ -4,7 +4,6 @@
 - ``Reads(function)``: that function of the worker reads the field (checked on its source), and when it
   is a property or a helper of ``worker.config`` (``via``), the value it produces is itself read outside
   ``worker.config``;
-- ``Refused(value)``: the worker refuses to start with that value, naming the key.
 A key added to the settings without an entry here fails ``test_every_setting_has_a_consumer``; an entry
 whose consumer stops reading the field fails ``test_each_consumer_reads_its_field``.
 """
@@ -21,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import known_keys, load_settings
-from worker.protocol.errors import ConfigurationError
+from worker.config import known_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "0xC0FFEE0000000000000000000000000000000001"
@@ -36,16 +34,11 @@ class Reads:
     """The attribute a ``worker.config`` consumer produces, which code outside ``worker.config`` must read."""
 
 
-@dataclass(frozen=True)
-class Refused:
-    value: str
-
-
 APP = "worker.app:_membership"
 WORK = "worker.app:_task_work"
 TEE = "worker.tee_wiring:open_tee"
 DETECT = "worker.tee_wiring:tee_capabilities"
-CONSUMERS: dict[str, Reads | Refused] = {
+CONSUMERS: dict[str, Reads] = {
     "IEXEC_CORE_URL": Reads(APP),
     "POOL_ADDRESS": Reads(APP),
     "IEXEC_WORKER_NAME": Reads(APP),
@@ -156,15 +149,14 @@ def test_every_setting_has_a_consumer() -> None:
     missing = sorted(set(known_keys()) - set(CONSUMERS))
     stale = sorted(set(CONSUMERS) - set(known_keys()))
     assert not missing, (
-        f"settings without a consumer in CONSUMERS (read them, refuse them, or name them): {missing}"
+        f"settings without a consumer in CONSUMERS (read them, or refuse them at start): {missing}"
     )
     assert not stale, f"CONSUMERS names keys the worker does not read: {stale}"
 
 
-@pytest.mark.parametrize("key", sorted(k for k, v in CONSUMERS.items() if isinstance(v, Reads)))
+@pytest.mark.parametrize("key", sorted(CONSUMERS))
 def test_each_consumer_reads_its_field(key: str) -> None:
     entry = CONSUMERS[key]
-    assert isinstance(entry, Reads)
     _, field = known_keys()[key]
     assert field in _attributes_read(_function(entry.consumer)), (
         f"{entry.consumer} does not read .{field} ({key})"
@@ -189,12 +181,3 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     monkeypatch.setenv("IEXEC_WORKER_WALLET_PATH", str(keystore))
     monkeypatch.setenv("IEXEC_WORKER_WALLET_PASSWORD", "s3cret-password")
     return monkeypatch
-
-
-@pytest.mark.parametrize("key", sorted(k for k, v in CONSUMERS.items() if isinstance(v, Refused)))
-def test_refused_settings_stop_the_start_naming_the_key(env: pytest.MonkeyPatch, key: str) -> None:
-    entry = CONSUMERS[key]
-    assert isinstance(entry, Refused)
-    env.setenv(key, entry.value)
-    with pytest.raises(ConfigurationError, match=key):
-        load_settings(host_cpus=2)
