@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,17 +166,3 @@ def test_each_consumer_reads_its_field(key: str) -> None:
         )
     else:
         assert not entry.consumer.startswith("worker.config:"), f"{key}: a worker.config consumer needs a via"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in list(os.environ):
-        if name.startswith("IEXEC_") or name in known_keys():
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    keystore = tmp_path / "wallet.json"
-    keystore.write_text("{}")
-    monkeypatch.setenv("POOL_ADDRESS", POOL)
-    monkeypatch.setenv("IEXEC_WORKER_WALLET_PATH", str(keystore))
-    monkeypatch.setenv("IEXEC_WORKER_WALLET_PASSWORD", "s3cret-password")
-    return monkeypatch
