@@ -54,3 +54,25 @@ def test_wallet_show_names_the_missing_setting() -> None:
     result = cli("wallet", "show")
     assert result.returncode == 2
     assert "IEXEC_WORKER_WALLET_PATH" in result.stderr
+
+
+def test_run_on_a_base_dir_it_cannot_write_exits_2_with_the_fix_and_no_traceback(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    wallet = tmp_path / "wallet.json"
+    imported = cli(
+        "wallet", "import", "--wallet", str(wallet), "--password-file", str(password), stdin=KEY + "\n"
+    )
+    assert imported.returncode == 0, imported.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "POOL_ADDRESS=0x1111111111111111111111111111111111111111\n"
+        f"IEXEC_WORKER_WALLET_PATH={wallet}\nIEXEC_WORKER_WALLET_PASSWORD_FILE={password}\n"
+        f"IEXEC_WORKER_BASE_DIR={blocker}/base\nIEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT=2\n"
+    )
+    result = cli("run", "--env-file", str(env_file))
+    assert result.returncode == 2, result.stderr
+    assert f"IEXEC_WORKER_BASE_DIR={blocker}/base" in result.stderr
+    assert "Traceback" not in result.stderr

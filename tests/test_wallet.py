@@ -146,3 +146,10 @@ def test_second_worker_on_the_same_wallet_is_refused(tmp_path: Path) -> None:
     with WalletLock(tmp_path, ADDRESS) as lock:
         assert lock.held
     assert not lock.held
+
+
+def test_a_base_dir_the_worker_cannot_write_is_a_configuration_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the base dir should be")
+    with pytest.raises(ConfigurationError, match=rf"IEXEC_WORKER_BASE_DIR={blocker}/base: cannot write"):
+        WalletLock(blocker / "base", ADDRESS).acquire()

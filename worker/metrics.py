@@ -17,11 +17,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from worker.chain import TxKind
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.replicate.ports import Stage
 
 log = logging.getLogger("iexec.worker.replicate")
 
+# The scheduler calls whose failures are counted (see worker.membership): listed so that each counter
+# exists at 0 from the start, and a dashboard shows "no errors" rather than "no data".
+SCHEDULER_CALLS = ("available", "ping", "updateStatus")
 _STAGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800, 36000)
 
 
@@ -157,8 +161,14 @@ class Metrics:
             "1 while the scheduler's push channel is connected",
             registry=r,
         )
+        # Series that exist at 0 before their first event: a rate or an alert on them starts from
+        # a known value, and an empty panel means a missing worker, never a quiet one.
         for status in ReplicateStatus:
             self.replicates.labels(status.value)
+        for call in SCHEDULER_CALLS:
+            self.scheduler_errors.labels(call)
+        for kind in TxKind:
+            self.tx_replacements.labels(kind.value)
 
     # -- chain observer ---------------------------------------------------------------------------
 
@@ -167,6 +177,7 @@ class Metrics:
 
     def head(self, endpoint: str, block: int) -> None:
         self.chain_block.labels(endpoint).set(block)
+        self.rpc_errors.labels(endpoint)  # each endpoint seen gets its error counter, at 0 until one fails
 
     def gas_price(self, kind: str, wei: int) -> None:
         self.gas_price_wei.labels(kind).set(wei)

@@ -155,8 +155,17 @@ class WalletLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            # The first write in the base dir: a directory created by root (Docker creates a missing
+            # bind-mount source so) stops the start here, with the fix rather than a traceback.
+            raise ConfigurationError(
+                f"IEXEC_WORKER_BASE_DIR={self.path.parent}: cannot write the wallet lock there "
+                f"({exc.strerror}); make the directory writable by uid {os.getuid()} "
+                f"(e.g. chown {os.getuid()} {self.path.parent})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
