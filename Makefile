@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: venv bootstrap demo test test-unit lint typecheck ci bench clean
+.PHONY: venv bootstrap demo test test-unit lint typecheck ci bench image clean
 
 venv:
 	@scripts/bootstrap.sh python
@@ -31,8 +31,13 @@ typecheck: venv
 
 ci: lint typecheck test
 
+# The worker's container image (deploy/Dockerfile): on python:3.11-slim, or where that cannot be pulled
+# on a base made from Debian packages (see scripts/image.sh). BASE_IMAGE=... picks another base.
+image: venv
+	@scripts/image.sh
+
 bench: bootstrap
 	$(PY) -m bench
 
 clean:
-	rm -rf .devnet .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf .cache .devnet .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

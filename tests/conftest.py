@@ -21,7 +21,9 @@ from tests.support.devnet import devnet_cache_dir
 
 # Fixtures that start a service (anvil, dockerd's containers, docker-registry, a platform): only tests
 # marked e2e may use them, so `pytest -m "not e2e"` (make test-unit) needs no root, Docker nor chain.
-SERVICE_FIXTURES = frozenset({"devnet", "net", "engine", "registries", "platform"})
+SERVICE_FIXTURES = frozenset(
+    {"devnet", "net", "engine", "registries", "platform", "worker_image", "monitoring_images"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

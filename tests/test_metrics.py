@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 
 from worker.chain import TxKind
 from worker.metrics import SCHEDULER_CALLS, Metrics
+from worker.replicate.ports import Stage
 
 MEMBERSHIP = Path(__file__).resolve().parents[1] / "worker" / "membership"
 
@@ -44,3 +45,15 @@ def test_every_scheduler_call_counted_by_the_policies_is_listed() -> None:
     }
     assert used, "no scheduler error counted in worker/membership: the pattern of this test is stale"
     assert used <= set(SCHEDULER_CALLS)
+
+
+def test_stage_durations_exist_for_every_stage_and_outcome_before_the_first_replicate() -> None:
+    # A rate over a histogram that appears at its first observation stays 0: the first replicate
+    # would never show on the duration panel.
+    text = _text(Metrics())
+    for stage in Stage:
+        for outcome in ("ok", "failed"):
+            assert (
+                f'iexec_worker_stage_duration_seconds_count{{outcome="{outcome}",stage="{stage.value}"}} 0.0'
+                in text
+            )

@@ -26,6 +26,7 @@ log = logging.getLogger("iexec.worker.replicate")
 # The scheduler calls whose failures are counted (see worker.membership): listed so that each counter
 # exists at 0 from the start, and a dashboard shows "no errors" rather than "no data".
 SCHEDULER_CALLS = ("available", "ping", "updateStatus")
+_OUTCOMES = ("ok", "failed")
 _STAGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800, 36000)
 
 
@@ -169,6 +170,9 @@ class Metrics:
             self.scheduler_errors.labels(call)
         for kind in TxKind:
             self.tx_replacements.labels(kind.value)
+        for stage in Stage:
+            for outcome in _OUTCOMES:
+                self.stage_seconds.labels(stage.value, outcome)
 
     # -- chain observer ---------------------------------------------------------------------------
 
@@ -205,7 +209,7 @@ class Metrics:
         self.replicates.labels(status.value).inc(1 if held else -1)
 
     def stage_finished(self, stage: Stage, seconds: float, ok: bool) -> None:
-        self.stage_seconds.labels(stage.value, "ok" if ok else "failed").observe(seconds)
+        self.stage_seconds.labels(stage.value, _OUTCOMES[0] if ok else _OUTCOMES[1]).observe(seconds)
 
     def app_computed(self, task_id: str, seconds: float) -> None:
         self.app_compute.add(task_id, int(seconds * 1000))  # Duration.toMillis() truncates
