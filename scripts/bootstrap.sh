@@ -32,24 +32,52 @@ command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # The status page's end-to-end test loads it in Debian's headless browser (never a downloaded one).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if ((${#need_apt[@]})); then
+need_lean=()
+# The deploy tests, their tools only (without Debian's recommended extras): debootstrap for images made
+# from Debian packages, Prometheus and Alertmanager with promtool and amtool, Docker Compose, and kubectl
+# (its offline --dry-run=client only).
+command -v debootstrap >/dev/null 2>&1 || need_lean+=(debootstrap)
+command -v promtool >/dev/null 2>&1 || need_lean+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need_lean+=(prometheus-alertmanager)
+# Debian 12 has no docker-compose-plugin: its docker-compose package (v1) reads the same compose files.
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    if [ -n "$(apt-cache policy docker-compose-plugin 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v none)" ]; then
+        need_lean+=(docker-compose-plugin)
+    else
+        need_lean+=(docker-compose)
+    fi
+fi
+command -v kubectl >/dev/null 2>&1 || need_lean+=(kubernetes-client)
+if ((${#need_apt[@]} + ${#need_lean[@]})); then
     if [ "$(id -u)" != 0 ]; then
-        say "missing Debian packages: ${need_apt[*]}; run as root or install them (apt-get install ${need_apt[*]})"
+        say "missing Debian packages: ${need_apt[*]} ${need_lean[*]}; run as root or install them (apt-get install ${need_apt[*]} ${need_lean[*]})"
         exit 1
     fi
-    say "installing Debian packages: ${need_apt[*]}"
+    say "installing Debian packages: ${need_apt[*]} ${need_lean[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    if ((${#need_apt[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    fi
+    if ((${#need_lean[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_lean[@]}" >/dev/null
+    fi
 fi
 python_env
 
-# docker-registry is started by the tests that need it, never as a system service.
+# docker-registry, Prometheus and Alertmanager are started by the tests that need them, never as system
+# services (which would hold their default ports).
 if command -v systemctl >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    for service in docker-registry prometheus prometheus-alertmanager; do
+        systemctl disable --now "$service" >/dev/null 2>&1 || true
+    done
 fi
 
 
-if [ ! -d devnet/npm/node_modules/@iexec/poco ] \
+if [ -L devnet/npm/node_modules ]; then
+    # A link to an install shared with other checkouts: `npm ci` would empty it for all of them.
+    [ -d devnet/npm/node_modules/@iexec/poco ] \
+        || { say "devnet/npm/node_modules links to a folder without the chain packages"; exit 1; }
+elif [ ! -d devnet/npm/node_modules/@iexec/poco ] \
         || [ devnet/npm/package-lock.json -nt devnet/npm/node_modules/.package-lock.json ]; then
     say "installing the pinned chain packages (anvil, PoCo contracts)"
     (cd devnet/npm && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
