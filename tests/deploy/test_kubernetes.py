@@ -8,8 +8,11 @@ the README's `kubectl create secret` with `--dry-run=client`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devnet.core.state import TaskStatus
+from devnet.images import HELLO
+from devnet.platform import Platform, buy
 from tests.deploy.conftest import WorkerImage
+from tests.support import free_port, until
 from tests.support.deploy import DEPLOY, WORKER_UID, readme_command, required_tool, run
 
 MANIFEST = DEPLOY / "k8s" / "worker.yaml"
@@ -223,3 +230,79 @@ async def test_the_readme_secret_command_makes_the_keys_pod_0_reads(tmp_path: Pa
     (volume,) = [v for v in _pod()["volumes"] if "secret" in v]
     assert secret["metadata"]["name"] == volume["secret"]["secretName"]
     assert set(secret["data"]) == {"wallet-0.json", "password-0"}
+
+
+def _pod_environment(replacements: dict[str, str]) -> dict[str, str]:
+    """The worker container's environment as the kubelet gives it to pod iexec-worker-0."""
+    config: dict[str, str] = dict(_kind("ConfigMap")["data"])
+    env = {**config}
+    for item in _container("worker")["env"]:
+        env[item["name"]] = item.get("value", "iexec-worker-0")  # the one fieldRef: the pod's name
+    env = {name: value.replace("$(POD_NAME)", env["POD_NAME"]) for name, value in env.items()}
+    for name, value in replacements.items():
+        assert name in env, f"the worker container no longer sets {name}"
+        env[name] = value
+    return env
+
+
+@pytest.mark.e2e
+async def test_a_worker_with_the_pods_security_context_joins_and_completes_a_task(
+    worker_image: WorkerImage, platform: Platform, tmp_path: Path
+) -> None:
+    """The worker container as the manifest runs it, on Docker: its user and group, read-only root,
+    no capability, the socket's group as a supplementary group, its volumes and its environment."""
+    pod = _pod()
+    security = {**pod["securityContext"], **_container("worker")["securityContext"]}
+    assert security["readOnlyRootFilesystem"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    name = f"e2e-{uuid.uuid4().hex[:8]}-pod"
+    base, state, wallet = tmp_path / "base", tmp_path / "state", tmp_path / "wallet"
+    devnet_wallet = platform.workers[0]
+    for folder in (base, state, wallet):
+        folder.mkdir()
+        os.chown(folder, WORKER_UID, WORKER_UID)  # the init container, fsGroup, the wallet init container
+    for source, target in (
+        (devnet_wallet.keystore, "wallet.json"),
+        (devnet_wallet.password_file, "password"),
+    ):
+        shutil.copy(source, wallet / target)
+        os.chown(wallet / target, WORKER_UID, WORKER_UID)
+        (wallet / target).chmod(0o400)
+    info = platform.info()
+    env = _pod_environment({
+        "IEXEC_CORE_URL": info.scheduler_url, "POOL_ADDRESS": info.workerpool, "IEXEC_WORKER_NAME": name,
+        "IEXEC_WORKER_BASE_DIR": str(base), "IEXEC_WORKER_HTTP_HOST": "127.0.0.1",
+        "IEXEC_WORKER_PORT": str(free_port()),
+    })  # fmt: skip
+    env["IEXEC_WORKER_DOCKER_NETWORK_NAME"] = "none"  # devnet apps need no network
+    env["IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT"] = "1"
+    mounts = {m["name"]: m["mountPath"] for m in _container("worker")["volumeMounts"]}
+    socket_gid = (await asyncio.to_thread(os.stat, "/var/run/docker.sock")).st_gid
+    options = [
+        "--name", name, "--network", "host", "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
+        "--group-add", str(socket_gid), "--read-only", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--tmpfs", mounts["tmp"],
+        "-v", f"/var/run/docker.sock:{mounts['docker']}", "-v", f"{base}:{base}",
+        "-v", f"{state}:{mounts['state']}", "-v", f"{wallet}:{mounts['wallet']}:ro",
+    ]  # fmt: skip
+    for key, value in env.items():
+        options += ["-e", f"{key}={value}"]
+    await run("docker", "run", "-d", *options, worker_image.tag, *_container("worker")["args"])
+    try:
+
+        def joined() -> bool:
+            record = next((w for w in platform.scheduler.state.workers.values() if w.name == name), None)
+            return record is not None and record.registered
+
+        await until(joined, within=60, every=0.2, what="the pod-like worker joined")
+        purchase = await buy(info, image=HELLO.tag, args="pod")
+        task_id = purchase.task_ids[0]
+        await until(
+            lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED, within=120, every=0.2,
+            what=f"{task_id} COMPLETED by the pod-like worker",
+        )  # fmt: skip
+        assert (state / "iexec-worker-0.sqlite3").exists(), "the journal is on the state volume"
+    finally:
+        logs = await run("docker", "logs", name, check=False)
+        await asyncio.to_thread((tmp_path / "worker.log").write_text, logs.output)
+        await run("docker", "rm", "-f", name, check=False)
