@@ -80,9 +80,13 @@ worker_base() {
 
 # The dependencies' wheels, made on the host (which reaches the package index) once per dependency set.
 dependency_wheels() {
-    local lock="" key dir tmp
-    for candidate in requirements.lock; do
-        [ -f "$candidate" ] && lock=$candidate
+    local lock="" key dir tmp candidate
+    # The worker's hashed lock file, where the project has one; else the pins of pyproject.toml.
+    for candidate in requirements/worker.txt requirements/worker.lock requirements.lock; do
+        if [ -f "$candidate" ] && grep -q -- '--hash=' "$candidate"; then
+            lock=$candidate
+            break
+        fi
     done
     key=$(cat pyproject.toml ${lock:+"$lock"} | sha256sum | cut -c1-16)
     dir=$CACHE/wheels-$key

@@ -19,6 +19,10 @@ from tests.support.deploy import Ran, readme_command, run
 from tests.support.devnet import devnet_cache_dir
 from worker.compute import DockerEngine
 
+# Seconds a test that uses an image may take, its build included: a cold build makes the Debian bases
+# (debootstrap, about a minute each) and the wheels; a warm one takes seconds.
+IMAGE_BUILD_TIMEOUT = 900
+
 
 @dataclass(frozen=True)
 class WorkerImage:
@@ -28,7 +32,7 @@ class WorkerImage:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def worker_image() -> AsyncIterator[WorkerImage]:
-    built = await run(*readme_command("make image").split(), within=900)
+    built = await run(*readme_command("make image").split(), within=IMAGE_BUILD_TIMEOUT)
     made = [line for line in built.output.splitlines() if line.startswith("iexec-worker:")][-1]
     image_id = (await run("docker", "image", "inspect", "-f", "{{.Id}}", made)).output.strip()
     tag = f"iexec-worker:e2e-{uuid.uuid4().hex[:8]}"
@@ -42,7 +46,7 @@ async def worker_image() -> AsyncIterator[WorkerImage]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def monitoring_images() -> dict[str, str]:
     """PROMETHEUS_IMAGE and ALERTMANAGER_IMAGE made from Debian packages (no image can be pulled here)."""
-    made = await run("scripts/image.sh", "monitoring", within=900)
+    made = await run("scripts/image.sh", "monitoring", within=IMAGE_BUILD_TIMEOUT)
     images = dict(line.split("=", 1) for line in made.output.splitlines() if "_IMAGE=" in line)
     assert set(images) == {"PROMETHEUS_IMAGE", "ALERTMANAGER_IMAGE"}, made.output
     return images

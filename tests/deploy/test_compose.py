@@ -25,11 +25,12 @@ import pytest_asyncio
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
 from devnet.platform import Platform, buy, worker_env, write_env_file
-from tests.deploy.conftest import WorkerImage
+from tests.deploy.conftest import IMAGE_BUILD_TIMEOUT, WorkerImage
 from tests.support import free_port, until
 from tests.support.deploy import DEPLOY, WORKER_UID, compose_command, readme_command, run
 
-pytestmark = pytest.mark.e2e
+# The first test to ask for an image builds it: minutes on a machine where no base is cached yet.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(IMAGE_BUILD_TIMEOUT)]
 
 MAX_SECONDS_TO_JOINED = 60
 UP = "docker compose -f deploy/compose.yml up -d"
@@ -101,10 +102,10 @@ async def stack(
         **ports,
         **monitoring_images,
         "COMPOSE_PROJECT_NAME": name.replace("-compose", ""),
-        "IEXEC_WORKER_IMAGE": worker_image.tag,
-        "IEXEC_WORKER_ENV_FILE": str(await asyncio.to_thread(write_env_file, tmp_path / ".env", settings)),
+        "WORKER_IMAGE": worker_image.tag,
+        "WORKER_ENV_FILE": str(await asyncio.to_thread(write_env_file, tmp_path / ".env", settings)),
         "IEXEC_WORKER_BASE_DIR": str(base_dir),
-        "IEXEC_WORKER_WALLET_DIR": str(await _wallet(platform, tmp_path / "wallet")),
+        "WORKER_WALLET_DIR": str(await _wallet(platform, tmp_path / "wallet")),
     }
     prometheus = await asyncio.to_thread(
         _prometheus_config,

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.deploy.conftest import WorkerImage
+from tests.deploy.conftest import IMAGE_BUILD_TIMEOUT, WorkerImage
 from tests.support.deploy import WORKER_UID, run
 from worker.wallet import create_wallet
 
-pytestmark = pytest.mark.e2e
+# The first test to ask for an image builds it: minutes on a machine where no base is cached yet.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(IMAGE_BUILD_TIMEOUT)]
 
 MAX_IMAGE_MB = 300
 DEBIAN_BASE = "iexec-worker-base:"

@@ -23,7 +23,7 @@ import yaml
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO
 from devnet.platform import Platform, buy
-from tests.deploy.conftest import WorkerImage
+from tests.deploy.conftest import IMAGE_BUILD_TIMEOUT, WorkerImage
 from tests.support import free_port, until
 from tests.support.deploy import DEPLOY, WORKER_UID, readme_command, required_tool, run
 
@@ -171,6 +171,7 @@ def _wallets(folder: Path, ordinals: list[int]) -> Path:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(IMAGE_BUILD_TIMEOUT)
 async def test_the_wallet_init_container_copies_its_own_pair_and_names_a_missing_one(
     worker_image: WorkerImage, tmp_path: Path
 ) -> None:
@@ -202,6 +203,7 @@ async def test_the_wallet_init_container_copies_its_own_pair_and_names_a_missing
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(IMAGE_BUILD_TIMEOUT)
 async def test_the_base_dir_init_container_gives_a_new_folder_to_the_worker_and_leaves_a_used_one(
     worker_image: WorkerImage, tmp_path: Path
 ) -> None:
@@ -246,6 +248,7 @@ def _pod_environment(replacements: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(IMAGE_BUILD_TIMEOUT)
 async def test_a_worker_with_the_pods_security_context_joins_and_completes_a_task(
     worker_image: WorkerImage, platform: Platform, tmp_path: Path
 ) -> None:
