@@ -41,7 +41,8 @@ command -v promtool >/dev/null 2>&1 || need_lean+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_lean+=(prometheus-alertmanager)
 # Debian 12 has no docker-compose-plugin: its docker-compose package (v1) reads the same compose files.
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
-    if [ -n "$(apt-cache policy docker-compose-plugin 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v none)" ]; then
+    plugin=$(apt-cache policy docker-compose-plugin 2>/dev/null | sed -n 's/^ *Candidate: *//p')
+    if [ -n "$plugin" ] && [ "$plugin" != "(none)" ]; then
         need_lean+=(docker-compose-plugin)
     else
         need_lean+=(docker-compose)

@@ -109,9 +109,15 @@ dependency_wheels() {
 
 CONTEXT=""
 build_worker() {
-    local base wheels
+    local base wheels ours theirs
     [ -x .venv/bin/pip ] || die "no .venv: run make venv first"
     base=$(worker_base)
+    # Wheels with compiled parts are made for the Python that makes them: the base must run the same one.
+    ours=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    theirs=$(docker run --rm --network none --entrypoint python3 "$base" \
+        -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    [ "$ours" = "$theirs" ] || die "the wheels are made by the Python $ours of .venv but $base runs" \
+        "Python $theirs: pick a base with Python $ours (BASE_IMAGE=python:$ours-slim)"
     wheels=$(dependency_wheels)
     CONTEXT=$(mktemp -d "$CACHE/context.XXXXXX")
     trap 'rm -rf "$CONTEXT"' EXIT
