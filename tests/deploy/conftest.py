@@ -57,7 +57,7 @@ async def platform(tmp_path_factory: object) -> AsyncIterator[Platform]:
     base = Path(str(tmp_path_factory.mktemp("platform")))  # type: ignore[attr-defined]
     async with await DockerEngine.open() as engine:
         await ensure_images(engine)
-    up = await Platform.up(base, cache_dir=devnet_cache_dir(), workers=1, ask_for_replicate_period_ms=300)
+    up = await Platform.up(base, cache_dir=devnet_cache_dir(), workers=2, ask_for_replicate_period_ms=300)
     try:
         yield up
     finally:

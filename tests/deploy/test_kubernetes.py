@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kubernetes_validate
 import pytest
 import yaml
@@ -298,6 +299,17 @@ async def test_a_worker_with_the_pods_security_context_joins_and_completes_a_tas
             return record is not None and record.registered
 
         await until(joined, within=60, every=0.2, what="the pod-like worker joined")
+        # The kubelet's probes, by the manifest's paths: live, and ready once joined.
+        worker = _container("worker")
+        port = env["IEXEC_WORKER_PORT"]
+        async with aiohttp.ClientSession() as session:
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+
+                async def answers(path: str = worker[probe]["httpGet"]["path"]) -> bool:
+                    async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                        return response.status == 200
+
+                await until(answers, within=30, every=0.5, what=f"the {probe} answers 200")
         purchase = await buy(info, image=HELLO.tag, args="pod")
         task_id = purchase.task_ids[0]
         await until(

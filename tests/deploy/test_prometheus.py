@@ -1,6 +1,7 @@
 """The monitoring files under real tools: promtool and amtool checks, the alert rules' unit tests, and a real
 Prometheus (Debian's binary, on 127.0.0.1, a free port, its own data folder) scraping a worker that serves a
-real platform, where every query of every dashboard panel must return data.
+real platform, where every query of every dashboard panel must return data, and a worker that cannot reach
+its scheduler, which the never-joined alert must catch.
 """
 
 from __future__ import annotations
@@ -76,13 +77,14 @@ async def _serving(name: str, args: list[str], ready_url: str, log: Path) -> Asy
         await process.wait()
 
 
-def _config_for(folder: Path, worker_port: int, alertmanager_port: int) -> Path:
-    """The shipped configuration and rules, with this run's ports and a 1 s scrape."""
+def _config_for(folder: Path, worker_ports: list[int], alertmanager_port: int) -> Path:
+    """The shipped configuration and rules, with this run's workers and ports and a 1 s scrape."""
     folder.mkdir()
     shutil.copy(ALERTS, folder / ALERTS.name)
     text = PROMETHEUS_CONFIG.read_text()
+    targets = ", ".join(f'"127.0.0.1:{port}"' for port in worker_ports)
     for shipped, here in (
-        ("127.0.0.1:13100", f"127.0.0.1:{worker_port}"),
+        ('["127.0.0.1:13100"]', f"[{targets}]"),
         ("127.0.0.1:9093", f"127.0.0.1:{alertmanager_port}"),
         ("scrape_interval: 15s", "scrape_interval: 1s"),
         ("evaluation_interval: 15s", "evaluation_interval: 1s"),
@@ -107,8 +109,13 @@ def _panel_queries() -> dict[str, str]:
 async def test_every_dashboard_panel_shows_data_from_a_real_prometheus_scraping_a_worker(
     platform: Platform, tmp_path: Path
 ) -> None:
-    worker_port, prometheus_port, alertmanager_port = free_port(), free_port(), free_port()
-    config = await asyncio.to_thread(_config_for, tmp_path / "prometheus", worker_port, alertmanager_port)
+    worker_port, stuck_port = free_port(), free_port()
+    prometheus_port, alertmanager_port = free_port(), free_port()
+    config = await asyncio.to_thread(
+        _config_for, tmp_path / "prometheus", [worker_port, stuck_port], alertmanager_port
+    )
+    # A second worker whose scheduler never answers: it serves its metrics but cannot join.
+    stuck = {"IEXEC_WORKER_PORT": str(stuck_port), "IEXEC_CORE_URL": f"http://127.0.0.1:{free_port()}"}
     prometheus = f"http://127.0.0.1:{prometheus_port}"
     alertmanager_args = [
         f"--config.file={ALERTMANAGER_CONFIG}", f"--storage.path={tmp_path / 'alertmanager-data'}",
@@ -127,6 +134,7 @@ async def test_every_dashboard_panel_shows_data_from_a_real_prometheus_scraping_
         ),  # fmt: skip
         _serving("prometheus", prometheus_args, f"{prometheus}/-/ready", tmp_path / "prometheus.log"),
         running_worker(platform, 0, tmp_path / "worker", env={"IEXEC_WORKER_PORT": str(worker_port)}),
+        running_worker(platform, 1, tmp_path / "stuck", env=stuck),
         aiohttp.ClientSession() as session,
     ):
 
@@ -138,9 +146,9 @@ async def test_every_dashboard_panel_shows_data_from_a_real_prometheus_scraping_
                 return result
 
         async def scraped() -> bool:
-            return [sample["value"][1] for sample in await query('up{job="iexec-worker"}')] == ["1"]  # type: ignore[index]
+            return [sample["value"][1] for sample in await query('up{job="iexec-worker"}')] == ["1", "1"]  # type: ignore[index]
 
-        await until(scraped, within=60, every=0.5, what="Prometheus scrapes the worker")
+        await until(scraped, within=60, every=0.5, what="Prometheus scrapes both workers")
         purchase = await buy(platform.info(), image=HELLO.tag, args="dashboards")
         task_id = purchase.task_ids[0]
         await until(
@@ -172,6 +180,13 @@ async def test_every_dashboard_panel_shows_data_from_a_real_prometheus_scraping_
             "IexecWorkerNotJoined",
         }
         assert all(rule["health"] == "ok" for rule in rules), rules
+        # The worker that cannot join is stuck before joining (pending until the rule's 10 minutes are up).
+        async with session.get(f"{prometheus}/api/v1/alerts") as response:
+            alerts = (await response.json())["data"]["alerts"]
+        not_joined = [
+            a["labels"]["instance"] for a in alerts if a["labels"]["alertname"] == "IexecWorkerNotJoined"
+        ]
+        assert not_joined == [f"127.0.0.1:{stuck_port}"], alerts
         async with session.get(f"{prometheus}/api/v1/alertmanagers") as response:
             active = [m["url"] for m in (await response.json())["data"]["activeAlertmanagers"]]
         assert active == [f"http://127.0.0.1:{alertmanager_port}/api/v2/alerts"]

@@ -336,12 +336,23 @@ def systemd_unit(env_file: Path) -> str:
 
 
 def compose_service(env_file: Path) -> str:
+    """The README's steps for deploy/compose.yml, with this worker's files: its wallet, password and base dir."""
+    values = dict(
+        line.split("=", 1)
+        for line in env_file.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    wallet = values.get("IEXEC_WORKER_WALLET_PATH", "/secure/worker.json")
+    password = values.get("IEXEC_WORKER_WALLET_PASSWORD_FILE", "/secure/password")
+    base_dir = values.get("IEXEC_WORKER_BASE_DIR", "/var/lib/iexec-worker")
     return (
-        "# a service for deploy/compose.yml (image built with `make image`), then: docker compose up -d\n"
-        "services:\n  worker:\n    image: iexec-worker\n"
-        f"    env_file: {env_file.resolve()}\n    restart: unless-stopped\n"
-        "    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n"
-        "      - ${IEXEC_WORKER_BASE_DIR}:${IEXEC_WORKER_BASE_DIR}"
+        "# with deploy/compose.yml (worker, Prometheus, Alertmanager), from the top of the repository, as root:\n"
+        "make image\n"
+        "install -d -m 700 deploy/wallet\n"
+        f"cp {wallet} deploy/wallet/wallet.json && cp {password} deploy/wallet/password\n"
+        "chown -R 10001 deploy/wallet && chmod 600 deploy/wallet/*\n"
+        f"WORKER_ENV_FILE={env_file.resolve()} IEXEC_WORKER_BASE_DIR={base_dir} "
+        "docker compose -f deploy/compose.yml up -d"
     )
 
 
