@@ -71,6 +71,7 @@ def test_run_on_a_base_dir_it_cannot_write_exits_2_with_the_fix_and_no_traceback
         "POOL_ADDRESS=0x1111111111111111111111111111111111111111\n"
         f"IEXEC_WORKER_WALLET_PATH={wallet}\nIEXEC_WORKER_WALLET_PASSWORD_FILE={password}\n"
         f"IEXEC_WORKER_BASE_DIR={blocker}/base\nIEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT=2\n"
+        "IEXEC_WORKER_HTTP_HOST=127.0.0.1\nIEXEC_WORKER_PORT=0\n"
     )
     result = cli("run", "--env-file", str(env_file))
     assert result.returncode == 2, result.stderr

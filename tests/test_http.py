@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import aiohttp
+import pytest
 
 from tests.support import serving_app
-from worker.http import create_http_app
+from worker.http import HttpServer, create_http_app
 from worker.membership import Health
 from worker.membership.health import StartStage
 from worker.membership.status import Identity, StatusView
 from worker.metrics import Metrics
+from worker.protocol.errors import ConfigurationError
 
 
 async def test_probes_page_and_status_document() -> None:
@@ -42,3 +45,15 @@ async def test_probes_page_and_status_document() -> None:
             assert response.content_type == "application/javascript"
         async with session.get(f"{base}/api/status") as response:
             assert (await response.json())["worker"]["ready"] is True
+
+
+async def test_a_port_already_taken_is_a_configuration_error_naming_the_setting() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = HttpServer(create_http_app(Metrics(), Health()), "127.0.0.1", port)
+        with pytest.raises(
+            ConfigurationError, match=rf"IEXEC_WORKER_PORT={port} on IEXEC_WORKER_HTTP_HOST=127.0.0.1"
+        ):
+            await server.start()

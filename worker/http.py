@@ -29,6 +29,7 @@ from worker import __version__
 from worker.membership import Health
 from worker.membership.status import StatusView
 from worker.metrics import Metrics
+from worker.protocol.errors import ConfigurationError
 
 STATIC_FILES = {
     "/status": ("status.html", "text/html"),
@@ -129,7 +130,15 @@ class HttpServer:
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            # A port taken by another process is the operator's to fix: exit 2 with the fix, no traceback.
+            raise ConfigurationError(
+                f"IEXEC_WORKER_PORT={self._port} on IEXEC_WORKER_HTTP_HOST={self._host}: {exc.strerror or exc}; "
+                "stop what listens there or choose another port"
+            ) from None
         server = site._server
         if server is not None and self._port == 0:
             sockets = getattr(server, "sockets", None) or []
