@@ -7,15 +7,21 @@ against the development scheduler live with the devnet.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import secrets
 from datetime import timedelta
 
 import aiohttp
 import pytest
+import rlp  # type: ignore[import-untyped]
+from eth_account._utils.legacy_transactions import serializable_unsigned_transaction_from_dict
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 
 from tests.support.scheduler_fake import PUBLIC_CONFIGURATION, FakeCore
+from worker.protocol.crypto import NotALoginChallenge, is_login_challenge, login_hash, sign_login_challenge
 from worker.protocol.errors import SchedulerError
 from worker.protocol.models import (
     ChainReceipt,
@@ -276,3 +282,39 @@ async def test_unreachable_scheduler_update_is_retried_until_the_deadline(
     with pytest.raises(SchedulerError, match="gave up at the deadline") as caught:
         await client.update_status(TASK, update, deadline=10.0)
     assert caught.value.status is None
+
+
+def _unsigned_transfer() -> tuple[str, str]:
+    """RLP of an unsigned EIP-155 transfer, as hex text, and the hash a wallet signs to send it."""
+    tx = serializable_unsigned_transaction_from_dict(
+        {"nonce": 0, "gasPrice": 10**9, "gas": 21000, "to": HexStr("0x" + "66" * 20), "value": 10**18, "data": b"",
+         "chainId": 134}
+    )  # fmt: skip
+    return "0x" + rlp.encode(tx).hex(), "0x" + tx.hash().hex()
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    ["transaction", "0x" + "ab" * 32, "k3J+Zq9/AbCdEfGh0123456789xyzXYZ+/abcdefghJ=", "A" * 44, ""],
+)
+async def test_login_refuses_to_sign_what_is_not_a_challenge(
+    client: SchedulerClient, core: FakeCore, challenge: str
+) -> None:
+    if challenge == "transaction":
+        challenge, tx_hash = _unsigned_transfer()
+        # Without the shape check the worker's raw login signature would sign this transfer.
+        assert login_hash(challenge) == tx_hash
+    core.challenge_text = challenge
+
+    with pytest.raises(SchedulerError, match=r"not a login challenge .* nothing was signed"):
+        await client.login()
+
+    assert core.count("POST /workers/login") == 0
+    assert not client.logged_in
+
+
+def test_the_challenge_shape_is_what_the_scheduler_issues() -> None:
+    for _ in range(50):
+        assert is_login_challenge(base64.b64encode(secrets.token_bytes(32)).decode())
+    with pytest.raises(NotALoginChallenge):
+        sign_login_challenge("0x" + "ab" * 32, "0x" + "11" * 32)

@@ -56,6 +56,8 @@ class FakeCore:
     ping_answer: str = keccak_hex("0x" + PUBLIC_CONFIGURATION.lombok_string().encode().hex())
     missing_content_type: int = 0
     url: str = ""
+    # When set, served as the challenge instead of a real one (an impostor's choice of what to sign).
+    challenge_text: str | None = None
 
     def restart(self) -> None:
         """The scheduler's JWT key lives in its memory: after a restart no old token is valid."""
@@ -109,6 +111,8 @@ class FakeCore:
         wallet = request.query["walletAddress"]
         if self.whitelist is not None and wallet not in self.whitelist:
             return web.Response(status=401)
+        if self.challenge_text is not None:
+            return web.Response(text=self.challenge_text)
         # Base64 of 32 random bytes, as the real scheduler: the client must hash it web3j's odd way.
         challenge = self.challenges.setdefault(wallet, base64.b64encode(secrets.token_bytes(32)).decode())
         return web.Response(text=challenge)

@@ -8,6 +8,10 @@ hash and seal, authorization).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_keys.datatypes import PrivateKey, Signature
@@ -99,12 +103,47 @@ def java_hex_decode(text: str) -> bytes:
     return bytes(out)
 
 
+# iexec-core ``ChallengeService``: standard Base64, with padding, of 32 random bytes.
+LOGIN_CHALLENGE_BYTES = 32
+_LOGIN_CHALLENGE = re.compile(r"^[A-Za-z0-9+/]{43}=$")
+
+
+class NotALoginChallenge(ValueError):
+    """The text to sign at login is not shaped like a scheduler challenge; nothing was signed."""
+
+
+def is_login_challenge(text: str) -> bool:
+    """True for exactly what the scheduler issues: 44 characters of canonical Base64 of 32 bytes.
+
+    The login signature is raw (no EIP-191 prefix), so the worker's key would sign any 32-byte hash
+    a scheduler chose. Hashing a 44-character Base64 string the web3j way gives keccak of 22 bytes,
+    which can be neither a transaction (its RLP holds a 20-byte address and more) nor an EIP-191 or
+    EIP-712 message (2-byte prefix plus at least 32 bytes): the shape check is what makes the raw
+    signature harmless.
+    """
+    if not _LOGIN_CHALLENGE.match(text):
+        return False
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    # Canonical only: the unused low bits of the last character must be zero.
+    return len(raw) == LOGIN_CHALLENGE_BYTES and base64.b64encode(raw).decode() == text
+
+
 def login_hash(challenge: str) -> str:
     return to_hex(keccak(java_hex_decode(challenge)))
 
 
 def sign_login_challenge(challenge: str, private_key: bytes | str) -> str:
-    """Raw secp256k1 signature over keccak256(javaHexDecode(challenge)): no EIP-191 prefix."""
+    """Raw secp256k1 signature over keccak256(javaHexDecode(challenge)): no EIP-191 prefix.
+
+    Raises ``NotALoginChallenge`` (and signs nothing) unless ``challenge`` has the scheduler's shape.
+    """
+    if not is_login_challenge(challenge):
+        raise NotALoginChallenge(
+            f"login challenge of {len(challenge)} characters is not Base64 of {LOGIN_CHALLENGE_BYTES} bytes"
+        )
     key = PrivateKey(to_bytes(private_key) if isinstance(private_key, str) else private_key)
     sig = key.sign_msg_hash(to_bytes(login_hash(challenge)))
     return to_hex(sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27]))

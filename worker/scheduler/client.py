@@ -23,7 +23,7 @@ import aiohttp
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, ValidationError
 
-from worker.protocol.crypto import sign_login_challenge
+from worker.protocol.crypto import LOGIN_CHALLENGE_BYTES, is_login_challenge, sign_login_challenge
 from worker.protocol.errors import SchedulerError
 from worker.protocol.models import (
     PublicChainConfig,
@@ -156,7 +156,16 @@ class SchedulerClient:
                 status=401,
             )
         _check(status, challenge, "GET /workers/challenge")
-        signature = sign_login_challenge(challenge.strip(), bytes(self._account.key))
+        challenge = challenge.strip()
+        if not is_login_challenge(challenge):
+            # The signature is raw: signing what an impostor chose could sign one of its transactions.
+            raise SchedulerError(
+                f"GET /workers/challenge: the scheduler at {self.base_url} answered {len(challenge)} characters "
+                f"that are not a login challenge (Base64 of {LOGIN_CHALLENGE_BYTES} bytes); nothing was signed. "
+                "Check that IEXEC_CORE_URL points to a genuine iexec-core",
+                status=status,
+            )
+        signature = sign_login_challenge(challenge, bytes(self._account.key))
         status, jwt = await self._send(
             "POST", self.base_url + "/workers/login", params=params, body=Signature(value=signature).to_json()
         )
