@@ -29,6 +29,7 @@ from worker.result import (
     ResultFolderUnreadable,
     ResultNotUploaded,
     ResultZipFailed,
+    UnsafeResultPath,
 )
 
 ANY: Final = None
@@ -53,6 +54,7 @@ CAUSES: Final[tuple[tuple[Stage | None, type[WorkerError], Cause], ...]] = (
     (ANY, ResultDigestUnavailable, Cause.DETERMINISM_HASH_NOT_FOUND),
     (ANY, ResultFileNameTooLong, Cause.POST_COMPUTE_TOO_LONG_RESULT_FILE_NAME),
     (ANY, ResultFolderUnreadable, Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE),
+    (ANY, UnsafeResultPath, Cause.POST_COMPUTE_FAILED_UNKNOWN_ISSUE),
     (ANY, ResultZipFailed, Cause.POST_COMPUTE_OUT_FOLDER_ZIP_FAILED),
     (ANY, ResultNotUploaded, Cause.RESULT_LINK_MISSING),
 )

@@ -64,7 +64,9 @@ from worker.replicate.tee_work import TeeWork
 from worker.result import (
     ZIP_NAME,
     ResultError,
+    UnsafeResultPath,
     compute_result_digest_async,
+    move_into,
     read_computed_file,
     run_standard_post_compute_async,
     write_error_result,
@@ -465,7 +467,7 @@ class TaskWork:
         for name in (STDOUT_FILE, STDERR_FILE):
             try:
                 await asyncio.to_thread(_place_log, log_dir / name, iexec_out / name)
-            except OSError as exc:
+            except (OSError, UnsafeResultPath) as exc:
                 # As the reference: a log that cannot be written is logged, the post-compute goes on.
                 log.warning("%s: cannot write %s into the result: %s", task_id, name, exc)
         return True
@@ -689,6 +691,8 @@ def _precheck_message(cause: ReplicateStatusCause, description: TaskDescription)
 
 def _prepare_folders(task_dir: Path) -> None:
     (task_dir / "input").mkdir(parents=True, exist_ok=True)
+    # Only the worker walks the task folder; the app sees its two mounts, whatever the modes above them.
+    os.chmod(task_dir, 0o700)
     iexec_out = task_dir / "output" / "iexec_out"
     # A rerun after a restart starts from empty output and log folders: a digest must never mix two runs.
     for leftover in (iexec_out, task_dir / LOGS_DIR):
@@ -711,11 +715,11 @@ def _reset_output(output: Path) -> None:
 def _place_log(source: Path, target: Path) -> None:
     """Move a whole, non-empty log into iexec_out, replacing what the app left under that name.
 
-    A rename never follows a link the app may have put at ``target``: the link itself is replaced.
+    The helper renames without following a link the app may have put at ``target``, and refuses a folder.
     """
     if source.stat().st_size == 0:
         return
-    os.replace(source, target)
+    move_into(target.parent, target.name, source)
 
 
 def _read_logs(log_dir: Path) -> tuple[str, str]:

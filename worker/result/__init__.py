@@ -37,6 +37,7 @@ from worker.result.errors import (
     ResultNotUploaded,
     ResultZipFailed,
 )
+from worker.result.safe_write import UnsafeResultPath, create_new_file, move_into, write_new_file
 from worker.result.upload import (
     ETHEREUM_STORAGE,
     IPFS_STORAGE,
@@ -68,15 +69,18 @@ __all__ = [
     "ResultNotUploaded",
     "ResultProxyError",
     "ResultZipFailed",
+    "UnsafeResultPath",
     "callback_result_digest",
     "check_file_names",
     "compute_result_digest",
     "compute_result_digest_async",
     "copy_computed_file",
+    "create_new_file",
     "directory_digest",
     "error_result_text",
     "get_ipfs_hash",
     "get_token",
+    "move_into",
     "parse_computed_file",
     "read_computed_file",
     "result_link",
@@ -87,5 +91,6 @@ __all__ = [
     "upload_result",
     "web2_result_digest",
     "write_error_result",
+    "write_new_file",
     "zip_folder",
 ]

@@ -36,6 +36,7 @@ from worker.result.errors import (
     ResultFolderUnreadable,
     ResultZipFailed,
 )
+from worker.result.safe_write import create_new_file, write_new_file
 
 ZIP_NAME = "iexec_out.zip"
 MAX_RESULT_FILE_NAME_LENGTH = 31
@@ -98,7 +99,7 @@ def zip_folder(folder: Path, zip_path: Path, *, max_bytes: int | None = None) ->
     Raises ``ResultZipFailed``, also when ``max_bytes`` would be exceeded.
     """
     try:
-        with open(zip_path, "wb") as raw:
+        with create_new_file(zip_path.parent, zip_path.name) as raw:
             sink = _CappedWriter(raw, max_bytes)
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 entries = sorted(_walk(folder), key=lambda item: item[1])
@@ -121,14 +122,7 @@ def copy_computed_file(source: Path, destination: Path) -> None:
     if not os.path.lexists(source):
         raise ComputedFileMissing(f"{source}: the app wrote no computed.json")
     data = read_bounded_regular_file(source, MAX_COMPUTED_FILE_BYTES, ComputedFileInvalid)
-    tmp = destination.with_name(destination.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, destination)
-    except OSError as exc:
-        raise ComputedFileInvalid(
-            f"{destination}: cannot be written ({exc})",
-        ) from exc
+    write_new_file(destination.parent, destination.name, data)
 
 
 def _add_entry(archive: zipfile.ZipFile, entry: os.DirEntry[str], relative: str) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.result.errors import ComputedFileInvalid, ResultError
+from worker.result.safe_write import write_new_file
 
 COMPUTED_FILE_NAME = "computed.json"
 ERROR_FILE_NAME = "error.txt"
@@ -112,16 +113,7 @@ def write_error_result(
     """
     computed = ComputedFile(deterministic_output_path=f"/{IEXEC_OUT}/{ERROR_FILE_NAME}")
     iexec_out.mkdir(parents=True, exist_ok=True)
-    _replace_file(iexec_out / ERROR_FILE_NAME, error_result_text(status, causes).encode())
-    _replace_file(iexec_out / COMPUTED_FILE_NAME, computed.to_json().encode())
+    # Whatever sits under these names (possibly a link planted by an app) is replaced, never written through.
+    write_new_file(iexec_out, ERROR_FILE_NAME, error_result_text(status, causes).encode())
+    write_new_file(iexec_out, COMPUTED_FILE_NAME, computed.to_json().encode())
     return computed
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    # Whatever sits at ``path`` (possibly a link planted by an app) is removed, never written through.
-    path.unlink(missing_ok=True)
-    fd = os.open(
-        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644
-    )
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
