@@ -28,6 +28,7 @@ def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subpr
 def test_wallet_import_then_show(tmp_path: Path) -> None:
     password = tmp_path / "password"
     password.write_text("correct horse battery staple\n")
+    password.chmod(0o600)
     wallet = tmp_path / "wallet.json"
     imported = cli(
         "wallet", "import", "--wallet", str(wallet), "--password-file", str(password), stdin=KEY + "\n"

@@ -30,6 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def wallet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     keystore = tmp_path / "wallet.json"
     keystore.write_text("{}")
+    keystore.chmod(0o600)
     monkeypatch.setenv("POOL_ADDRESS", POOL)
     monkeypatch.setenv("IEXEC_WORKER_WALLET_PATH", str(keystore))
     monkeypatch.setenv("IEXEC_WORKER_WALLET_PASSWORD", "s3cret-password")
@@ -44,6 +45,7 @@ def test_defaults_are_those_of_the_reference_worker(wallet_env: Path) -> None:
     assert settings.node.name == "worker"
     assert settings.node.base_dir == Path("/tmp/iexec-worker")
     assert settings.node.port == 13100
+    assert settings.node.http_host == "127.0.0.1"  # unauthenticated endpoints: loopback unless asked
     assert settings.node.gpu_enabled is False
     assert settings.node.metrics_window_size == 1000
     assert settings.node.protocol_version == "9.2.0"
@@ -168,6 +170,7 @@ def test_password_from_file(monkeypatch: pytest.MonkeyPatch, wallet_env: Path, t
     monkeypatch.delenv("IEXEC_WORKER_WALLET_PASSWORD")
     secret = tmp_path / "password"
     secret.write_text("from-a-file\n")
+    secret.chmod(0o600)
     monkeypatch.setenv("IEXEC_WORKER_WALLET_PASSWORD_FILE", str(secret))
 
     assert load_settings(host_cpus=2).wallet_password.get_secret_value() == "from-a-file"

@@ -72,6 +72,7 @@ async def test_missing_or_foreign_file_names_the_variable(tmp_path: Path) -> Non
         await load_wallet(tmp_path / "none.json", PASSWORD)
     other = tmp_path / "other.json"
     other.write_text('{"hello": "world"}')
+    other.chmod(0o600)
     with pytest.raises(ConfigurationError, match="not an encrypted V3 keystore"):
         show_wallet(other)
 
@@ -102,6 +103,7 @@ def test_private_key_and_password_sources(tmp_path: Path) -> None:
 
     secret = tmp_path / "password"
     secret.write_text("from-file\n")
+    secret.chmod(0o600)
     assert read_password(password_file=secret).get_secret_value() == "from-file"
     assert read_password(password=PASSWORD, password_file=secret) == PASSWORD
     with pytest.raises(ConfigurationError, match="no wallet password"):
@@ -153,3 +155,46 @@ def test_a_base_dir_the_worker_cannot_write_is_a_configuration_error(tmp_path: P
     blocker.write_text("a file where the base dir should be")
     with pytest.raises(ConfigurationError, match=rf"IEXEC_WORKER_BASE_DIR={blocker}/base: cannot write"):
         WalletLock(blocker / "base", ADDRESS).acquire()
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604])
+async def test_wallet_files_open_to_group_or_others_are_refused_with_the_fix(
+    tmp_path: Path, mode: int
+) -> None:
+    keystore = tmp_path / "wallet.json"
+    import_wallet(keystore, PASSWORD, KEY)
+    password = tmp_path / "password"
+    password.write_text(PASSWORD.get_secret_value())
+    password.chmod(0o600)
+    keystore.chmod(mode)
+    with pytest.raises(ConfigurationError, match=rf"IEXEC_WORKER_WALLET_PATH=.*: .*chmod 600 {keystore}"):
+        await load_wallet(keystore, PASSWORD)
+    keystore.chmod(0o600)
+    password.chmod(mode)
+    with pytest.raises(
+        ConfigurationError, match=rf"IEXEC_WORKER_WALLET_PASSWORD_FILE=.*chmod 600 {password}"
+    ):
+        read_password(password_file=password)
+    password.chmod(0o400)
+    assert read_password(password_file=password) == PASSWORD
+
+
+def test_keystores_the_worker_writes_are_private(tmp_path: Path) -> None:
+    keystore = tmp_path / "wallet.json"
+    import_wallet(keystore, PASSWORD, KEY)
+    assert keystore.stat().st_mode & 0o077 == 0
+
+
+def test_a_protected_process_writes_no_core_dump_and_is_not_dumpable() -> None:
+    """In a child process, so the test runner itself is left as it was."""
+    probe = (
+        "import resource, ctypes, ctypes.util\n"
+        "from worker.wallet import protect_process\n"
+        "protect_process()\n"
+        "libc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
+        "print(resource.getrlimit(resource.RLIMIT_CORE), libc.prctl(3, 0, 0, 0, 0))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "(0, 0) 0"  # PR_GET_DUMPABLE (3) answers 0

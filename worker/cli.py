@@ -41,10 +41,13 @@ def _wallet_path(args: argparse.Namespace) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.app import run_worker
-    from worker.config import load_settings
+    from worker.config import load_settings, scrub_environment
     from worker.logs import setup_logging
+    from worker.wallet import protect_process
 
+    protect_process()
     settings = load_settings(Path(args.env_file) if args.env_file else Path(".env"))
+    scrub_environment()
     setup_logging(settings.log.level, json_lines=settings.log.json_logs)
     return asyncio.run(run_worker(settings))
 

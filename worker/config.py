@@ -33,9 +33,10 @@ from yarl import URL
 from worker import PROTOCOL_VERSION
 from worker.data import DEFAULT_IPFS_GATEWAYS
 from worker.protocol.errors import ConfigurationError
+from worker.protocol.redact import display_origin, redact, register_secret, register_url_secrets
 from worker.protocol.tee import SgxDriverMode
 from worker.proxy import DEFAULT_NON_PROXY_HOSTS, ProxyRoutes
-from worker.wallet import read_password
+from worker.wallet import check_private_file, read_password
 
 DEFAULT_ENV_FILE = Path(".env")
 MIN_HOST_CPUS = 2
@@ -58,7 +59,10 @@ class _Subsystem(BaseSettings):
 def _http_url(value: str, key: str) -> str:
     url = URL(value.strip())
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{value!r} is not an http(s) URL; set {key} like http://localhost:13000")
+        # The origin only: a node URL's path or query may hold an API key.
+        raise ValueError(
+            f"{display_origin(value)!r} is not an http(s) URL; set {key} like http://localhost:13000"
+        )
     return str(url).rstrip("/")
 
 
@@ -124,9 +128,10 @@ class NodeSettings(_Subsystem):
         description="Announce a GPU; the scheduler then gives this worker one task at a time.",
     )
     http_host: str = Field(
-        "0.0.0.0",
+        "127.0.0.1",
         validation_alias="IEXEC_WORKER_HTTP_HOST",
-        description="(this worker) Interface the health and metrics endpoints listen on.",
+        description="(this worker) Interface the health and metrics endpoints listen on; they have no "
+        "authentication, so loopback by default (the container image sets 0.0.0.0 for Prometheus).",
     )
     port: int = Field(
         13100,
@@ -802,6 +807,9 @@ def load_settings(
             "Run it on a bigger machine, or set IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT to accept it"
         )
     available = node.override_available_cpu_count or max(cpus - 1, 1)
+    wallet_path = _wallet_path(wallet)
+    password = _wallet_password(wallet)
+    _keep_secrets(password, docker, parts["ChainSettings"], parts["TeeSettings"])
     return Settings(
         scheduler=scheduler,
         node=node,
@@ -814,9 +822,40 @@ def load_settings(
         log=parts["LogSettings"],
         proxy=parts["ProxySettings"],
         available_cpu_count=available,
-        wallet_path=_wallet_path(wallet),
-        wallet_password=_wallet_password(wallet),
+        wallet_path=wallet_path,
+        wallet_password=password,
     )
+
+
+# Read once by load_settings, then taken out of the environment by scrub_environment.
+SECRET_KEYS = (
+    "IEXEC_WORKER_WALLET_PASSWORD",
+    "IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_0",
+    "IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_1",
+    "IEXEC_WORKER_SCONTAIN_REGISTRY_PASSWORD",
+)
+
+
+def _keep_secrets(
+    password: SecretStr, docker: DockerSettings, chain: ChainSettings, tee: TeeSettings
+) -> None:
+    """Register every secret for redaction: no log line, error or /health shows it."""
+    register_secret(password.get_secret_value())
+    for secret in (docker.registry_password_0, docker.registry_password_1, tee.scontain_registry_password):
+        register_secret(secret.get_secret_value() if secret else None)
+    for url in [chain.override_blockchain_node_address or "", *chain.blockchain_node_addresses]:
+        if url:
+            register_url_secrets(url)
+
+
+def scrub_environment() -> list[str]:
+    """Take the secrets read by :func:`load_settings` out of the process environment; returns their keys.
+
+    The worker's child processes (keystore decryption, anything started later) and a reader of
+    ``/proc/<pid>/environ`` then never see them.
+    """
+    removed = [key for key in SECRET_KEYS if os.environ.pop(key, None) is not None]
+    return removed
 
 
 def _reject_unknown_keys(keys: list[str], env_file: Path | None) -> None:
@@ -844,8 +883,9 @@ def _describe(exc: ValidationError) -> list[str]:
         if not key:  # a check across several keys names them in its message
             lines.append(message)
             continue
-        shown = "" if "PASSWORD" in key or error["type"] == "value_error" else f"={error['input']!r}"
-        lines.append(f"{key}{shown}: {message}")
+        secret = any(word in key for word in ("PASSWORD", "NODE_ADDRESS"))
+        shown = "" if secret or error["type"] == "value_error" else f"={error['input']!r}"
+        lines.append(redact(f"{key}{shown}: {message}"))
     return lines
 
 
@@ -877,6 +917,7 @@ def _wallet_path(wallet: WalletSettings) -> Path:
             f"IEXEC_WORKER_WALLET_PATH={wallet.path}: no such file; "
             "create one with `iexec-worker wallet create` or fix the path"
         )
+    check_private_file(wallet.path, "IEXEC_WORKER_WALLET_PATH")
     return wallet.path
 
 

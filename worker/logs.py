@@ -1,4 +1,8 @@
-"""Logging set-up: one line per event, human-readable by default, JSON lines for clusters."""
+"""Logging set-up: one line per event, human-readable by default, JSON lines for clusters.
+
+Every line goes through ``worker.protocol.redact.redact`` on its way out, whoever logged it: a library
+that quotes a node URL with its API key, or an exception carrying a signed URL, shows neither.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from worker.protocol.redact import redact
+
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -16,13 +22,13 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         task_id = getattr(record, "task_id", None)
         if task_id:
             entry["chainTaskId"] = task_id
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, separators=(",", ":"))
 
 
@@ -32,7 +38,7 @@ class _TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         task_id = getattr(record, "task_id", None)
-        line = super().format(record)
+        line = redact(super().format(record))
         return f"{line} [task {task_id}]" if task_id else line
 
 

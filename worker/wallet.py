@@ -2,19 +2,26 @@
 
 Two workers on one wallet would race on nonces and contribute twice to the same task, so a worker
 holds an exclusive ``flock`` keyed by its wallet address for as long as it runs. The key and the
-password are never printed nor logged; errors name the file, never the secret.
+password are never printed nor logged; errors name the file, never the secret. The keystore and the
+password file must be private to their owner (no group or other permission bit), and the process that
+holds the key writes no core dump and cannot be attached to by other processes of the same user
+(:func:`protect_process`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import getpass
 import json
 import multiprocessing
 import os
 import re
+import resource
+import stat
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,6 +35,37 @@ from pydantic import SecretStr
 from worker.protocol.errors import ConfigurationError
 
 _PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_PR_SET_DUMPABLE = 4  # linux/prctl.h
+
+
+def protect_process() -> None:
+    """No core dump of this process (it holds the wallet key), and no ptrace or /proc/<pid>/mem by peers.
+
+    RLIMIT_CORE 0 is inherited by child processes; ``PR_SET_DUMPABLE`` 0 (Linux) also makes the
+    process's /proc files root-only. Each step is best effort where the platform lacks it.
+    """
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        libc_name = ctypes.util.find_library("c")
+        if libc_name:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def check_private_file(path: Path, key: str) -> None:
+    """Refuse a wallet secret file that its group or other users may read or write (fix in the message)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return  # the read that follows names the problem
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"{key}={path}: group or other users have access to it (mode {mode:04o}); a wallet secret must be "
+            f"private to the worker's user: chmod 600 {path}"
+        )
+
+
 _ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{40}$")
 
 
@@ -74,7 +112,9 @@ async def load_wallet(path: Path, password: SecretStr) -> LocalAccount:
     keystore = await asyncio.to_thread(_read_keystore, path)
     loop = asyncio.get_running_loop()
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=protect_process
+        ) as pool:
             key = await loop.run_in_executor(pool, _decrypt, keystore, password.get_secret_value())
     except ValueError as exc:
         # eth_account says "MAC mismatch" for a wrong password; other ValueErrors are damaged files.
@@ -106,6 +146,7 @@ def read_password(
     if password is not None:
         return password
     if password_file is not None:
+        check_private_file(password_file, "IEXEC_WORKER_WALLET_PASSWORD_FILE")
         try:
             text = password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
@@ -217,6 +258,7 @@ def _read_pid(fd: int) -> str:
 
 
 def _read_keystore(path: Path) -> dict[str, Any]:
+    check_private_file(path, "IEXEC_WORKER_WALLET_PATH")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

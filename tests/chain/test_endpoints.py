@@ -15,8 +15,9 @@ from devnet.contracts import Devnet
 from devnet.toolkit import Toolkit
 from tests.support import free_port
 from tests.support.chain import RecordingObserver, new_tasks
-from worker.chain.client import ChainClient, redact
+from worker.chain.client import ChainClient
 from worker.chain.errors import TaskNotFound
+from worker.protocol.redact import display_origin
 
 pytestmark = pytest.mark.e2e
 
@@ -58,5 +59,8 @@ async def test_a_node_lagging_behind_the_others_is_not_used(net: Devnet, tmp_pat
 
 
 def test_endpoint_names_never_carry_a_secret() -> None:
-    assert redact("https://user:pw@rpc.example.com/v3/0123456789abcdef?key=x") == "https://rpc.example.com"
-    assert redact("http://127.0.0.1:8545/secret") == "http://127.0.0.1:8545"
+    assert (
+        display_origin("https://user:pw@rpc.example.com/v3/0123456789abcdef?key=x")
+        == "https://rpc.example.com"
+    )
+    assert display_origin("http://127.0.0.1:8545/secret") == "http://127.0.0.1:8545"

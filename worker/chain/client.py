@@ -28,7 +28,6 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
 from web3.types import BlockIdentifier, FilterParams, LogReceipt, TxData, TxParams, TxReceipt, Wei
-from yarl import URL
 
 from worker.chain.abi import HUB_ABI, WORKERPOOL_ABI
 from worker.chain.errors import ContractReverted, NonceTooLow, TaskNotFound
@@ -49,6 +48,7 @@ from worker.chain.multiaddr import multiaddr_to_uri
 from worker.chain.observer import ChainObserver, NullObserver
 from worker.protocol.crypto import ZERO_ADDRESS, checksum, to_bytes, to_hex
 from worker.protocol.errors import ChainError, ConfigurationError
+from worker.protocol.redact import display_origin, redact, register_url_secrets
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus
 from worker.protocol.tee import tee_framework
 
@@ -71,13 +71,6 @@ def _revert_reason(exc: ContractLogicError) -> str | None:
     return reason or None
 
 
-def redact(rpc_url: str) -> str:
-    """scheme://host:port of an RPC URL: paths, queries and user info often carry an API key."""
-    url = URL(rpc_url)
-    port = f":{url.explicit_port}" if url.explicit_port else ""
-    return f"{url.scheme}://{url.host}{port}"
-
-
 @dataclass(eq=False)
 class Endpoint:
     """One JSON-RPC node; ``label`` (its position in the list) names it in metrics."""
@@ -96,7 +89,7 @@ class Endpoint:
 
     @property
     def display(self) -> str:
-        return redact(self.url)
+        return display_origin(self.url)
 
 
 class ChainClient:
@@ -145,9 +138,11 @@ class ChainClient:
         """
         urls = [rpc_urls] if isinstance(rpc_urls, str) else list(dict.fromkeys(rpc_urls))
         for url in urls:
+            # Its path or query may hold an API key: never in a log line, an error or /health.
+            register_url_secrets(url)
             if not url.startswith(("http://", "https://")):
                 raise ConfigurationError(
-                    f"chain node URL {redact(url)!r}: expected an http:// or https:// URL"
+                    f"chain node URL {display_origin(url)!r}: expected an http:// or https:// URL"
                 )
 
         def provider(url: str) -> AsyncHTTPProvider:
@@ -225,7 +220,7 @@ class ChainClient:
             if not isinstance(exc, _ANSWERS):
                 ep.failed_at = time.monotonic()
                 self.observer.rpc_error(ep.label)
-            raise ChainError(f"{what} on {ep.display}: {exc}") from exc
+            raise ChainError(f"{what} on {ep.display}: {redact(str(exc))}") from exc
 
     async def _rpc(self, what: str, call: Callable[[Endpoint], Awaitable[T]]) -> T:
         """``call`` on the preferred endpoint, then on the next ones while the transport fails."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from worker.protocol.redact import redact
+
 
 class StartStage(StrEnum):
     STARTING = "starting"
@@ -92,6 +94,7 @@ class Health:
             "outOfGas": self.out_of_gas,
             "pushChannelConnected": self.push_connected,
             "uptimeSeconds": round(now - self.started_at, 1),
-            "problems": dict(self.problems),
+            # Problems quote errors, which quote URLs: /health is unauthenticated.
+            "problems": {key: redact(text) for key, text in self.problems.items()},
         }
         return alive, body
