@@ -318,3 +318,50 @@ def test_the_challenge_shape_is_what_the_scheduler_issues() -> None:
         assert is_login_challenge(base64.b64encode(secrets.token_bytes(32)).decode())
     with pytest.raises(NotALoginChallenge):
         sign_login_challenge("0x" + "ab" * 32, "0x" + "11" * 32)
+
+
+async def test_an_offer_with_a_malformed_task_id_is_a_scheduler_error_not_a_crash(
+    client: SchedulerClient, core: FakeCore, account: LocalAccount
+) -> None:
+    body = json.loads(summary(account.address.lower()))
+    body["workerpoolAuthorization"]["chainTaskId"] = "0x" + "zz" * 32
+    core.available = (200, json.dumps(body))
+
+    with pytest.raises(SchedulerError, match="chainTaskId"):
+        await client.ask_for_replicate(1)
+
+
+async def test_task_ids_are_normalised_once_where_they_are_read(
+    client: SchedulerClient, core: FakeCore, account: LocalAccount
+) -> None:
+    body = json.loads(summary(account.address.lower()))
+    body["workerpoolAuthorization"]["chainTaskId"] = TASK.upper().replace("0X", "0x")
+    core.available = (200, json.dumps(body))
+    core.computing = json.dumps([TASK.upper().replace("0X", "0x")])
+
+    offer = await client.ask_for_replicate(1)
+
+    assert offer is not None
+    assert offer.workerpool_authorization.chain_task_id == TASK
+    assert await client.get_computing_tasks() == [TASK]
+
+
+async def test_one_malformed_interrupted_notification_does_not_hide_the_others(
+    client: SchedulerClient, core: FakeCore, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = {"chainTaskId": TASK, "workersAddress": [], "taskNotificationType": "PLEASE_CONTINUE"}
+    core.interrupted = json.dumps(
+        [{**good, "chainTaskId": "not-a-task"}, {**good, "taskNotificationType": "PLEASE_EXPLODE"}, good]
+    )
+
+    notifications = await client.get_interrupted(1)
+
+    assert [n.chain_task_id for n in notifications] == [TASK]
+    assert caplog.text.count("unreadable notification skipped") == 2
+
+
+async def test_an_endless_answer_is_cut_at_the_limit(client: SchedulerClient, core: FakeCore) -> None:
+    core.computing = json.dumps(["0x" + "00" * 32] * 80_000)  # about 5.5 MB, above the 4 MiB bound
+
+    with pytest.raises(SchedulerError, match="larger than"):
+        await client.get_computing_tasks()

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -27,7 +28,16 @@ from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
-from web3.types import BlockIdentifier, FilterParams, LogReceipt, TxData, TxParams, TxReceipt, Wei
+from web3.types import (
+    BlockIdentifier,
+    FilterParams,
+    LogReceipt,
+    RPCEndpoint,
+    TxData,
+    TxParams,
+    TxReceipt,
+    Wei,
+)
 
 from worker.chain.abi import HUB_ABI, WORKERPOOL_ABI
 from worker.chain.errors import ContractReverted, NonceTooLow, TaskNotFound
@@ -46,6 +56,7 @@ from worker.chain.models import (
 )
 from worker.chain.multiaddr import multiaddr_to_uri
 from worker.chain.observer import ChainObserver, NullObserver
+from worker.protocol.bounded import NODE_ANSWER_LIMIT, AnswerTooLarge, read_capped
 from worker.protocol.crypto import ZERO_ADDRESS, checksum, to_bytes, to_hex
 from worker.protocol.errors import ChainError, ConfigurationError
 from worker.protocol.redact import display_origin, redact, register_url_secrets
@@ -69,6 +80,44 @@ def _revert_reason(exc: ContractLogicError) -> str | None:
     message = exc.message or ""
     reason = message.removeprefix("execution reverted").lstrip(": ").strip()
     return reason or None
+
+
+class BoundedHTTPProvider(AsyncHTTPProvider):
+    """web3's HTTP provider with the answer read up to NODE_ANSWER_LIMIT, and an HTTP error that names no URL.
+
+    The stock provider reads a node's answer whole and raises aiohttp's error, which quotes the URL with
+    its API key.
+    """
+
+    async def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
+        assert self.endpoint_uri is not None  # set by the constructor from the operator's URL
+        response = await self._request_session_manager.async_get_response_from_post_request(
+            self.endpoint_uri, data=request_data, **dict(self.get_request_kwargs())
+        )
+        async with response:
+            if response.status >= 400:
+                raise NodeAnswerError(
+                    f"{method}: the node answered HTTP {response.status} {response.reason or ''}"
+                )
+            try:
+                return await read_capped(response.content.iter_chunked(256 * 1024), NODE_ANSWER_LIMIT)
+            except AnswerTooLarge as exc:
+                raise NodeAnswerError(f"{method}: {exc}") from exc
+
+
+class NodeAnswerError(aiohttp.ClientError):
+    """The node answered with an HTTP error or too much: a transport failure of that endpoint."""
+
+
+@contextmanager
+def _answer(what: str) -> Iterator[None]:
+    """A node answer that does not have the expected shape is that node's failure, not the worker's crash."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError) as exc:
+        raise ChainError(
+            f"{what}: malformed answer from the node ({type(exc).__name__}: {redact(str(exc))[:200]})"
+        ) from exc
 
 
 @dataclass(eq=False)
@@ -150,7 +199,7 @@ class ChainClient:
             proxy = proxy_for(url) if proxy_for is not None else None
             if proxy is not None:
                 kwargs["proxy"] = proxy
-            return AsyncHTTPProvider(url, request_kwargs=kwargs)
+            return BoundedHTTPProvider(url, request_kwargs=kwargs)
 
         pairs = [(AsyncWeb3(provider(url)), url) for url in urls]
         client = cls(pairs, hub_address, max_block_lag=max_block_lag, observer=observer)
@@ -283,12 +332,13 @@ class ChainClient:
 
     async def latest_block(self) -> ChainBlock:
         block = await self._rpc("latest block", lambda ep: ep.w3.eth.get_block("latest"))
-        base_fee = block.get("baseFeePerGas")
-        return ChainBlock(
-            number=int(block["number"]),
-            timestamp=int(block["timestamp"]),
-            base_fee_per_gas=int(base_fee) if base_fee is not None else None,
-        )
+        with _answer("latest block"):
+            base_fee = block.get("baseFeePerGas")
+            return ChainBlock(
+                number=int(block["number"]),
+                timestamp=int(block["timestamp"]),
+                base_fee_per_gas=int(base_fee) if base_fee is not None else None,
+            )
 
     async def balance(self, address: str) -> int:
         """Wallet balance in wei."""
@@ -392,6 +442,11 @@ class ChainClient:
             f"viewTaskABILegacy({task_id})",
             lambda ep: ep.hub.functions.viewTaskABILegacy(to_bytes(task_id)).call(),
         )
+        with _answer(f"viewTaskABILegacy({task_id})"):
+            return self._task(task_id, raw)
+
+    @staticmethod
+    def _task(task_id: str, raw: Any) -> ChainTask:
         (
             status,
             deal,
@@ -427,6 +482,11 @@ class ChainClient:
         raw = await self._rpc(
             f"viewDeal({deal_id})", lambda ep: ep.hub.functions.viewDeal(to_bytes(deal_id)).call()
         )
+        with _answer(f"viewDeal({deal_id})"):
+            return self._deal(deal_id, raw)
+
+    @staticmethod
+    def _deal(deal_id: str, raw: Any) -> ChainDeal:
         (app, dataset, pool, trust, category, tag, requester, beneficiary, callback, params, start, *rest) = (
             raw
         )
@@ -460,25 +520,30 @@ class ChainClient:
             f"viewContribution({task_id}, {worker})",
             lambda ep: ep.hub.functions.viewContribution(to_bytes(task_id), self._address(worker)).call(),
         )
-        status, result_hash, seal, enclave, weight = raw
-        return ChainContribution(
-            status=ChainContributionStatus(status),
-            result_hash=_hex32(result_hash),
-            result_seal=_hex32(seal),
-            enclave_challenge=str(enclave),
-            weight=int(weight),
-        )
+        with _answer(f"viewContribution({task_id}, {worker})"):
+            status, result_hash, seal, enclave, weight = raw
+            return ChainContribution(
+                status=ChainContributionStatus(status),
+                result_hash=_hex32(result_hash),
+                result_seal=_hex32(seal),
+                enclave_challenge=str(enclave),
+                weight=int(weight),
+            )
 
     async def account(self, address: str) -> ChainAccount:
-        stake, locked = await self._rpc(
+        raw = await self._rpc(
             f"viewAccount({address})", lambda ep: ep.hub.functions.viewAccount(self._address(address)).call()
         )
-        return ChainAccount(stake=int(stake), locked=int(locked))
+        with _answer(f"viewAccount({address})"):
+            stake, locked = raw
+            return ChainAccount(stake=int(stake), locked=int(locked))
 
     async def category(self, category_id: int) -> ChainCategory:
-        name, description, time_ref = await self._rpc(
+        raw = await self._rpc(
             f"viewCategory({category_id})", lambda ep: ep.hub.functions.viewCategory(category_id).call()
         )
+        with _answer(f"viewCategory({category_id})"):
+            name, description, time_ref = raw
         return ChainCategory(
             category_id=category_id,
             name=str(name),
@@ -487,9 +552,11 @@ class ChainClient:
         )
 
     async def app(self, address: str) -> ChainApp:
-        owner, name, app_type, multiaddr, checksum_, mrenclave = await self._rpc(
+        raw = await self._rpc(
             f"viewApp({address})", lambda ep: ep.hub.functions.viewApp(self._address(address)).call()
         )
+        with _answer(f"viewApp({address})"):
+            owner, name, app_type, multiaddr, checksum_, mrenclave = raw
         return ChainApp(
             address=checksum(address),
             owner=str(owner),
@@ -501,9 +568,11 @@ class ChainClient:
         )
 
     async def dataset(self, address: str) -> ChainDataset:
-        owner, name, multiaddr, checksum_ = await self._rpc(
+        raw = await self._rpc(
             f"viewDataset({address})", lambda ep: ep.hub.functions.viewDataset(self._address(address)).call()
         )
+        with _answer(f"viewDataset({address})"):
+            owner, name, multiaddr, checksum_ = raw
         return ChainDataset(
             address=checksum(address),
             owner=str(owner),
@@ -541,6 +610,13 @@ class ChainClient:
             self.app(deal.app.pointer),
             self.dataset(deal.dataset.pointer) if has_dataset else _none(),
         )
+        with _answer(f"task description of {task_id}"):
+            return self._description(task, deal, category, app, dataset)
+
+    @staticmethod
+    def _description(
+        task: ChainTask, deal: ChainDeal, category: ChainCategory, app: ChainApp, dataset: ChainDataset | None
+    ) -> TaskDescription:
         return TaskDescription(
             task_id=task.task_id,
             deal_id=task.deal_id,

@@ -8,10 +8,11 @@ fields ignored), serialisation keeps nulls, as the Java side does. Models: iexec
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from worker.protocol.status import (
@@ -22,6 +23,24 @@ from worker.protocol.status import (
 )
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+_BYTES32 = re.compile(r"^0x[0-9a-f]{64}$")
+
+
+def normalise_bytes32(value: Any) -> str:
+    """A task or deal id as the worker keys it: ``0x`` + 64 lowercase hex digits, else ValueError.
+
+    Ids come from the scheduler and are normalised once, where they are read: the same task in two
+    letter cases is one task, and a malformed id is refused there instead of failing deeper.
+    """
+    if not isinstance(value, str):
+        raise ValueError("must be a string of 0x and 64 hex digits")
+    text = value.strip().lower()
+    if not _BYTES32.match(text):
+        raise ValueError(f"{value[:80]!r} is not 0x followed by 64 hex digits")
+    return text
+
+
+Bytes32Id = Annotated[str, BeforeValidator(normalise_bytes32)]
 
 
 class WireModel(BaseModel):
@@ -87,8 +106,8 @@ class WorkerModel(WireModel):
 
 
 class WorkerpoolAuthorization(WireModel):
-    chain_task_id: str
-    deal_id: str
+    chain_task_id: Bytes32Id
+    deal_id: Bytes32Id
     task_index: int
     worker_wallet: str
     enclave_challenge: str = ZERO_ADDRESS
@@ -108,7 +127,7 @@ class TaskNotificationExtra(WireModel):
 
 
 class TaskNotification(WireModel):
-    chain_task_id: str
+    chain_task_id: Bytes32Id
     workers_address: list[str] | None = Field(default_factory=list)
     task_notification_type: TaskNotificationType
     task_notification_extra: TaskNotificationExtra | None = None

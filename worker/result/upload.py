@@ -20,6 +20,7 @@ from typing import TypeVar
 import aiohttp
 from eth_account.signers.local import LocalAccount
 
+from worker.protocol.bounded import RESULT_PROXY_ANSWER_LIMIT, AnswerTooLarge, read_capped
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
 from worker.protocol.errors import WorkerError
 from worker.protocol.models import ResultModel, WorkerpoolAuthorization
@@ -256,7 +257,11 @@ async def _request(
             timeout=aiohttp.ClientTimeout(total=max_seconds),
             raise_for_status=False,
         ) as response:
-            text = await response.text()
+            try:
+                raw = await read_capped(response.content.iter_chunked(16 * 1024), RESULT_PROXY_ANSWER_LIMIT)
+            except AnswerTooLarge as exc:
+                raise ResultProxyError(call, str(exc), status=response.status) from exc
+            text = raw.decode(response.charset or "utf-8", errors="replace")
             if missing_ok and response.status == 404:
                 return None
             if response.status != 200:

@@ -23,6 +23,7 @@ import aiohttp
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, ValidationError
 
+from worker.protocol.bounded import SCHEDULER_ANSWER_LIMIT, AnswerTooLarge, read_capped
 from worker.protocol.crypto import LOGIN_CHALLENGE_BYTES, is_login_challenge, sign_login_challenge
 from worker.protocol.errors import SchedulerError
 from worker.protocol.models import (
@@ -33,6 +34,7 @@ from worker.protocol.models import (
     Signature,
     TaskNotification,
     WorkerModel,
+    normalise_bytes32,
 )
 from worker.protocol.status import TaskNotificationType
 
@@ -211,7 +213,10 @@ class SchedulerClient:
         tasks = _json(text, "GET /workers/computing") if text.strip() else []
         if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
             raise SchedulerError("GET /workers/computing: expected a JSON list of task ids", status=status)
-        return tasks
+        try:
+            return [normalise_bytes32(task) for task in tasks]
+        except ValueError as exc:
+            raise SchedulerError(f"GET /workers/computing: {exc}", status=status) from exc
 
     async def ask_for_replicate(self, block_number: int) -> ReplicateTaskSummary | None:
         """A new replicate to compute, or None (204) when the scheduler has nothing for us."""
@@ -238,12 +243,14 @@ class SchedulerClient:
         items = _json(text, what) if text.strip() else []
         if not isinstance(items, list):
             raise SchedulerError(f"{what}: expected a JSON list of task notifications", status=status)
-        try:
-            return [TaskNotification.model_validate(item) for item in items]
-        except ValidationError as exc:
-            raise SchedulerError(
-                f"{what}: unexpected notification: {_first_error(exc)}", status=status
-            ) from exc
+        notifications = []
+        for item in items:
+            # One malformed entry must not hide the others: they are replicates to resume.
+            try:
+                notifications.append(TaskNotification.model_validate(item))
+            except ValidationError as exc:
+                log.error("%s: unreadable notification skipped: %s", what, _first_error(exc))
+        return notifications
 
     async def update_status(
         self, chain_task_id: str, update: ReplicateStatusUpdate, *, deadline: float | None = None
@@ -343,9 +350,12 @@ class SchedulerClient:
                 headers=headers,
                 timeout=client_timeout or self._timeout,
             ) as response:
-                text = await response.text()
+                try:
+                    raw = await read_capped(response.content.iter_chunked(64 * 1024), SCHEDULER_ANSWER_LIMIT)
+                except AnswerTooLarge as exc:
+                    raise SchedulerError(f"{method} {url}: {exc}; is IEXEC_CORE_URL a scheduler?") from exc
                 log.debug("%s %s -> %d", method, url, response.status)
-                return response.status, text
+                return response.status, raw.decode(response.charset or "utf-8", errors="replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             kind = (
                 "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc.__class__.__name__}: {exc})"

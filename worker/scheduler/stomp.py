@@ -26,6 +26,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
+from worker.protocol.bounded import read_capped
 from worker.protocol.errors import SchedulerError
 from worker.protocol.stomp import SERVER_COMMANDS, FrameDecoder, StompFrame, StompProtocolError, encode_frame
 
@@ -229,8 +230,8 @@ class PushChannel:
             if resp.status != 200:
                 raise PushChannelError(f"GET {url} answered HTTP {resp.status}: is the scheduler URL right?")
             try:
-                info = json.loads(await resp.read())
-            except ValueError as exc:
+                info = json.loads(await read_capped(resp.content.iter_chunked(64 * 1024), _MAX_SOCKJS_LINE))
+            except ValueError as exc:  # AnswerTooLarge included
                 raise PushChannelError(f"GET {url} did not answer SockJS info JSON") from exc
         if not isinstance(info, dict):
             raise PushChannelError(f"GET {url} did not answer a SockJS info object")
