@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from eth_abi import encode
+from eth_abi.abi import encode
 from web3 import AsyncWeb3
 
 from tests.support import serving_app
