@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from worker.data import DownloadLimits, download
+from worker.protocol.targets import TargetPolicy
 from worker.result import ComputedFile, compute_result_digest
 
 SIZE = 1024**3
@@ -33,6 +34,9 @@ RUNS = 3
 MB = 1e6
 ROOT = Path(__file__).resolve().parent.parent
 FILE_PATH = "/iexec_out/dataset.bin"
+
+# The test servers listen on 127.0.0.1: allowlisted, as a devnet operator does.
+LOOPBACK = TargetPolicy.allowing("127.0.0.0/8")
 
 
 async def _serve(size: int) -> tuple[web.AppRunner, str]:
@@ -80,7 +84,7 @@ def _reset_high_water_mark() -> bool:
 async def _phase(phase: str, output: Path, url: str, size: int) -> float:
     started = time.perf_counter()
     if phase == "download":
-        limits = DownloadLimits(max_bytes=size, total_timeout=3600, stall_timeout=60)
+        limits = DownloadLimits(max_bytes=size, total_timeout=3600, stall_timeout=60, targets=LOOPBACK)
         async with aiohttp.ClientSession() as session:
             downloaded = await download(session, url, output / FILE_PATH.lstrip("/"), limits)
         if downloaded.size != size:

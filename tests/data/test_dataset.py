@@ -13,11 +13,16 @@ import pytest
 from tests.support.files import CID, GOOD, GOOD_CHECKSUM, FileServer
 from worker.data import DataError, DatasetRef, DownloadLimits, download_task_data, input_file_name
 from worker.protocol.status import ReplicateStatusCause
+from worker.protocol.targets import TargetPolicy
 from worker.replicate.causes import cause_of
 from worker.replicate.ports import Stage
 
+# The test servers listen on 127.0.0.1: allowlisted, as a devnet operator does.
+LOOPBACK = TargetPolicy.allowing("127.0.0.0/8")
 ADDRESS = "0x" + "ab" * 20
-LIMITS = DownloadLimits(max_bytes=10 * len(GOOD), total_timeout=10.0, stall_timeout=1.0, max_redirects=3)
+LIMITS = DownloadLimits(
+    max_bytes=10 * len(GOOD), total_timeout=10.0, stall_timeout=1.0, max_redirects=3, targets=LOOPBACK
+)
 
 
 def _files(folder: Path) -> list[str]:
@@ -174,7 +179,9 @@ async def test_input_file_failure_names_the_file_without_its_secrets(
 async def test_dataset_and_input_files_share_one_size_budget(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    limits = DownloadLimits(max_bytes=int(len(GOOD) * 1.5), total_timeout=10.0, stall_timeout=1.0)
+    limits = DownloadLimits(
+        max_bytes=int(len(GOOD) * 1.5), total_timeout=10.0, stall_timeout=1.0, targets=LOOPBACK
+    )
     with pytest.raises(DataError) as caught:
         await _fetch(
             session,

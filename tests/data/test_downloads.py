@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from tests.support import until
 from tests.support.files import GOOD, HUGE, FileServer
-from worker.data import DownloadError, DownloadLimits, download
+from worker.data import DownloadError, DownloadLimits, download, guarded_session
+from worker.protocol.targets import TargetPolicy
 
-FAST = DownloadLimits(max_bytes=HUGE * 2, total_timeout=10.0, stall_timeout=0.3, max_redirects=3)
+# The test servers listen on 127.0.0.1: allowlisted, as a devnet operator does.
+LOOPBACK = TargetPolicy.allowing("127.0.0.0/8")
+FAST = DownloadLimits(
+    max_bytes=HUGE * 2, total_timeout=10.0, stall_timeout=0.3, max_redirects=3, targets=LOOPBACK
+)
 
 
 def _files(folder: Path) -> list[str]:
@@ -76,7 +83,7 @@ async def test_a_stalled_server_times_out(
 async def test_a_slow_but_steady_server_hits_the_total_timeout(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    limits = DownloadLimits(max_bytes=HUGE, total_timeout=0.5, stall_timeout=5.0)
+    limits = DownloadLimits(max_bytes=HUGE, total_timeout=0.5, stall_timeout=5.0, targets=LOOPBACK)
     with pytest.raises(DownloadError, match=r"not finished within 0.5 s"):
         await download(session, f"{server.url}/trickle", tmp_path / "file", limits)
     assert _files(tmp_path) == []
@@ -87,7 +94,7 @@ async def test_too_large_is_aborted_and_never_overruns_the_disk(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path, path: str
 ) -> None:
     limit = 1536 * 1024
-    limits = DownloadLimits(max_bytes=limit, total_timeout=10.0, stall_timeout=2.0)
+    limits = DownloadLimits(max_bytes=limit, total_timeout=10.0, stall_timeout=2.0, targets=LOOPBACK)
     on_disk: list[int] = []
 
     def measure(_written: int, _total: int | None) -> None:
@@ -132,7 +139,7 @@ async def test_only_http_urls_are_downloaded(
 async def test_a_cancelled_download_leaves_nothing(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    limits = DownloadLimits(max_bytes=HUGE, total_timeout=30.0, stall_timeout=30.0)
+    limits = DownloadLimits(max_bytes=HUGE, total_timeout=30.0, stall_timeout=30.0, targets=LOOPBACK)
     running = asyncio.create_task(download(session, f"{server.url}/stall", tmp_path / "file", limits))
     await until(lambda: bool(_files(tmp_path)), what="the partial file is created")
     assert _files(tmp_path)[0].endswith(".part")
@@ -141,3 +148,45 @@ async def test_a_cancelled_download_leaves_nothing(
     with pytest.raises(asyncio.CancelledError):
         await running
     assert _files(tmp_path) == []
+
+
+async def test_a_redirect_to_a_link_local_address_is_refused_before_any_request(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The requester's own server (allowlisted here) redirects the worker to cloud metadata."""
+    url = f"{server.url}/to?where=http://169.254.169.254/latest/meta-data/"
+    with pytest.raises(
+        DownloadError, match=r"refused \(redirect 1 to http://169.254.169.254/.*link-local address"
+    ):
+        await download(session, url, tmp_path / "f", FAST)
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://localhost:{port}/good", "localhost resolves to a loopback address 127.0.0.1"),
+        ("http://127.0.0.1:{port}/good", "loopback address 127.0.0.1"),
+        ("http://10.1.2.3/x", "private address 10.1.2.3"),
+        ("http://[::ffff:192.168.1.1]/x", "private address 192.168.1.1"),
+        ("http://100.64.0.1/x", "non-public address 100.64.0.1"),
+        ("http://224.0.0.1/x", "multicast address 224.0.0.1"),
+    ],
+)
+async def test_private_targets_are_refused_by_default_also_after_resolution(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path, url: str, kind: str
+) -> None:
+    default = DownloadLimits(max_bytes=HUGE, total_timeout=5.0, stall_timeout=1.0)
+    with pytest.raises(DownloadError, match=f"refused: {re.escape(kind)}"):
+        await download(session, url.format(port=URL(server.url).port), tmp_path / "f", default)
+    assert _files(tmp_path) == []
+
+
+async def test_the_guarded_session_cannot_connect_to_a_refused_address(
+    server: FileServer, tmp_path: Path
+) -> None:
+    """Second line, for a name that resolves differently at connect time (DNS rebinding)."""
+    async with guarded_session(TargetPolicy()) as guarded:
+        with pytest.raises(DownloadError, match=r"loopback address 127\.0\.0\.1"):
+            # FAST allowlists loopback, so the check before the request passes; the resolver does not.
+            await download(guarded, f"http://localhost:{URL(server.url).port}/good", tmp_path / "f", FAST)

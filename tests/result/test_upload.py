@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from yarl import URL
 
 from devnet.resultproxy import create_result_proxy_app
 from tests.support import serving_app
@@ -32,6 +33,7 @@ from worker.protocol.crypto import (
 )
 from worker.protocol.models import Signature, WorkerpoolAuthorization
 from worker.protocol.status import ReplicateStatusCause
+from worker.protocol.targets import TargetPolicy
 from worker.replicate.causes import cause_of
 from worker.replicate.ports import Stage
 from worker.result import (
@@ -177,8 +179,23 @@ async def test_callback_task_is_not_uploaded(setup: Setup) -> None:
 
 
 async def test_the_deal_proxy_wins_over_the_scheduler_one(setup: Setup) -> None:
-    link = await setup.upload_result(storage_proxy=setup.url, result_repository_url=UNREACHABLE)
+    link = await setup.upload_result(
+        storage_proxy=setup.url,
+        result_repository_url=UNREACHABLE,
+        targets=TargetPolicy.allowing("127.0.0.0/8"),
+    )
     assert setup.expected_cid() in link
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://127.0.0.1:{port}", "http://localhost:{port}", "http://169.254.169.254"]
+)
+async def test_a_deal_proxy_on_a_private_address_gets_nothing(setup: Setup, proxy: str) -> None:
+    """The requester names the result proxy: the worker would send it a signature and the result."""
+    port = URL(setup.url).port
+    with pytest.raises(ResultNotUploaded, match=r"refused: .*(loopback|link-local) address"):
+        await setup.upload_result(storage_proxy=proxy.format(port=port), result_repository_url=UNREACHABLE)
+    assert setup.headers == []
 
 
 async def test_a_failing_proxy_is_retried_then_gives_up(setup: Setup) -> None:

@@ -44,6 +44,11 @@ async def _moved(_: web.Request) -> web.Response:
     raise web.HTTPFound("/good")
 
 
+async def _to(request: web.Request) -> web.Response:
+    """A redirect to wherever ``?where=`` says: a requester's server pointing the worker at a private host."""
+    raise web.HTTPFound(request.query["where"])
+
+
 async def _stream(request: web.Request, *, declared: bool, pause: float = 0.0) -> web.StreamResponse:
     response = web.StreamResponse()
     if declared:
@@ -82,6 +87,7 @@ def _routes(release: asyncio.Event) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/good", _good)
+    app.router.add_get("/to", _to)
     app.router.add_get("/moved", _moved)
     app.router.add_get("/missing", _missing)
     app.router.add_get("/loop", _loop)

@@ -1,4 +1,8 @@
-"""Streamed HTTP(S) download of one file to disk, bounded in time, size and redirects.
+"""Streamed HTTP(S) download of one file to disk, bounded in time, size, redirects and targets.
+
+Every hop (the URL, then each redirect) is checked against the download's ``TargetPolicy`` before it
+is requested: a requester's URL, or a redirect, to loopback, private, link-local or multicast addresses
+is refused unless the operator allowlisted it (``worker.protocol.targets``).
 
 The body is never held in memory: it is read in chunks, counted, hashed and written as it arrives, to a
 hidden temporary name in the destination folder that is renamed once complete. A download that fails for
@@ -13,16 +17,19 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
 from yarl import URL
 
+from worker.data.targets import check_target
 from worker.protocol.errors import WorkerError
 from worker.protocol.redact import display_url
+from worker.protocol.targets import TargetPolicy, TargetRefused
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,8 @@ class DownloadLimits:
     """Seconds without a single byte from the server (connection or body) before giving up."""
     max_redirects: int = 5
     """Redirects followed for one file; a redirect loop fails at this count."""
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
+    """Which addresses the URL and its redirects may lead to; by default public ones only."""
 
     def __post_init__(self) -> None:
         if self.max_bytes < 0 or self.total_timeout <= 0 or self.stall_timeout <= 0 or self.max_redirects < 0:
@@ -133,13 +142,7 @@ async def _fetch(
         total=None, sock_connect=limits.stall_timeout, sock_read=limits.stall_timeout
     )
     try:
-        async with session.get(
-            url,
-            timeout=timeout,
-            allow_redirects=limits.max_redirects > 0,
-            max_redirects=max(limits.max_redirects, 1),
-            raise_for_status=False,
-        ) as response:
+        async with _follow(session, url, shown, limits, timeout) as response:
             if not 200 <= response.status < 300 or response.status == 206:
                 raise DownloadError(
                     shown, _status_reason(response.status, response.reason), status=response.status
@@ -161,14 +164,6 @@ async def _fetch(
                 return sink.size, await asyncio.to_thread(sink.finish)
             finally:
                 await asyncio.to_thread(sink.close)
-    except aiohttp.TooManyRedirects as exc:
-        raise DownloadError(
-            shown,
-            f"more than {limits.max_redirects} redirects (a redirect loop?); "
-            "use the final URL of the file instead",
-        ) from exc
-    except aiohttp.InvalidUrlRedirectClientError as exc:
-        raise DownloadError(shown, "redirected to an invalid or non-HTTP(S) URL") from exc
     except aiohttp.ClientResponseError as exc:
         raise DownloadError(shown, _status_reason(exc.status, exc.message), status=exc.status) from exc
     except aiohttp.ClientConnectorError as exc:
@@ -186,6 +181,44 @@ async def _fetch(
         raise
     except OSError as exc:
         raise DownloadError(shown, f"cannot write {part.parent}: {exc.strerror or exc}") from exc
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@asynccontextmanager
+async def _follow(
+    session: aiohttp.ClientSession,
+    url: URL,
+    shown: str,
+    limits: DownloadLimits,
+    client_timeout: aiohttp.ClientTimeout,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The final response for ``url``, every hop checked against the target policy before it is requested."""
+    current = url
+    for hop in range(limits.max_redirects + 1):
+        try:
+            await check_target(current, limits.targets)
+        except TargetRefused as exc:
+            where = "" if hop == 0 else f" (redirect {hop} to {display_url(str(current))})"
+            raise DownloadError(shown, f"refused{where}: {exc}") from exc
+        async with session.get(
+            current, timeout=client_timeout, allow_redirects=False, raise_for_status=False
+        ) as response:
+            if response.status not in _REDIRECTS:
+                yield response
+                return
+            location = response.headers.get("Location", "")
+        try:
+            current = current.join(URL(location))
+        except ValueError as exc:
+            raise DownloadError(shown, "redirected to an invalid or non-HTTP(S) URL") from exc
+        if current.scheme not in ("http", "https") or not current.host:
+            raise DownloadError(shown, "redirected to an invalid or non-HTTP(S) URL")
+    raise DownloadError(
+        shown,
+        f"more than {limits.max_redirects} redirects (a redirect loop?); use the final URL of the file instead",
+    )
 
 
 async def _flush(sink: _Sink, buffer: bytearray, announced: int | None, on_progress: Progress | None) -> None:

@@ -575,6 +575,7 @@ class TaskWork:
                 storage_provider=params.iexec_result_storage_provider,
                 attempts=self._settings.upload_attempts,
                 max_seconds=self._settings.upload_timeout,
+                targets=self._settings.download_limits.targets,
             )
         return UploadOutcome(result_link=link, callback_data=record.callback_data if callback else None)
 

@@ -4,7 +4,9 @@ The proxy's routes are those of iexec-result-proxy ``ProxyController``; the link
 iexec-worker ``ResultService`` builds it. The link text goes on chain byte for byte
 (``finalize(results = utf8(link))``), so it is written exactly as the reference worker writes it,
 spaces included. The proxy's token is a bearer credential: it is never logged nor put in an error
-message.
+message. A result proxy named in the deal's params is the requester's choice: it must lead to a public
+address (``worker.protocol.targets``) unless it is the scheduler's own result repository or the operator
+allowlisted its network, and its redirects are not followed.
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ import asyncio
 import base64
 import logging
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
+from yarl import URL
 
 from worker.protocol.bounded import RESULT_PROXY_ANSWER_LIMIT, AnswerTooLarge, read_capped
 from worker.protocol.crypto import ZERO_ADDRESS, authorization_hash, sign_eip191
 from worker.protocol.errors import WorkerError
 from worker.protocol.models import ResultModel, WorkerpoolAuthorization
 from worker.protocol.redact import display_url
+from worker.protocol.targets import TargetPolicy, TargetRefused
 from worker.result.errors import ResultNotUploaded
 
 log = logging.getLogger(__name__)
@@ -171,6 +176,7 @@ async def upload_result(
     attempts: int = 3,
     retry_delay: float = 2.0,
     max_seconds: float = DEFAULT_UPLOAD_TIMEOUT,
+    targets: TargetPolicy | None = None,
 ) -> str:
     """Upload the result of a standard task and return its result link text.
 
@@ -188,6 +194,13 @@ async def upload_result(
             f"the requester must set iexec_result_storage_provider to {IPFS_STORAGE!r}",
         )
     proxy_url = result_proxy_url(storage_proxy, result_repository_url)
+    policy = (targets or TargetPolicy()).trusting([result_repository_url])
+    try:
+        await policy.check(URL(proxy_url), _resolve)
+    except TargetRefused as exc:
+        raise ResultNotUploaded(
+            f"result of task {task_id}: result proxy {display_url(proxy_url)} refused: {exc}"
+        ) from exc
 
     def retried(make: Callable[[], Awaitable[_T]]) -> Awaitable[_T]:
         return _retry(make, attempts=attempts, delay=retry_delay)
@@ -256,6 +269,8 @@ async def _request(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=max_seconds),
             raise_for_status=False,
+            # A redirect would carry the worker's signature or the result to a host nobody checked.
+            allow_redirects=False,
         ) as response:
             try:
                 raw = await read_capped(response.content.iter_chunked(16 * 1024), RESULT_PROXY_ANSWER_LIMIT)
@@ -275,6 +290,11 @@ async def _request(
         ) from exc
     except aiohttp.ClientError as exc:
         raise ResultProxyError(call, f"HTTP request failed ({type(exc).__name__})") from exc
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
 
 
 def _refusal(status: int, text: str) -> str:
