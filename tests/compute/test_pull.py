@@ -15,6 +15,7 @@ from tests.support.docker import REGISTRY_PASSWORD, REGISTRY_USER, Registries, d
 from worker.compute import (
     ContainerSpec,
     DockerEngine,
+    ImageDigestMismatch,
     ImageNotFoundError,
     ImagePullTimeoutError,
     PullOutcome,
@@ -24,6 +25,9 @@ from worker.compute import (
     RegistryUnreachableError,
 )
 from worker.protocol.errors import TransientError
+from worker.protocol.status import ReplicateStatusCause
+from worker.replicate.causes import cause_of
+from worker.replicate.ports import Stage
 
 pytestmark = pytest.mark.e2e
 
@@ -112,15 +116,47 @@ async def test_an_unreachable_registry_is_a_transient_error(engine: DockerEngine
     assert isinstance(raised.value, TransientError)
 
 
-async def test_a_local_image_is_used_when_its_registry_is_unreachable(
-    engine: DockerEngine, unique: str
-) -> None:
+async def test_a_failed_pull_never_falls_back_to_a_local_image(engine: DockerEngine, unique: str) -> None:
+    """A local image of the same name is not the app's code: nothing says it is."""
     image = f"127.0.0.1:{free_port()}/pytest/{unique}:1"
     await docker_cli("tag", HELLO.tag, image)
     try:
-        assert await engine.pull(image, pull_timeout=60) is PullOutcome.LOCAL_FALLBACK
+        with pytest.raises(RegistryUnreachableError):
+            await engine.pull(image, pull_timeout=60)
     finally:
         await docker_cli("rmi", image, check=False)
+
+
+async def test_a_local_image_with_the_apps_checksum_is_used_without_a_pull(
+    engine: DockerEngine, unique: str
+) -> None:
+    """Images built on the host (the devnet's) are registered with their image id: content-addressed."""
+    image = f"127.0.0.1:{free_port()}/pytest/{unique}:1"
+    await docker_cli("tag", HELLO.tag, image)
+    local = await engine.local_image(image)
+    assert local is not None
+    try:
+        outcome = await engine.pull(image, pull_timeout=60, checksum="0x" + local.id.removeprefix("sha256:"))
+        assert outcome is PullOutcome.ALREADY_PRESENT
+        with pytest.raises(RegistryUnreachableError):  # another checksum: the registry must be asked
+            await engine.pull(image, pull_timeout=60, checksum="0x" + "ab" * 32)
+    finally:
+        await docker_cli("rmi", image, check=False)
+
+
+async def test_a_pulled_image_must_be_the_one_registered_on_chain(
+    engine: DockerEngine, registries: Registries, pushed: str
+) -> None:
+    image = f"{registries.open}/{pushed}:1"
+    with pytest.raises(ImageDigestMismatch, match="not the app registered on chain") as mismatch:
+        await engine.pull(image, pull_timeout=60, checksum="0x" + "ab" * 32)
+    assert cause_of(Stage.DOWNLOAD_APP, mismatch.value) is ReplicateStatusCause.APP_IMAGE_DOWNLOAD_FAILED
+    _, digest_ref = await docker_cli("inspect", "--format", "{{index .RepoDigests 0}}", image)
+    manifest_digest = "0x" + digest_ref.strip().rsplit("@sha256:", 1)[1]
+    await docker_cli("rmi", image)
+
+    # What iexec-sdk and iapp register: 0x + the manifest digest of the pushed image.
+    assert await engine.pull(image, pull_timeout=60, checksum=manifest_digest) is PullOutcome.PULLED
 
 
 async def test_a_registry_that_never_answers_times_out(engine: DockerEngine, unique: str) -> None:

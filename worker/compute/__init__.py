@@ -17,6 +17,7 @@ from worker.compute.errors import (
     ContainerError,
     DockerUnavailableError,
     ImageBuildError,
+    ImageDigestMismatch,
     ImageNotFoundError,
     ImagePullError,
     ImagePullTimeoutError,
@@ -40,6 +41,7 @@ from worker.compute.model import (
     PullProgress,
     PullProgressCallback,
     RegistryAuth,
+    checksum_digest,
 )
 from worker.compute.sgx import SgxDevices, SgxUnavailable, detect_sgx, host_devices
 
@@ -62,6 +64,7 @@ __all__ = [
     "DockerEngine",
     "DockerUnavailableError",
     "ImageBuildError",
+    "ImageDigestMismatch",
     "ImageNotFoundError",
     "ImagePullError",
     "ImagePullTimeoutError",
@@ -79,6 +82,7 @@ __all__ = [
     "SgxDevices",
     "SgxUnavailable",
     "app_environment",
+    "checksum_digest",
     "classify_pull_error",
     "container_name",
     "detect_sgx",

@@ -2,13 +2,17 @@
 
 Pull policy, decided here once:
 
-- a digest reference (``repo@sha256:...``) already present locally is used as is: its content cannot differ
-  from what the registry would serve;
+- when the app has an on-chain checksum, an image present locally under the reference whose content it
+  names (image id or manifest digest) is used without asking the registry: content-addressed, it cannot
+  differ from what the registry would serve. This is how images built on the host and never pushed (the
+  devnet's, registered with their image id) run;
+- a digest reference (``repo@sha256:...``) already present locally is used as is, for the same reason;
 - any other reference (a tag) is always pulled, so a re-pushed tag reaches the worker, as with the reference
-  worker;
-- when that pull fails and an image with the same reference exists locally, the local image is used and the
-  outcome says so (``PullOutcome.LOCAL_FALLBACK``). This is how images built on the host and never pushed
-  (devnet and test images) run, and how a worker keeps computing while a registry is briefly down.
+  worker; after the pull the image must match the on-chain checksum when the app has one
+  (``ImageDigestMismatch`` otherwise: a registry or a re-pushed tag serving other code than the app
+  registered);
+- a failed pull fails: a local image of the same name is never used in its place, since nothing says it is
+  the app's code.
 
 Containers are always removed after their logs are read, also on timeout, failure and cancellation. Logs are read
 once the container has ended, both streams in one pass: only their tails stay in memory, so a chatty app cannot fill
@@ -40,6 +44,7 @@ from worker.compute.errors import (
     ContainerError,
     DockerUnavailableError,
     ImageBuildError,
+    ImageDigestMismatch,
     ImageNotFoundError,
     ImagePullError,
     ImagePullTimeoutError,
@@ -57,6 +62,7 @@ from worker.compute.model import (
     PullProgress,
     PullProgressCallback,
     RegistryAuth,
+    checksum_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -435,7 +441,11 @@ class DockerEngine:
                 return None
             raise ComputeError(f"cannot inspect image {image}: {exc.message}") from exc
         labels = (info.get("Config") or {}).get("Labels") or {}
-        return LocalImage(id=str(info["Id"]), labels={str(key): str(value) for key, value in labels.items()})
+        return LocalImage(
+            id=str(info["Id"]),
+            labels={str(key): str(value) for key, value in labels.items()},
+            repo_digests=tuple(str(digest) for digest in info.get("RepoDigests") or ()),
+        )
 
     async def remove_image(self, image: str) -> bool:
         """Remove a local image (by reference or id) with all its tags; False when it was absent."""
@@ -455,28 +465,38 @@ class DockerEngine:
         auth: RegistryAuth | None = None,
         pull_timeout: float,
         on_progress: PullProgressCallback | None = None,
+        checksum: str | None = None,
     ) -> PullOutcome:
         """Make ``image`` available locally, following the pull policy of this module.
 
+        ``checksum`` is the app's on-chain checksum (``0x`` + sha256), zero or None when it has none.
         Raises ``ImageNotFoundError``, ``RegistryAuthError``, ``RegistryUnreachableError``,
-        ``ImagePullTimeoutError`` or ``InvalidImageReferenceError`` when the image is not available afterwards.
+        ``ImagePullTimeoutError``, ``InvalidImageReferenceError`` or ``ImageDigestMismatch`` when the app's
+        image is not available afterwards.
         """
         if not image or image != image.strip() or any(char.isspace() for char in image):
             raise InvalidImageReferenceError(
                 f"app image {image!r} is not a valid image reference", image=image
             )
-        if is_digest_reference(image) and await self.image_exists(image):
+        expected = checksum_digest(checksum)
+        local = await self.local_image(image)
+        if local is not None and expected is not None and local.matches(expected):
+            log.info("image %s present locally with the app's checksum: not pulled", image)
+            return PullOutcome.ALREADY_PRESENT
+        if local is not None and expected is None and is_digest_reference(image):
             log.info("image %s present locally, pinned by digest: not pulled", image)
             return PullOutcome.ALREADY_PRESENT
-        try:
-            await self._pull_within(image, auth=auth, pull_timeout=pull_timeout, on_progress=on_progress)
-        except ImagePullError as exc:
-            if await self.image_exists(image):
-                log.warning("pull of %s failed (%s); using the image present locally", image, exc)
-                return PullOutcome.LOCAL_FALLBACK
-            raise
-        if not await self.image_exists(image):
+        await self._pull_within(image, auth=auth, pull_timeout=pull_timeout, on_progress=on_progress)
+        pulled = await self.local_image(image)
+        if pulled is None:
             raise ImageNotFoundError(f"app image {image} still absent after a successful pull", image=image)
+        if expected is not None and not pulled.matches(expected):
+            raise ImageDigestMismatch(
+                f"app image {image} as served by {registry_of(image)} is not the app registered on chain: its "
+                f"digests are {', '.join(sorted(pulled.digests()))}, the app's checksum is 0x{expected}; the app "
+                "owner re-pushed the tag or the registry serves other content",
+                image=image,
+            )
         return PullOutcome.PULLED
 
     async def _pull_within(

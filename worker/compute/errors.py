@@ -29,6 +29,10 @@ class ImageNotFoundError(ImagePullError):
     """The registry answered that this repository or tag does not exist."""
 
 
+class ImageDigestMismatch(ImagePullError):
+    """The image the registry served is not the one the app registered on chain (its checksum)."""
+
+
 class RegistryAuthError(ImagePullError):
     """The registry refused the credentials, or asks for credentials the worker does not have."""
 

@@ -38,9 +38,8 @@ class PullOutcome(enum.Enum):
     PULLED = "pulled"
     """The registry was asked and the image is now up to date with it."""
     ALREADY_PRESENT = "already-present"
-    """A digest reference already present locally: content-addressed, so the registry was not asked."""
-    LOCAL_FALLBACK = "local-fallback"
-    """The pull failed but an image with this reference exists locally, and is used."""
+    """Present locally with the expected content (a digest reference, or the on-chain checksum matched):
+    content-addressed, so the registry was not asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +64,28 @@ class LocalImage:
 
     id: str
     labels: Mapping[str, str]
+    repo_digests: tuple[str, ...] = ()
+    """``repository@sha256:...`` of the manifests this image was pulled or pushed as."""
+
+    def digests(self) -> frozenset[str]:
+        """Every sha256 (64 lowercase hex) that names this content: the image id and the manifest digests."""
+        found = {self.id.rsplit(":", 1)[-1].lower()}
+        found.update(
+            digest.rsplit("@sha256:", 1)[-1].lower() for digest in self.repo_digests if "@sha256:" in digest
+        )
+        return frozenset(found)
+
+    def matches(self, checksum: str) -> bool:
+        """True when ``checksum`` (the app's on-chain ``0x`` + 64 hex) names this image's content."""
+        return checksum_digest(checksum) in self.digests()
+
+
+def checksum_digest(checksum: str | None) -> str | None:
+    """The sha256 an app's on-chain checksum stands for, or None when the app has none (empty or zero)."""
+    text = (checksum or "").strip().lower().removeprefix("0x").removeprefix("sha256:")
+    if not text or set(text) == {"0"}:
+        return None
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +181,7 @@ class ContainerEngine(Protocol):
         auth: RegistryAuth | None = None,
         pull_timeout: float,
         on_progress: PullProgressCallback | None = None,
+        checksum: str | None = None,
     ) -> PullOutcome: ...
 
     async def image_exists(self, image: str) -> bool: ...

@@ -246,7 +246,13 @@ class TaskWork:
         auth = next((r for r in self._settings.registries if r.server == registry), None)
         progress = _PullLog(task_id, image)
         with failures_of(Stage.DOWNLOAD_APP, f"cannot pull {image}"):
-            outcome = await self._engine.pull(image, auth=auth, pull_timeout=timeout, on_progress=progress)
+            outcome = await self._engine.pull(
+                image,
+                auth=auth,
+                pull_timeout=timeout,
+                on_progress=progress,
+                checksum=description.app_checksum,
+            )
         log.info("%s: app image %s ready (%s)", task_id, image, outcome.value)
 
     async def download_data(self, task_id: str) -> None:
