@@ -46,6 +46,8 @@ class AppImage:
     tag: str
     script: str
     description: str
+    extra_applets: tuple[str, ...] = ()
+    """Applets beyond APPLETS (kept apart so the other images' content, and ids, never change)."""
 
 
 HELLO = AppImage(
@@ -125,8 +127,15 @@ SHELL = AppImage(
     script='exec /bin/sh -c "$@"\n',
 )
 
+NET = AppImage(
+    tag="iexec-devnet/net:1",
+    description="runs its first argument as a shell script, with nc and wget (tests: the app network)",
+    script='exec /bin/sh -c "$@"\n',
+    extra_applets=("nc", "wget", "timeout", "ip"),
+)
+
 IMAGES: dict[str, AppImage] = {
-    image.tag: image for image in (HELLO, FAIL, SLEEP, ENV, CHATTY, PARTIAL, LOUD, SHELL)
+    image.tag: image for image in (HELLO, FAIL, SLEEP, ENV, CHATTY, PARTIAL, LOUD, SHELL, NET)
 }
 
 
@@ -141,7 +150,7 @@ def _add(tar: tarfile.TarFile, name: str, *, data: bytes = b"", mode: int = 0o64
     tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
 
-def build_context(script: str, busybox: Path = BUSYBOX) -> bytes:
+def build_context(script: str, busybox: Path = BUSYBOX, extra_applets: tuple[str, ...] = ()) -> bytes:
     """The uncompressed tar build context of an image running ``script``; deterministic for equal inputs."""
     try:
         busybox_bytes = busybox.read_bytes()
@@ -154,15 +163,17 @@ def build_context(script: str, busybox: Path = BUSYBOX) -> bytes:
             _add(tar, folder, mode=0o755, kind=tarfile.DIRTYPE)
         _add(tar, "rootfs/tmp", mode=0o1777, kind=tarfile.DIRTYPE)
         _add(tar, "rootfs/bin/busybox", data=busybox_bytes, mode=0o755)
-        for applet in APPLETS:
+        for applet in (*APPLETS, *extra_applets):
             _add(tar, f"rootfs/bin/{applet}", kind=tarfile.SYMTYPE, link="busybox")
         _add(tar, "rootfs/entrypoint.sh", data=f"#!/bin/sh\n{script}".encode(), mode=0o755)
     return buffer.getvalue()
 
 
-async def build_app_image(engine: DockerEngine, tag: str, script: str) -> str:
+async def build_app_image(
+    engine: DockerEngine, tag: str, script: str, extra_applets: tuple[str, ...] = ()
+) -> str:
     """Build (or keep, when its content is unchanged) the image ``tag`` running ``script``; returns its id."""
-    context = await asyncio.to_thread(build_context, script)
+    context = await asyncio.to_thread(build_context, script, BUSYBOX, extra_applets)
     digest = hashlib.sha256(context).hexdigest()
     existing = await engine.local_image(tag)
     if existing is not None and existing.labels.get(CONTENT_LABEL) == digest:
@@ -174,5 +185,5 @@ async def ensure_images(engine: DockerEngine, images: Iterable[AppImage] = IMAGE
     """Build every image of ``images`` that is missing or stale; returns tag → image id."""
     built: dict[str, str] = {}
     for image in images:
-        built[image.tag] = await build_app_image(engine, image.tag, image.script)
+        built[image.tag] = await build_app_image(engine, image.tag, image.script, image.extra_applets)
     return built

@@ -372,6 +372,8 @@ def worker_env(
         "IEXEC_WORKER_PORT": str(port),
         # Devnet apps need no internet: keep them off every network.
         "IEXEC_WORKER_DOCKER_NETWORK_NAME": "none",
+        # Datasets, input files and the result proxy of the devnet are served on loopback: allowed here only.
+        "IEXEC_WORKER_NETWORK_ALLOWLIST": "127.0.0.1/32",
     }
     if tee is not None:
         if info.tee is None:

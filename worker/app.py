@@ -9,12 +9,15 @@ supervisor drains in-flight replicates for a grace period; a second signal force
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import platform
+import socket
 from contextlib import AsyncExitStack
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
+from yarl import URL
 
 from worker import __version__
 from worker.chain import (
@@ -26,15 +29,14 @@ from worker.chain import (
     max_price,
     paid_fee,
 )
-from worker.compute import DockerEngine, RegistryAuth
+from worker.compute.firewall import isolate_app_network, refused_addresses
 from worker.config import Settings
-from worker.data.downloads import DownloadLimits
+from worker.data import guarded_session
 from worker.http import HttpServer, create_http_app
 from worker.membership import (
     FundsWatch,
     Health,
     Heartbeat,
-    Joined,
     ReplicateDemand,
     SchedulerConsensus,
     SchedulerReporter,
@@ -55,7 +57,7 @@ from worker.replicate.journal import StoreJournal
 from worker.replicate.pipeline import PipelineDeps, local_notification
 from worker.replicate.store import ReplicateStore
 from worker.replicate.supervisor import Supervisor
-from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
+from worker.replicate.work import TaskWork
 from worker.scheduler import SchedulerClient
 from worker.scheduler.stomp import PushChannel
 from worker.tee_wiring import EnclaveRoutes, enclave_routes, open_engine, open_tee
@@ -65,6 +67,7 @@ log = logging.getLogger("iexec.worker")
 
 STOP_GRACE = 30.0
 PUSH_READY_WAIT = 10.0
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
 async def run_worker(
@@ -106,9 +109,8 @@ async def run_worker(
                 node.name, address, __version__, node.protocol_version,
             )  # fmt: skip
             log.info("outbound HTTP: %s", settings.proxy.routes().describe())
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             proxies = (proxy_middleware(settings.proxy.routes()),)
-            async with aiohttp.ClientSession(timeout=timeout, middlewares=proxies) as session:
+            async with aiohttp.ClientSession(timeout=_TIMEOUT, middlewares=proxies) as session:
                 while True:
                     rejoin = asyncio.Event()
                     code = await _membership(
@@ -190,7 +192,15 @@ async def _membership(
             gas_policy=gas_policy,
             sidechain=joined.chain_config.sidechain, replace_after=settings.chain.tx_replace_after.total_seconds(),
         )  # fmt: skip
-        work = _task_work(settings, chain, sender, engine, session, store, account, joined)
+        untrusted = guarded_session(  # data, input files, the deal's result proxy: URLs strangers chose
+            settings.target_policy(joined.public.result_repository_url), timeout=_TIMEOUT,
+            middlewares=(proxy_middleware(settings.proxy.routes()),),
+        )  # fmt: skip
+        await stack.enter_async_context(untrusted)
+        work_settings = settings.work_settings(
+            result_repository_url=joined.public.result_repository_url, sidechain=joined.chain_config.sidechain
+        )
+        work = TaskWork(work_settings, chain, sender, engine, untrusted, account, store)
         await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
         work.tee = await open_tee(
             stack, settings, found, enclave, joined, engine=engine, session=session, account=account, store=store,
@@ -229,6 +239,12 @@ async def _membership(
 
         status.attach(store, lambda tx_hash: paid_fee(chain, tx_hash), supervisor)
         stack.callback(status.detach)
+        await isolate_app_network(
+            engine, settings.docker.network_name, worker_name=node.name, worker_port=node.port or None,
+            allowed=settings.sandbox.network_allowlist, helper_image=settings.sandbox.firewall_image,
+            refused=refused_addresses(await _node_addresses(settings.chain.node_urls(joined.chain_config.chain_node_url))),
+        )  # fmt: skip
+        log.info("apps run in the %s sandbox: %s", settings.sandbox.profile.value, work_settings.limits)
         # The push channel outlives the drain: in-flight replicates still need their notifications
         # (PLEASE_REVEAL, PLEASE_COMPLETE), and report statuses only while it is up.
         push_stop = asyncio.Event()
@@ -262,38 +278,12 @@ async def _membership(
     return 0
 
 
-def _task_work(
-    settings: Settings,
-    chain: ChainClient,
-    sender: TransactionSender,
-    engine: DockerEngine,
-    session: aiohttp.ClientSession,
-    store: ReplicateStore,
-    account: LocalAccount,
-    joined: Joined[ChainClient],
-) -> TaskWork:
-    docker, data, result = settings.docker, settings.data, settings.result
-    limits = ContainerLimits(
-        memory_bytes=docker.container_memory_limit, pids_limit=docker.container_pids_limit,
-        nano_cpus=int(docker.container_cpu_limit * 1e9) if docker.container_cpu_limit else None,
-        network=docker.network_name or None,
-    )  # fmt: skip
-    registries = tuple(
-        RegistryAuth(server=r.address, username=r.username, password=r.password.get_secret_value())
-        for r in docker.registries
-        if r.username and r.password is not None
-    )
-    download_limits = DownloadLimits(
-        max_bytes=data.max_bytes, total_timeout=data.download_timeout.total_seconds(),
-        stall_timeout=data.stall_timeout.total_seconds(), max_redirects=data.max_redirects,
-    )  # fmt: skip
-    work_settings = WorkSettings(
-        worker_name=settings.node.name, task_root=settings.node.task_root, gas_price_cap=settings.chain.gas_price_cap,
-        limits=limits, download_limits=download_limits, result_repository_url=joined.public.result_repository_url,
-        registries=registries, min_pull_timeout=docker.min_pull_timeout.total_seconds(),
-        max_pull_timeout=docker.max_pull_timeout.total_seconds(), max_result_bytes=result.max_bytes,
-        ipfs_gateways=tuple(data.ipfs_gateways), upload_attempts=result.upload_attempts,
-        upload_timeout=result.upload_timeout.total_seconds(), sidechain=joined.chain_config.sidechain,
-        developer_logger=settings.log.developer_logger_enabled,
-    )  # fmt: skip
-    return TaskWork(work_settings, chain, sender, engine, session, account, store)
+async def _node_addresses(urls: list[str]) -> list[str]:
+    """The addresses the chain nodes resolve to (apps must not reach a node on a private network)."""
+    found: list[str] = []
+    for url in urls:
+        host = URL(url).host or ""
+        with contextlib.suppress(OSError):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            found += [str(info[4][0]) for info in infos]
+    return found

@@ -31,11 +31,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from yarl import URL
 
 from worker import PROTOCOL_VERSION
-from worker.data import DEFAULT_IPFS_GATEWAYS
+from worker.compute import RegistryAuth
+from worker.compute.sandbox import Sandbox, SandboxProfile, machine_memory_bytes, sandbox_for
+from worker.data import DEFAULT_IPFS_GATEWAYS, DownloadLimits
 from worker.protocol.errors import ConfigurationError
 from worker.protocol.redact import display_origin, redact, register_secret, register_url_secrets
+from worker.protocol.targets import TargetPolicy, parse_networks
 from worker.protocol.tee import SgxDriverMode
 from worker.proxy import DEFAULT_NON_PROXY_HOSTS, ProxyRoutes
+from worker.replicate.work import WorkSettings
 from worker.wallet import check_private_file, read_password
 
 DEFAULT_ENV_FILE = Path(".env")
@@ -275,7 +279,7 @@ class DockerSettings(_Subsystem):
     network_name: str = Field(
         "iexec-worker-net",
         validation_alias="IEXEC_WORKER_DOCKER_NETWORK_NAME",
-        description="Docker network created for the worker's containers.",
+        description="Docker network created for the worker's app containers, isolated; none: no network at all.",
     )
     extra_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -322,7 +326,7 @@ class DockerSettings(_Subsystem):
         None,
         validation_alias="IEXEC_WORKER_CONTAINER_MEMORY_LIMIT",
         description="(this worker) Memory limit of a task container in bytes, or with a k/m/g/t suffix; "
-        "default no limit.",
+        "default from the sandbox profile.",
         gt=0,
     )
     container_pids_limit: int = Field(
@@ -334,7 +338,7 @@ class DockerSettings(_Subsystem):
     container_cpu_limit: float | None = Field(
         None,
         validation_alias="IEXEC_WORKER_CONTAINER_CPU_LIMIT",
-        description="(this worker) CPUs a task container may use, e.g. 1.5; default no limit.",
+        description="(this worker) CPUs a task container may use, e.g. 1.5; default from the sandbox profile.",
         gt=0,
     )
 
@@ -479,6 +483,50 @@ class ResultSettings(_Subsystem):
         if value <= timedelta(0):
             raise ValueError("must be a positive duration, e.g. PT5M")
         return value
+
+
+class SandboxSettings(_Subsystem):
+    """How apps are confined: the sandbox profile, the app network and what requesters' URLs may reach."""
+
+    profile: SandboxProfile = Field(
+        SandboxProfile.COMPATIBLE,
+        validation_alias="IEXEC_WORKER_SANDBOX_PROFILE",
+        description="(this worker) compatible: bounds that never break an app the Java worker runs; strict: "
+        "read-only root filesystem, bounded /tmp, non-root user, tighter bounds (see docs/security.md).",
+    )
+    network_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="IEXEC_WORKER_NETWORK_ALLOWLIST",
+        description="(this worker) Networks apps and downloads may reach though not public (loopback, private, "
+        "link-local), comma separated CIDRs, e.g. 10.1.0.0/16; empty: the public internet only.",
+    )
+    firewall_image: str | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_FIREWALL_IMAGE",
+        description="(this worker) Image holding sh and iptables, run briefly with NET_ADMIN on the host network "
+        "to install the app network rules when the worker is not root on the host; empty: iptables directly.",
+    )
+    output_max_bytes: int | None = Field(
+        None,
+        validation_alias="IEXEC_WORKER_CONTAINER_OUTPUT_MAX_BYTES",
+        description="(this worker) Bytes an app may write to /iexec_out before it is killed, in bytes or with a "
+        "k/m/g/t suffix; default 10g (compatible) or 1g (strict).",
+        gt=0,
+    )
+
+    @field_validator("network_allowlist", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            parse_networks(value)  # refuses what is not a network, naming it
+        return value
+
+    @field_validator("output_max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _parse_size(value)
 
 
 class TdxMode(StrEnum):
@@ -723,6 +771,7 @@ class Settings(BaseModel):
         DockerSettings,
         DataSettings,
         ResultSettings,
+        SandboxSettings,
         TeeSettings,
         LogSettings,
         ProxySettings,
@@ -735,6 +784,7 @@ class Settings(BaseModel):
     docker: DockerSettings = Field(description="Docker network, registries, pulls, container limits.")
     data: DataSettings = Field(description="Dataset and input file downloads, IPFS gateways.")
     result: ResultSettings = Field(description="Result size limit and upload to the result proxy.")
+    sandbox: SandboxSettings = Field(description="Sandbox profile, app network, allowlist.")
     tee: TeeSettings = Field(description="SGX and TDX, the enclaves' network and endpoint.")
     log: LogSettings = Field(description="Logging.")
     proxy: ProxySettings = Field(description="HTTP and HTTPS proxies of outbound calls.")
@@ -743,6 +793,61 @@ class Settings(BaseModel):
     )
     wallet_path: Path = Field(description="IEXEC_WORKER_WALLET_PATH, checked to exist.")
     wallet_password: SecretStr = Field(description="From IEXEC_WORKER_WALLET_PASSWORD or its _FILE variant.")
+
+    def app_sandbox(self, *, cpus: int | None = None, memory: int | None = None) -> Sandbox:
+        """The bounds of every app container, from the profile, the machine and the explicit limits."""
+        docker = self.docker
+        return sandbox_for(
+            self.sandbox.profile,
+            slots=self.available_cpu_count,
+            cpus=cpus or host_cpu_count(),
+            memory=memory or machine_memory_bytes(),
+            network=docker.network_name,
+            memory_limit=docker.container_memory_limit,
+            cpu_limit=docker.container_cpu_limit,
+            pids_limit=docker.container_pids_limit,
+            output_limit=self.sandbox.output_max_bytes,
+        )
+
+    def target_policy(self, result_repository_url: str) -> TargetPolicy:
+        """What requesters' URLs may reach: public addresses, the allowlist, the operator's own endpoints."""
+        routes = self.proxy.routes()
+        proxies = [url for url in (routes.http, routes.https) if url]
+        return TargetPolicy(allowed=parse_networks(self.sandbox.network_allowlist)).trusting(
+            [*self.data.ipfs_gateways, result_repository_url, *proxies]
+        )
+
+    def work_settings(self, *, result_repository_url: str, sidechain: bool) -> WorkSettings:
+        docker, data = self.docker, self.data
+        registries = tuple(
+            RegistryAuth(server=r.address, username=r.username, password=r.password.get_secret_value())
+            for r in docker.registries
+            if r.username and r.password is not None
+        )
+        download_limits = DownloadLimits(
+            max_bytes=data.max_bytes,
+            total_timeout=data.download_timeout.total_seconds(),
+            stall_timeout=data.stall_timeout.total_seconds(),
+            max_redirects=data.max_redirects,
+            targets=self.target_policy(result_repository_url),
+        )
+        return WorkSettings(
+            worker_name=self.node.name,
+            task_root=self.node.task_root,
+            gas_price_cap=self.chain.gas_price_cap,
+            limits=self.app_sandbox(),
+            download_limits=download_limits,
+            result_repository_url=result_repository_url,
+            registries=registries,
+            min_pull_timeout=docker.min_pull_timeout.total_seconds(),
+            max_pull_timeout=docker.max_pull_timeout.total_seconds(),
+            max_result_bytes=self.result.max_bytes,
+            ipfs_gateways=tuple(data.ipfs_gateways),
+            upload_attempts=self.result.upload_attempts,
+            upload_timeout=self.result.upload_timeout.total_seconds(),
+            sidechain=sidechain,
+            developer_logger=self.log.developer_logger_enabled,
+        )
 
 
 def known_keys() -> dict[str, tuple[type[_Subsystem], str]]:
@@ -818,6 +923,7 @@ def load_settings(
         docker=docker,
         data=parts["DataSettings"],
         result=parts["ResultSettings"],
+        sandbox=parts["SandboxSettings"],
         tee=parts["TeeSettings"],
         log=parts["LogSettings"],
         proxy=parts["ProxySettings"],

@@ -16,6 +16,7 @@ import pytest
 from devnet.images import SHELL
 from tests.support.work import compute_work, describe_app
 from worker.compute import DockerEngine
+from worker.compute.sandbox import GIB, Sandbox, SandboxProfile, sandbox_for
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause
 from worker.result import write_error_result
 
@@ -56,3 +57,54 @@ async def test_links_planted_by_the_app_are_replaced_never_written_through(
     )
     assert victims["error.txt"].read_text() == "host file, must stay as it is\n"
     assert stat.S_ISREG(os.lstat(iexec_out / "error.txt").st_mode)
+
+
+def _app(script: str) -> str:
+    """``script`` then a result and its computed.json, as one argument of the shell image."""
+    return (
+        f"'{script} ; echo done > /iexec_out/result.txt"
+        ' && echo {\\"deterministic-output-path\\":\\"/iexec_out/result.txt\\"} > /iexec_out/computed.json\''
+    )
+
+
+async def test_strict_profile_read_only_root_bounded_tmp_non_root_bounded_memory(
+    engine: DockerEngine, tmp_path: Path, unique: str
+) -> None:
+    sandbox = sandbox_for(SandboxProfile.STRICT, slots=2, cpus=2, memory=4 * GIB, network="none")
+    work = compute_work(engine, tmp_path / "tasks", unique, sandbox)
+    probe = (
+        "touch /root-write 2>/dev/null && echo root-writable || echo root-read-only;"
+        " echo x > /tmp/scratch && echo tmp-writable;"
+        " echo uid=$(id -u);"
+        " cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null | head -1"
+    )
+    task_id = describe_app(work, SHELL.tag, _app(probe))
+
+    outcome = await work.compute(task_id)
+
+    lines = outcome.stdout.split()
+    assert lines[:3] == [
+        "root-read-only",
+        "tmp-writable",
+        f"uid={sandbox.user and sandbox.user.split(':')[0]}",
+    ]
+    assert lines[2] != "uid=0"
+    assert int(lines[3]) == sandbox.memory_bytes
+
+
+async def test_an_app_that_writes_past_its_output_bound_is_killed(
+    engine: DockerEngine, tmp_path: Path, unique: str
+) -> None:
+    work = compute_work(
+        engine, tmp_path / "tasks", unique, Sandbox(network="none", output_max_bytes=1024 * 1024)
+    )
+    # 8 MiB then a long sleep: only the bound ends it.
+    task_id = describe_app(
+        work, SHELL.tag, _app("dd if=/dev/zero of=/iexec_out/fill bs=1M count=8; sleep 60")
+    )
+
+    outcome = await work.compute(task_id)
+
+    assert outcome.failures == (ReplicateStatusCause.APP_COMPUTE_FAILED,)
+    assert outcome.exit_code == 137  # killed well before its 60 s sleep ended
+    assert outcome.result_digest is None  # an output cut short is not contributed

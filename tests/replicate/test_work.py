@@ -11,9 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+from worker.compute.sandbox import Sandbox
 from worker.data import DownloadLimits
 from worker.replicate.work import (
-    ContainerLimits,
     TaskWork,
     WorkSettings,
     _place_log,
@@ -30,7 +30,7 @@ def _work(root: Path) -> TaskWork:
         worker_name="w",
         task_root=root,
         gas_price_cap=1,
-        limits=ContainerLimits(),
+        limits=Sandbox(),
         download_limits=DownloadLimits(),
         result_repository_url="http://127.0.0.1:1",
     )

@@ -14,20 +14,21 @@ from eth_account import Account
 from tests.support.chain import task_description
 from worker.chain import DealParams
 from worker.compute import DockerEngine
+from worker.compute.sandbox import Sandbox
 from worker.data import DownloadLimits
-from worker.replicate.work import ContainerLimits, TaskWork, WorkSettings
+from worker.replicate.work import TaskWork, WorkSettings
 
 TASK_ID = "0x" + "5e" * 32
 
 
 def compute_work(
-    engine: DockerEngine, root: Path, worker_name: str, limits: ContainerLimits | None = None, **settings: Any
+    engine: DockerEngine, root: Path, worker_name: str, limits: Sandbox | None = None, **settings: Any
 ) -> TaskWork:
     work_settings = WorkSettings(
         worker_name=worker_name,
         task_root=root,
         gas_price_cap=1,
-        limits=limits or ContainerLimits(network="none"),
+        limits=limits or Sandbox(network="none"),
         download_limits=DownloadLimits(),
         result_repository_url="http://127.0.0.1:1",
         **settings,

@@ -29,9 +29,11 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -52,7 +54,9 @@ from worker.compute.errors import (
     RegistryAuthError,
     RegistryUnreachableError,
 )
+from worker.compute.firewall import BRIDGE_NAME_OPTION, ICC_OPTION, AppFirewall, bridge_name
 from worker.compute.model import (
+    IEXEC_OUT,
     STDERR_FILE,
     STDOUT_FILE,
     ContainerResult,
@@ -78,6 +82,7 @@ _LOG_READ_TIMEOUT = 120.0  # reading an ended container's logs is bounded: never
 _LOG_FLUSH_BYTES = 1024 * 1024
 _FRAME_HEADER = 8  # stream type, 3 zero bytes, big-endian payload length (Docker's multiplexed stream)
 _STDERR_STREAM = 2
+_OUTPUT_CHECK_PERIOD = 1.0
 
 _LAYER_DONE = frozenset({"Pull complete", "Already exists"})
 _LAYER_STATUSES = frozenset(
@@ -307,11 +312,43 @@ def _parse_engine_time(value: object) -> datetime | None:
         return None
 
 
+def disk_usage(folder: Path) -> int:
+    """Bytes of disk used by the files under ``folder``, links not followed."""
+    total = 0
+    pending = [str(folder)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+async def _outcome_of(watch: asyncio.Task[bool] | None) -> bool:
+    if watch is None:
+        return False
+    if not watch.done():
+        watch.cancel()
+        await asyncio.wait({watch})  # a cancellation of the caller still propagates
+        return False
+    return not watch.cancelled() and watch.exception() is None and watch.result()
+
+
 def _container_config(spec: ContainerSpec) -> dict[str, Any]:
     host: dict[str, Any] = {
         "Binds": [bind.to_docker() for bind in spec.binds],
         "Privileged": False,
         "CapDrop": ["ALL"],
+        "CapAdd": list(spec.cap_add),
+        "Tmpfs": dict(spec.tmpfs),
         "SecurityOpt": ["no-new-privileges"],
         "ReadonlyRootfs": spec.read_only_rootfs,
         "LogConfig": _log_config(spec),
@@ -366,6 +403,11 @@ class DockerEngine:
         self._api_timeout = api_timeout
         self._owns_client = owns_client
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._guards: dict[str, AppFirewall] = {}
+
+    def guard_network(self, network: str, firewall: AppFirewall) -> None:
+        """Check ``firewall``'s rules before every container run on ``network``."""
+        self._guards[network] = firewall
 
     @classmethod
     async def open(cls, url: str | None = None, *, api_timeout: float = 30.0) -> Self:
@@ -586,7 +628,13 @@ class DockerEngine:
         e.g. because the image is absent.
         """
         await self._remove_existing(spec.name)
-        if spec.network is not None and spec.network not in _BUILTIN_NETWORKS:
+        guard = self._guards.get(spec.network or "")
+        if guard is not None:
+            # The app network: recreated isolated if something removed it, its rules checked when cheap.
+            await self.ensure_app_network(guard.network)
+            if guard.check_each_run:
+                await guard.ensure()
+        elif spec.network is not None and spec.network not in _BUILTIN_NETWORKS:
             await self._ensure_network(spec.network)
         try:
             container = await self._create(spec)
@@ -600,7 +648,11 @@ class DockerEngine:
                         f"container {spec.name} could not start: {exc.message}", name=spec.name
                     ) from exc
             started = time.monotonic()
-            exit_code, timed_out = await self._wait(container, spec)
+            watch = self._watch_output(container, spec)
+            try:
+                exit_code, timed_out = await self._wait(container, spec)
+            finally:
+                output_exceeded = await _outcome_of(watch)
             ended = time.monotonic()
             # Read once the container has ended: the engine has then copied every line to its log, while a
             # stream followed during the run can end before the last lines when the container stops.
@@ -631,6 +683,7 @@ class DockerEngine:
             duration=duration,
             logs_bytes=sink.bytes,
             logs_saved=logs_saved,
+            output_exceeded=output_exceeded,
         )
 
     async def start_detached(self, spec: ContainerSpec) -> None:
@@ -694,6 +747,30 @@ class DockerEngine:
         raise ContainerError(
             f"network {network} has no IPv4 gateway: use a bridge network for the enclaves", name=network
         )
+
+    def _watch_output(self, container: Any, spec: ContainerSpec) -> asyncio.Task[bool] | None:
+        """A task that kills the container once it wrote more than its bound to /iexec_out (checked every
+        second); None when the spec sets no bound."""
+        folder = next((bind.host for bind in spec.binds if bind.container == IEXEC_OUT), None)
+        limit = spec.output_max_bytes
+        if folder is None or limit is None:
+            return None
+
+        async def watch() -> bool:
+            while True:
+                await asyncio.sleep(_OUTPUT_CHECK_PERIOD)
+                used = await asyncio.to_thread(disk_usage, folder)
+                if used > limit:
+                    log.warning(
+                        "container %s wrote %d bytes to %s, over its bound of %d: killing it",
+                        spec.name, used, IEXEC_OUT, limit,
+                    )  # fmt: skip
+                    with contextlib.suppress(aiodocker.DockerError, DockerUnavailableError):
+                        async with self._call(f"kill container {spec.name}"):
+                            await container.kill(signal="SIGKILL")
+                    return True
+
+        return asyncio.create_task(watch(), name=f"output-watch-{spec.name}")
 
     async def _create(self, spec: ContainerSpec) -> Any:
         try:
@@ -879,16 +956,65 @@ class DockerEngine:
         return [str(c.get("Name")) for c in (details.get("Containers") or {}).values() if c.get("Name")]
 
     async def _ensure_network(self, name: str) -> None:
-        try:
-            async with self._call(f"inspect network {name}"):
-                await self._docker.networks.get(name)
+        """A plain bridge ``name`` (the TEE side's networks); app networks go through ``ensure_app_network``."""
+        if await self._network_info(name) is not None:
             return
-        except aiodocker.DockerError as exc:
-            if exc.status != 404:
-                raise ContainerError(f"cannot inspect network {name}: {exc.message}", name=name) from exc
         try:
             async with self._call(f"create network {name}"):
                 await self._docker.networks.create({"Name": name, "Driver": "bridge", "CheckDuplicate": True})
         except aiodocker.DockerError as exc:
             if exc.status != 409:  # created meanwhile by a concurrent run
                 raise ContainerError(f"cannot create network {name}: {exc.message}", name=name) from exc
+
+    async def _network_info(self, name: str) -> dict[str, Any] | None:
+        try:
+            async with self._call(f"inspect network {name}"):
+                network = await self._docker.networks.get(name)
+                info: dict[str, Any] = await network.show()
+            return info
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise ContainerError(f"cannot inspect network {name}: {exc.message}", name=name) from exc
+            return None
+
+    async def _create_app_network(self, name: str) -> None:
+        config = {
+            "Name": name,
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            # Apps do not talk to each other; the bridge has a name the firewall rules can use.
+            "Options": {ICC_OPTION: "false", BRIDGE_NAME_OPTION: bridge_name(name)},
+            "Labels": {"iexec.worker.app-network": "isolated"},
+        }
+        try:
+            async with self._call(f"create network {name}"):
+                await self._docker.networks.create(config)
+        except aiodocker.DockerError as exc:
+            if exc.status != 409:  # created meanwhile by a concurrent run
+                raise ContainerError(f"cannot create network {name}: {exc.message}", name=name) from exc
+
+    async def ensure_app_network(self, name: str) -> str:
+        """The isolated app network ``name`` (see ``worker.compute.firewall``), created or fixed; its bridge.
+
+        A network of that name made without the isolation options (by an older worker) is replaced when no
+        container uses it; otherwise the error names the command that frees the name.
+        """
+        info = await self._network_info(name)
+        if info is not None:
+            options = info.get("Options") or {}
+            if options.get(ICC_OPTION) == "false" and options.get(BRIDGE_NAME_OPTION) == bridge_name(name):
+                return bridge_name(name)
+            if info.get("Containers"):
+                raise ContainerError(
+                    f"Docker network {name} lets containers reach each other and is in use; stop what uses it and "
+                    f"remove it (docker network rm {name}), or set IEXEC_WORKER_DOCKER_NETWORK_NAME to a new name",
+                    name=name,
+                )
+            log.warning("Docker network %s is not isolated: replacing it", name)
+            try:
+                async with self._call(f"remove network {name}"):
+                    await (await self._docker.networks.get(name)).delete()
+            except aiodocker.DockerError as exc:
+                raise ContainerError(f"cannot remove network {name}: {exc.message}", name=name) from exc
+        await self._create_app_network(name)
+        return bridge_name(name)

@@ -129,8 +129,14 @@ class ContainerSpec:
     """Host device nodes passed through at the same path with ``rwm`` cgroup rights (the SGX devices)."""
     extra_hosts: tuple[str, ...] = ()
     """``host:ip`` lines added to the container's /etc/hosts."""
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    """In-memory filesystems to mount: container path -> mount options (``size=`` bounds them)."""
     user: str | None = None
     """``uid[:gid]`` or a user name of the image; None keeps the image's user."""
+    output_max_bytes: int | None = None
+    """Bytes the container may write under the host folder bound at /iexec_out before it is killed."""
+    cap_add: tuple[str, ...] = ()
+    """Capabilities given back after all are dropped (the firewall helper's NET_ADMIN; never an app)."""
     log_tail_chars: int = MAX_LOG_CHARS
     log_dir: Path | None = None
     """When set, each stream is also written whole, as UTF-8, to ``log_dir/stdout.txt`` and
@@ -167,6 +173,8 @@ class ContainerResult:
     logs_saved: bool = False
     """True when ``spec.log_dir`` holds both streams whole; False without ``log_dir``, or when they were
     larger than ``spec.log_max_bytes`` or could not all be read."""
+    output_exceeded: bool = False
+    """Killed for writing more than ``output_max_bytes`` to /iexec_out."""
 
 
 class ContainerEngine(Protocol):

@@ -52,6 +52,7 @@ from worker.compute import (
     task_labels,
 )
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
+from worker.compute.sandbox import Sandbox
 from worker.data import DEFAULT_IPFS_GATEWAYS, DatasetRef, DownloadLimits, download_task_data
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
 from worker.protocol.errors import ChainError, StepFailed, TransientError
@@ -81,19 +82,11 @@ log = logging.getLogger("iexec.worker.work")
 
 
 @dataclass(frozen=True)
-class ContainerLimits:
-    memory_bytes: int | None = None
-    nano_cpus: int | None = None
-    pids_limit: int | None = 1024
-    network: str | None = None
-
-
-@dataclass(frozen=True)
 class WorkSettings:
     worker_name: str
     task_root: Path
     gas_price_cap: int
-    limits: ContainerLimits
+    limits: Sandbox
     download_limits: DownloadLimits
     result_repository_url: str
     registries: tuple[RegistryAuth, ...] = ()
@@ -315,6 +308,7 @@ class TaskWork:
         task_dir = self.task_dir(task_id)
         output = task_dir / "output"
         await asyncio.to_thread(_prepare_folders, task_dir)
+        await asyncio.to_thread(self._settings.limits.prepare_output, output / "iexec_out")
         with failures_of(Stage.COMPUTE, f"cannot inspect {description.app_uri}"):
             present = await self._engine.image_exists(description.app_uri)
         if not present:
@@ -356,11 +350,18 @@ class TaskWork:
             )
         elif result is not None:
             exit_code = result.exit_code
-            if exit_code != 0:
+            if result.output_exceeded:
+                failed(
+                    Cause.APP_COMPUTE_FAILED,
+                    f"app wrote more than {self._settings.limits.output_max_bytes} bytes to /iexec_out and was "
+                    "killed (IEXEC_WORKER_CONTAINER_OUTPUT_MAX_BYTES)",
+                )
+            elif exit_code != 0:
                 failed(Cause.APP_COMPUTE_FAILED, f"app exited with code {exit_code}")
         if spec is not None and result is not None and self._settings.developer_logger:
             await self._developer_logs(task_id, spec, result)
-        whole = True
+        # An output the sandbox cut short gets no digest: no worker of the pool would have this one.
+        whole = result is None or not result.output_exceeded
         if spec is not None and result is not None and exit_code == 0:
             whole = await self._place_logs(task_id, spec, result, failed)
         digest: str | None = None
@@ -436,10 +437,7 @@ class TaskWork:
                 Bind(task_dir / "output" / "iexec_out", IEXEC_OUT),
             ),
             labels=task_labels(self._settings.worker_name, task_id),
-            memory_bytes=limits.memory_bytes,
-            nano_cpus=limits.nano_cpus,
-            pids_limit=limits.pids_limit,
-            network=limits.network,
+            **limits.container_options(),
             log_dir=task_dir / LOGS_DIR,
             log_max_bytes=self._settings.max_result_bytes,
         )
@@ -706,9 +704,6 @@ def _prepare_folders(task_dir: Path) -> None:
         if leftover.exists():
             shutil.rmtree(leftover)
     iexec_out.mkdir(parents=True)
-    # The app runs with every capability dropped, so root in the container cannot bypass modes:
-    # the output folder must be writable by whatever user the image runs as.
-    os.chmod(iexec_out, 0o777)
     os.chmod(task_dir / "input", 0o755)
 
 
