@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: venv bootstrap demo test test-unit lint typecheck ci bench image clean
+.PHONY: venv bootstrap demo test test-unit lint typecheck audit audit-ci lock ci bench image clean
 
 venv:
 	@scripts/bootstrap.sh python
@@ -29,7 +29,23 @@ lint: venv
 typecheck: venv
 	$(PY) -m mypy
 
-ci: lint typecheck test
+# Known vulnerabilities of every locked package, from PyPI's advisory data (needs pypi.org's JSON API);
+# fails with exit 3 and says so when that service does not answer, 1 on a vulnerable package.
+audit: venv
+	@scripts/audit.sh
+
+# Regenerate the hashed locks after a change of the dependencies in pyproject.toml or devnet/pyproject.toml.
+lock: venv
+	$(PY) -m piptools compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements/worker.lock pyproject.toml
+	$(PY) -m piptools compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --extra dev -o requirements/dev.lock pyproject.toml requirements/devnet.in
+
+# In CI an unreachable advisory service warns (the audit is reported as not done); a vulnerability fails.
+audit-ci: venv
+	@scripts/audit.sh --ci
+
+ci: lint typecheck audit-ci test
 
 # The worker's container image (deploy/Dockerfile): on python:3.11-slim, or where that cannot be pulled
 # on a base made from Debian packages (see scripts/image.sh). BASE_IMAGE=... picks another base.

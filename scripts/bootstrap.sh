@@ -10,12 +10,15 @@ say() { printf '[bootstrap] %s\n' "$*"; }
 
 python_env() {
     # The worker with its dev tools, and the devnet beside it (its own distribution: never in a worker install).
+    # Every package comes from the hashed lock (requirements/dev.lock, made by pip-compile --generate-hashes);
+    # the two local distributions are then installed without resolving anything.
     if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import worker, devnet' >/dev/null 2>&1 \
-            || [ pyproject.toml -nt .venv/.installed ] || [ devnet/pyproject.toml -nt .venv/.installed ]; then
+            || [ pyproject.toml -nt .venv/.installed ] || [ devnet/pyproject.toml -nt .venv/.installed ] \
+            || [ requirements/dev.lock -nt .venv/.installed ]; then
         say "creating the Python environment in .venv"
         python3 -m venv .venv
-        .venv/bin/pip install -q --upgrade pip >/dev/null
-        .venv/bin/pip install -q -e '.[dev]' -e ./devnet
+        .venv/bin/pip install -q --require-hashes -r requirements/dev.lock
+        .venv/bin/pip install -q --no-deps --no-build-isolation -e '.[dev]' -e ./devnet
         touch .venv/.installed
     fi
 }

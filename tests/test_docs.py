@@ -110,3 +110,18 @@ def test_a_broken_relative_link_is_caught() -> None:
         f"[anchor](#layers)\n\n[ref]: ../{_ABSENT}\n\n```\n[in code]({_ABSENT})\n```\n"
     )
     assert broken_links(markdown, ROOT / "docs") == [_ABSENT, f"../{_ABSENT}"]
+
+
+def test_every_row_of_the_security_table_names_tests_that_exist() -> None:
+    """docs/security.md: one row per attack, each naming its tests as path::name; each must be a test."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    table = text.split("## Attack → defence → test", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| attack")]
+    rows = [row for row in rows if not set(row) <= set("|- ")]
+    assert len(rows) >= 10
+    for row in rows:
+        cited = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row.rsplit("|", 2)[-2])
+        assert cited, f"a row of docs/security.md names no test: {row[:80]}"
+        for path, name in cited:
+            source = (ROOT / path).read_text()
+            assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} does not exist"

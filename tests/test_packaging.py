@@ -91,3 +91,97 @@ def test_the_operator_command_has_no_devnet_subcommand() -> None:
     assert commands.choices is not None
     assert "devnet" not in commands.choices
     assert {"run", "wallet"} <= set(commands.choices)
+
+
+# Import name -> distribution name, where they differ.
+_DISTRIBUTIONS = {
+    "cid": "py-cid",
+    "dotenv": "python-dotenv",
+    "jwt": "pyjwt",
+    "yaml": "pyyaml",
+}
+
+
+def _third_party_imports(folder: Path) -> set[str]:
+    import ast
+
+    own = {"worker", "devnet", "tests", "bench"}
+    found: set[str] = set()
+    for source in folder.rglob("*.py"):
+        if "node_modules" in source.parts:
+            continue
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {name for name in found - own if name not in sys.stdlib_module_names and name != "__future__"}
+
+
+def _declared(pyproject: Path, *extras: str) -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads(pyproject.read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra]
+    return {re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+
+
+def _normal(name: str) -> str:
+    return _DISTRIBUTIONS.get(name, name).replace("_", "-").lower()
+
+
+@pytest.mark.parametrize(
+    ("folder", "pyproject", "extras"),
+    [
+        ("worker", "pyproject.toml", ()),
+        ("devnet", "devnet/pyproject.toml", ()),
+        ("tests", "pyproject.toml", ("dev",)),
+    ],
+)
+def test_every_imported_package_is_declared(folder: str, pyproject: str, extras: tuple[str, ...]) -> None:
+    """A package imported but only installed as someone else's dependency may vanish or change under us."""
+    declared = _declared(ROOT / pyproject, *extras)
+    if folder == "tests":  # the tests import the worker's and the devnet's libraries too
+        declared |= _declared(ROOT / "devnet/pyproject.toml")
+    undeclared = {_normal(name) for name in _third_party_imports(ROOT / folder)} - declared
+    assert undeclared == set(), f"{folder}/ imports packages {pyproject} does not declare"
+
+
+def _locked(lock: Path) -> dict[str, list[str]]:
+    """name -> hashes of each pinned requirement of a pip-compile lock."""
+    import re
+
+    pins: dict[str, list[str]] = {}
+    current = ""
+    for line in lock.read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9_.-]+)==\S+", line):
+            current = match[1].lower().replace("_", "-")
+            pins[current] = []
+        elif current and (found := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
+            pins[current].append(found[1])
+    return pins
+
+
+def test_the_locks_pin_every_package_with_hashes() -> None:
+    worker, dev = _locked(ROOT / "requirements/worker.lock"), _locked(ROOT / "requirements/dev.lock")
+    for lock in (worker, dev):
+        assert lock
+        assert all(hashes for hashes in lock.values()), "a pin without its hashes"
+    assert _declared(ROOT / "pyproject.toml") <= set(worker)
+    assert _declared(ROOT / "pyproject.toml", "dev") | _declared(ROOT / "devnet/pyproject.toml") - {
+        "iexec-worker"
+    } <= set(dev)
+    devnet_in = {
+        line.split("==")[0].lower()
+        for line in (ROOT / "requirements/devnet.in").read_text().splitlines()
+        if "==" in line
+    }
+    assert devnet_in == _declared(ROOT / "devnet/pyproject.toml") - {"iexec-worker"}
+    # What the install scripts do with them.
+    assert "--require-hashes -r requirements/dev.lock" in (ROOT / "scripts/bootstrap.sh").read_text()
+    image = (ROOT / "scripts/image.sh").read_text()  # the image's wheels: downloaded with their hashes checked
+    assert "requirements/worker.lock" in image
+    assert '--require-hashes -r "$lock"' in image
