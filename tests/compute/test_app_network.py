@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from devnet.images import NET
+from tests.support.firewall_image import firewall_helper_image
 from tests.support.netlab import PORT, Lab, network_lab, sh
 from tests.support.work import compute_work, describe_app
 from worker.compute import ContainerSpec, DockerEngine
-from worker.compute.firewall import AppFirewall, bridge_name, isolate_app_network
+from worker.compute.firewall import AppFirewall, FirewallPlan, HelperRunner, bridge_name, isolate_app_network
 from worker.compute.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -152,5 +153,27 @@ async def test_without_the_rules_the_same_app_would_reach_them(
             cmd=(probe_script({"private": f"{lab.private} {PORT}", "metadata": f"{lab.link_local} {PORT}"}),),
         ))  # fmt: skip
         assert result.stdout.split() == ["private", "open", "metadata", "open"]
+    finally:
+        await engine.remove_network(network)
+
+
+async def test_a_worker_that_cannot_run_iptables_installs_the_rules_through_a_helper_container(
+    engine: DockerEngine, lab: Lab, tmp_path: Path, unique: str, isolated: list[AppFirewall]
+) -> None:
+    """The deploy/ image case: the worker is not root on the host, an image holding sh and iptables is."""
+    image = await firewall_helper_image(engine)
+    network = f"pytest-net-{uuid.uuid4().hex[:8]}"
+    try:
+        plan = FirewallPlan(await engine.ensure_app_network(network), worker_port=None)
+        firewall = AppFirewall(plan, HelperRunner(engine, image, unique), check_each_run=False)
+        await firewall.install()
+        isolated.append(firewall)
+        assert plan.forward_chain in await sh("iptables", "-S", "DOCKER-USER")
+
+        seen = await probe(engine, tmp_path, unique, network, {
+            "public": f"{lab.public} {PORT}", "metadata": f"{lab.link_local} {PORT}",
+        })  # fmt: skip
+
+        assert seen == {"public": "open", "metadata": "closed"}
     finally:
         await engine.remove_network(network)
