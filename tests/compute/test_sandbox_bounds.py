@@ -1,12 +1,23 @@
-"""The sandbox profiles' bounds and the app network's rules, as data: pure unit tests."""
+"""The sandbox profiles' bounds and the app network's rules, as data: unit tests (a fake engine where one is needed)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from worker.compute.firewall import DENIED_V4, FirewallPlan, bridge_name, refused_addresses
+import pytest
+
+from worker.compute.firewall import (
+    DENIED_V4,
+    FirewallPlan,
+    FirewallUnavailable,
+    bridge_name,
+    isolate_app_network,
+    refused_addresses,
+)
 from worker.compute.sandbox import GIB, Sandbox, SandboxProfile, sandbox_for
+from worker.protocol.errors import ConfigurationError
 
 MACHINE = {"cpus": 8, "memory": 32 * GIB, "network": "iexec-worker-net"}
 
@@ -80,3 +91,20 @@ def test_bridge_names_fit_the_kernel_limit_and_node_addresses_only_when_private(
         "10.0.0.5/32",
         "127.0.0.1/32",
     )
+
+
+class _EngineWithoutBridge:
+    """A fake engine whose app network has a bridge this process cannot see (a worker in a container)."""
+
+    async def ensure_app_network(self, name: str) -> str:
+        return "ixw-not-here"
+
+
+async def test_a_worker_that_cannot_install_the_rules_refuses_to_start_and_says_how() -> None:
+    engine: Any = _EngineWithoutBridge()
+    with pytest.raises(FirewallUnavailable, match="IEXEC_WORKER_FIREWALL_IMAGE") as refused:
+        await isolate_app_network(engine, "iexec-worker-net", worker_name="w", worker_port=13100)
+    assert isinstance(refused.value, ConfigurationError)  # exit code 2 at start
+    with pytest.raises(FirewallUnavailable, match="network of the worker's own"):
+        await isolate_app_network(engine, "host", worker_name="w", worker_port=13100)
+    assert await isolate_app_network(engine, "none", worker_name="w", worker_port=13100) is None
