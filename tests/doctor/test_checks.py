@@ -111,11 +111,11 @@ async def test_a_wrong_password_fails_with_the_fix_and_skips_what_needs_the_wall
     assert checks["stake"][0] is Result.SKIP
 
 
-async def test_a_keystore_readable_by_others_is_a_warning() -> None:
+async def test_a_keystore_readable_by_others_fails_as_the_worker_refuses_it() -> None:
     machine = Machine()
     machine.host.modes[Path("/secure/wallet.json")] = 0o644
     result, _, fix = by_name(await run(machine))["wallet"]
-    assert result is Result.WARN
+    assert result is Result.FAIL
     assert fix == "chmod 600 /secure/wallet.json"
 
 

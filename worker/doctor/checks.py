@@ -276,8 +276,9 @@ class Doctor:
             str(p) for p in (path, self.s.password_file) if p is not None and (host.mode(p) or 0) & 0o077
         ]
         if loose:
+            # The worker refuses such files at start (docs/security.md): a failure, not a warning.
             self.add(
-                "wallet", Result.WARN, f"wallet {self.wallet.address} opens, but {', '.join(loose)} can be read by others",
+                "wallet", Result.FAIL, f"wallet {self.wallet.address} opens, but {', '.join(loose)} can be read by others",
                 f"chmod 600 {' '.join(loose)}",
             )  # fmt: skip
             return
