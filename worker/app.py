@@ -29,7 +29,7 @@ from worker.chain import (
     max_price,
     paid_fee,
 )
-from worker.compute.firewall import isolate_app_network, refused_addresses
+from worker.compute import isolate_app_network, refused_addresses
 from worker.config import Settings
 from worker.data import guarded_session
 from worker.http import HttpServer, create_http_app

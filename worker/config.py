@@ -31,8 +31,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from yarl import URL
 
 from worker import PROTOCOL_VERSION
-from worker.compute import RegistryAuth
-from worker.compute.sandbox import Sandbox, SandboxProfile, machine_memory_bytes, sandbox_for
+from worker.compute import RegistryAuth, Sandbox, SandboxProfile, machine_memory_bytes, sandbox_for
 from worker.data import DEFAULT_IPFS_GATEWAYS, DownloadLimits
 from worker.protocol.errors import ConfigurationError
 from worker.protocol.redact import display_origin, redact, register_secret, register_url_secrets

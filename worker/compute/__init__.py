@@ -25,6 +25,17 @@ from worker.compute.errors import (
     RegistryAuthError,
     RegistryUnreachableError,
 )
+from worker.compute.firewall import (
+    AppFirewall,
+    DirectRunner,
+    FirewallError,
+    FirewallPlan,
+    FirewallUnavailable,
+    HelperRunner,
+    bridge_name,
+    isolate_app_network,
+    refused_addresses,
+)
 from worker.compute.las import LasService, LasSettings, LasUnavailable
 from worker.compute.model import (
     IEXEC_IN,
@@ -43,6 +54,7 @@ from worker.compute.model import (
     RegistryAuth,
     checksum_digest,
 )
+from worker.compute.sandbox import Sandbox, SandboxProfile, machine_memory_bytes, sandbox_for
 from worker.compute.sgx import SgxDevices, SgxUnavailable, detect_sgx, host_devices
 
 __all__ = [
@@ -54,6 +66,7 @@ __all__ = [
     "TASK_LABEL",
     "WORKER_LABEL",
     "ZERO_ADDRESS",
+    "AppFirewall",
     "ArgsError",
     "Bind",
     "ComputeError",
@@ -61,8 +74,13 @@ __all__ = [
     "ContainerError",
     "ContainerResult",
     "ContainerSpec",
+    "DirectRunner",
     "DockerEngine",
     "DockerUnavailableError",
+    "FirewallError",
+    "FirewallPlan",
+    "FirewallUnavailable",
+    "HelperRunner",
     "ImageBuildError",
     "ImageDigestMismatch",
     "ImageNotFoundError",
@@ -79,9 +97,12 @@ __all__ = [
     "RegistryAuth",
     "RegistryAuthError",
     "RegistryUnreachableError",
+    "Sandbox",
+    "SandboxProfile",
     "SgxDevices",
     "SgxUnavailable",
     "app_environment",
+    "bridge_name",
     "checksum_digest",
     "classify_pull_error",
     "container_name",
@@ -89,7 +110,11 @@ __all__ = [
     "host_devices",
     "input_file_name",
     "is_digest_reference",
+    "isolate_app_network",
+    "machine_memory_bytes",
+    "refused_addresses",
     "registry_of",
+    "sandbox_for",
     "split_args",
     "task_labels",
 ]

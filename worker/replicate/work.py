@@ -45,6 +45,7 @@ from worker.compute import (
     DockerEngine,
     PullProgress,
     RegistryAuth,
+    Sandbox,
     app_environment,
     container_name,
     registry_of,
@@ -52,7 +53,6 @@ from worker.compute import (
     task_labels,
 )
 from worker.compute.model import IEXEC_IN, IEXEC_OUT
-from worker.compute.sandbox import Sandbox
 from worker.data import DEFAULT_IPFS_GATEWAYS, DatasetRef, DownloadLimits, download_task_data
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
 from worker.protocol.errors import ChainError, StepFailed, TransientError
