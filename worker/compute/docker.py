@@ -32,6 +32,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -332,14 +333,19 @@ def disk_usage(folder: Path) -> int:
     return total
 
 
-async def _outcome_of(watch: asyncio.Task[bool] | None) -> bool:
-    if watch is None:
-        return False
-    if not watch.done():
-        watch.cancel()
-        await asyncio.wait({watch})  # a cancellation of the caller still propagates
-        return False
-    return not watch.cancelled() and watch.exception() is None and watch.result()
+@dataclass
+class _OutputWatch:
+    """The watch of one container's output: ``exceeded`` is set before the kill, so it is never lost to a
+    container that ends (killed) while the watch is still in the kill call."""
+
+    task: asyncio.Task[None]
+    exceeded: bool = False
+
+    async def stop(self) -> bool:
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task})  # a cancellation of the caller still propagates
+        return self.exceeded
 
 
 def _container_config(spec: ContainerSpec) -> dict[str, Any]:
@@ -652,7 +658,7 @@ class DockerEngine:
             try:
                 exit_code, timed_out = await self._wait(container, spec)
             finally:
-                output_exceeded = await _outcome_of(watch)
+                output_exceeded = await watch.stop() if watch is not None else False
             ended = time.monotonic()
             # Read once the container has ended: the engine has then copied every line to its log, while a
             # stream followed during the run can end before the last lines when the container stops.
@@ -748,19 +754,20 @@ class DockerEngine:
             f"network {network} has no IPv4 gateway: use a bridge network for the enclaves", name=network
         )
 
-    def _watch_output(self, container: Any, spec: ContainerSpec) -> asyncio.Task[bool] | None:
-        """A task that kills the container once it wrote more than its bound to /iexec_out (checked every
+    def _watch_output(self, container: Any, spec: ContainerSpec) -> _OutputWatch | None:
+        """A watch that kills the container once it wrote more than its bound to /iexec_out (checked every
         second); None when the spec sets no bound."""
         folder = next((bind.host for bind in spec.binds if bind.container == IEXEC_OUT), None)
         limit = spec.output_max_bytes
         if folder is None or limit is None:
             return None
 
-        async def watch() -> bool:
+        async def watch() -> None:
             while True:
                 await asyncio.sleep(_OUTPUT_CHECK_PERIOD)
                 used = await asyncio.to_thread(disk_usage, folder)
                 if used > limit:
+                    state.exceeded = True
                     log.warning(
                         "container %s wrote %d bytes to %s, over its bound of %d: killing it",
                         spec.name, used, IEXEC_OUT, limit,
@@ -768,9 +775,10 @@ class DockerEngine:
                     with contextlib.suppress(aiodocker.DockerError, DockerUnavailableError):
                         async with self._call(f"kill container {spec.name}"):
                             await container.kill(signal="SIGKILL")
-                    return True
+                    return
 
-        return asyncio.create_task(watch(), name=f"output-watch-{spec.name}")
+        state = _OutputWatch(asyncio.create_task(watch(), name=f"output-watch-{spec.name}"))
+        return state
 
     async def _create(self, spec: ContainerSpec) -> Any:
         try:
