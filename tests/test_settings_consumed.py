@@ -34,7 +34,8 @@ class Reads:
 
 
 APP = "worker.app:_membership"
-WORK = "worker.app:_task_work"
+WORK = "worker.config:Settings.work_settings"
+SANDBOX = "worker.config:Settings.app_sandbox"
 TEE = "worker.tee_wiring:open_tee"
 DETECT = "worker.tee_wiring:tee_capabilities"
 CONSUMERS: dict[str, Reads] = {
@@ -63,7 +64,7 @@ CONSUMERS: dict[str, Reads] = {
     "IEXEC_WORKER_WALLET_PATH": Reads("worker.config:_wallet_path", via="wallet_path"),
     "IEXEC_WORKER_WALLET_PASSWORD": Reads("worker.config:_wallet_password", via="wallet_password"),
     "IEXEC_WORKER_WALLET_PASSWORD_FILE": Reads("worker.config:_wallet_password", via="wallet_password"),
-    "IEXEC_WORKER_DOCKER_NETWORK_NAME": Reads(WORK),
+    "IEXEC_WORKER_DOCKER_NETWORK_NAME": Reads(APP),
     "WORKER_DOCKER_EXTRA_HOSTS": Reads(TEE),
     "IEXEC_WORKER_DOCKER_REGISTRY_USERNAME_0": Reads(
         "worker.config:DockerSettings.registries", via="registries"
@@ -80,19 +81,23 @@ CONSUMERS: dict[str, Reads] = {
     "IEXEC_WORKER_DOCKER_REGISTRY_PASSWORD_1": Reads(
         "worker.config:DockerSettings.registries", via="registries"
     ),
-    "IEXEC_WORKER_DOCKER_IMAGE_MIN_PULL_TIMEOUT": Reads(WORK),
-    "IEXEC_WORKER_DOCKER_IMAGE_MAX_PULL_TIMEOUT": Reads(WORK),
-    "IEXEC_WORKER_CONTAINER_MEMORY_LIMIT": Reads(WORK),
-    "IEXEC_WORKER_CONTAINER_PIDS_LIMIT": Reads(WORK),
-    "IEXEC_WORKER_CONTAINER_CPU_LIMIT": Reads(WORK),
-    "IEXEC_WORKER_DATA_MAX_BYTES": Reads(WORK),
-    "IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT": Reads(WORK),
-    "IEXEC_WORKER_DATA_STALL_TIMEOUT": Reads(WORK),
-    "IEXEC_WORKER_DATA_MAX_REDIRECTS": Reads(WORK),
-    "IEXEC_WORKER_IPFS_GATEWAYS": Reads(WORK),
-    "IEXEC_WORKER_RESULT_MAX_BYTES": Reads(WORK),
-    "IEXEC_WORKER_RESULT_UPLOAD_TIMEOUT": Reads(WORK),
-    "IEXEC_WORKER_RESULT_UPLOAD_ATTEMPTS": Reads(WORK),
+    "IEXEC_WORKER_DOCKER_IMAGE_MIN_PULL_TIMEOUT": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_DOCKER_IMAGE_MAX_PULL_TIMEOUT": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_CONTAINER_MEMORY_LIMIT": Reads(SANDBOX, via="work_settings"),
+    "IEXEC_WORKER_CONTAINER_PIDS_LIMIT": Reads(SANDBOX, via="work_settings"),
+    "IEXEC_WORKER_CONTAINER_CPU_LIMIT": Reads(SANDBOX, via="work_settings"),
+    "IEXEC_WORKER_DATA_MAX_BYTES": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_DATA_DOWNLOAD_TIMEOUT": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_DATA_STALL_TIMEOUT": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_DATA_MAX_REDIRECTS": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_IPFS_GATEWAYS": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_RESULT_MAX_BYTES": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_RESULT_UPLOAD_TIMEOUT": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_RESULT_UPLOAD_ATTEMPTS": Reads(WORK, via="work_settings"),
+    "IEXEC_WORKER_SANDBOX_PROFILE": Reads(APP),
+    "IEXEC_WORKER_NETWORK_ALLOWLIST": Reads(APP),
+    "IEXEC_WORKER_FIREWALL_IMAGE": Reads(APP),
+    "IEXEC_WORKER_CONTAINER_OUTPUT_MAX_BYTES": Reads(SANDBOX, via="work_settings"),
     "IEXEC_WORKER_SGX_DRIVER_MODE": Reads(DETECT),
     "IEXEC_WORKER_SGX_DEVICES": Reads(DETECT),
     "IEXEC_WORKER_SGX_CHECK_IMAGE": Reads(DETECT),
@@ -110,7 +115,7 @@ CONSUMERS: dict[str, Reads] = {
     "TEE_TDX_SECRETPROVIDERAGENT": Reads("worker.config:TeeSettings.agent_path", via="agent_path"),
     "IEXEC_LOG_LEVEL": Reads("worker.cli:cmd_run"),
     "IEXEC_WORKER_LOG_JSON": Reads("worker.cli:cmd_run"),
-    "IEXEC_DEVELOPER_LOGGER_ENABLED": Reads(WORK),
+    "IEXEC_DEVELOPER_LOGGER_ENABLED": Reads(WORK, via="work_settings"),
     "IEXEC_HTTP_PROXY_HOST": Reads("worker.config:ProxySettings.routes", via="routes"),
     "IEXEC_HTTP_PROXY_PORT": Reads("worker.config:ProxySettings.routes", via="routes"),
     "IEXEC_HTTPS_PROXY_HOST": Reads("worker.config:ProxySettings.routes", via="routes"),
