@@ -96,6 +96,7 @@ def test_the_operator_command_has_no_devnet_subcommand() -> None:
 # Import name -> distribution name, where they differ.
 _DISTRIBUTIONS = {
     "cid": "py-cid",
+    "Crypto": "pycryptodome",
     "dotenv": "python-dotenv",
     "jwt": "pyjwt",
     "yaml": "pyyaml",
