@@ -11,8 +11,9 @@ Pull policy, decided here once:
   worker; after the pull the image must match the on-chain checksum when the app has one
   (``ImageDigestMismatch`` otherwise: a registry or a re-pushed tag serving other code than the app
   registered);
-- a failed pull fails: a local image of the same name is never used in its place, since nothing says it is
-  the app's code.
+- a failed pull of an app's image fails: a local image of the same name is never used in its place, since
+  nothing says it is the app's code. The worker's own images (the SGX check, the LAS, the enclaves), which
+  the operator may build or load without a registry, fall back to the local image (``local_fallback``).
 
 Containers are always removed after their logs are read, also on timeout, failure and cancellation. Logs are read
 once the container has ended, both streams in one pass: only their tails stay in memory, so a chatty app cannot fill
@@ -514,10 +515,13 @@ class DockerEngine:
         pull_timeout: float,
         on_progress: PullProgressCallback | None = None,
         checksum: str | None = None,
+        local_fallback: bool = True,
     ) -> PullOutcome:
         """Make ``image`` available locally, following the pull policy of this module.
 
         ``checksum`` is the app's on-chain checksum (``0x`` + sha256), zero or None when it has none.
+        ``local_fallback``: a failed pull uses a local image of the same name; True only for the worker's own
+        images (the SGX check, the LAS, the enclaves, built or loaded by the operator), False for an app's.
         Raises ``ImageNotFoundError``, ``RegistryAuthError``, ``RegistryUnreachableError``,
         ``ImagePullTimeoutError``, ``InvalidImageReferenceError`` or ``ImageDigestMismatch`` when the app's
         image is not available afterwards.
@@ -534,7 +538,13 @@ class DockerEngine:
         if local is not None and expected is None and is_digest_reference(image):
             log.info("image %s present locally, pinned by digest: not pulled", image)
             return PullOutcome.ALREADY_PRESENT
-        await self._pull_within(image, auth=auth, pull_timeout=pull_timeout, on_progress=on_progress)
+        try:
+            await self._pull_within(image, auth=auth, pull_timeout=pull_timeout, on_progress=on_progress)
+        except ImagePullError as exc:
+            if not local_fallback or local is None or expected is not None:
+                raise
+            log.warning("pull of %s failed (%s); using the image present locally", image, exc)
+            return PullOutcome.LOCAL_FALLBACK
         pulled = await self.local_image(image)
         if pulled is None:
             raise ImageNotFoundError(f"app image {image} still absent after a successful pull", image=image)

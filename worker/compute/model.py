@@ -40,6 +40,9 @@ class PullOutcome(enum.Enum):
     ALREADY_PRESENT = "already-present"
     """Present locally with the expected content (a digest reference, or the on-chain checksum matched):
     content-addressed, so the registry was not asked."""
+    LOCAL_FALLBACK = "local-fallback"
+    """The pull failed and a local image of this name is used: only for the worker's own images (the SGX check,
+    the LAS, the enclaves), never for an app's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,7 @@ class ContainerEngine(Protocol):
         pull_timeout: float,
         on_progress: PullProgressCallback | None = None,
         checksum: str | None = None,
+        local_fallback: bool = True,
     ) -> PullOutcome: ...
 
     async def image_exists(self, image: str) -> bool: ...

@@ -245,6 +245,7 @@ class TaskWork:
                 pull_timeout=timeout,
                 on_progress=progress,
                 checksum=description.app_checksum,
+                local_fallback=False,  # an app's code is what its registry serves, never a local namesake
             )
         log.info("%s: app image %s ready (%s)", task_id, image, outcome.value)
 
