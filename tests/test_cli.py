@@ -60,6 +60,7 @@ def test_wallet_show_names_the_missing_setting() -> None:
 def test_run_on_a_base_dir_it_cannot_write_exits_2_with_the_fix_and_no_traceback(tmp_path: Path) -> None:
     password = tmp_path / "password"
     password.write_text("correct horse battery staple\n")
+    password.chmod(0o600)
     wallet = tmp_path / "wallet.json"
     imported = cli(
         "wallet", "import", "--wallet", str(wallet), "--password-file", str(password), stdin=KEY + "\n"

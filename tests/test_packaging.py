@@ -183,6 +183,7 @@ def test_the_locks_pin_every_package_with_hashes() -> None:
     assert devnet_in == _declared(ROOT / "devnet/pyproject.toml") - {"iexec-worker"}
     # What the install scripts do with them.
     assert "--require-hashes -r requirements/dev.lock" in (ROOT / "scripts/bootstrap.sh").read_text()
-    image = (ROOT / "scripts/image.sh").read_text()  # the image's wheels: downloaded with their hashes checked
+    # The image's wheels: downloaded with their hashes checked.
+    image = (ROOT / "scripts/image.sh").read_text()
     assert "requirements/worker.lock" in image
     assert '--require-hashes -r "$lock"' in image
