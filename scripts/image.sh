@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds the worker's container image, and the Prometheus and Alertmanager images that deploy/compose.yml
+# Builds the worker's container images, and the Prometheus and Alertmanager images that deploy/compose.yml
 # runs where theirs cannot be pulled.
-#   scripts/image.sh              the worker image (make image); prints its tag
+#   scripts/image.sh              the worker image and its firewall helper (make image); prints their tags
+#   scripts/image.sh firewall     the firewall helper only
 #   scripts/image.sh monitoring   Prometheus and Alertmanager made from Debian packages; prints
 #                                 PROMETHEUS_IMAGE=... and ALERTMANAGER_IMAGE=... for compose
 # Settings, from the environment:
 #   BASE_IMAGE     base of the worker image. Unset: python:3.11-slim, and where that cannot be pulled a
 #                  base made from the host's Debian release (debootstrap); set: that image or a failure
 #   IMAGE          tag of the worker image (default iexec-worker:<version in pyproject.toml>)
+#   FIREWALL_IMAGE tag of the firewall helper (default iexec-worker-firewall:<version>)
 #   DEBIAN_MIRROR  where debootstrap takes the packages (default http://deb.debian.org/debian)
 # An image made from Debian packages is tagged with a key of its recipe (release, architecture, mirror,
 # packages and the recipe's own text): it is made once, then reused. Wheels are kept in .cache/image/
@@ -20,6 +22,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=.cache/image
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)
 IMAGE=${IMAGE:-iexec-worker:$VERSION}
+FIREWALL_IMAGE=${FIREWALL_IMAGE:-iexec-worker-firewall:$VERSION}
 mkdir -p "$CACHE"
 
 say() { printf '[image] %s\n' "$*" >&2; }
@@ -132,6 +135,19 @@ build_worker() {
     echo "$IMAGE"
 }
 
+# The firewall helper that IEXEC_WORKER_FIREWALL_IMAGE names in deploy/compose.yml and deploy/k8s: sh and
+# Debian's iptables. The worker image runs as uid 10001, which cannot install the app network's rules; the
+# worker starts this image through the engine (root, NET_ADMIN, host network) to install them. Its
+# iptables is the host release's default (nf_tables on Debian 11 and later), as dockerd's is.
+build_firewall() {
+    local base
+    base=$(debian_image iexec-worker-firewall-base iptables)
+    docker tag "$base" "$FIREWALL_IMAGE"
+    say "tagged $FIREWALL_IMAGE ($(size_mb "$FIREWALL_IMAGE") MB, iptables $(docker run --rm --network none \
+        --entrypoint iptables "$FIREWALL_IMAGE" -V | cut -d' ' -f2-))"
+    echo "$FIREWALL_IMAGE"
+}
+
 # The monitoring images from one Debian root with both packages, each with the entry point, user and
 # data folder of the upstream image it stands in for (prom/prometheus, prom/alertmanager).
 build_monitoring() {
@@ -161,7 +177,8 @@ EOF
 }
 
 case "${1:-worker}" in
-    worker) build_worker ;;
+    worker) build_worker && build_firewall ;;
+    firewall) build_firewall ;;
     monitoring) build_monitoring ;;
-    *) die "usage: scripts/image.sh [worker|monitoring]" ;;
+    *) die "usage: scripts/image.sh [worker|firewall|monitoring]" ;;
 esac

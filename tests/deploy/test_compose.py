@@ -27,7 +27,7 @@ from devnet.images import HELLO
 from devnet.platform import Platform, buy, worker_env, write_env_file
 from tests.deploy.conftest import IMAGE_BUILD_TIMEOUT, WorkerImage
 from tests.support import free_port, until
-from tests.support.deploy import DEPLOY, WORKER_UID, compose_command, readme_command, run
+from tests.support.deploy import DEPLOY, WORKER_UID, AppNetwork, compose_command, readme_command, run
 
 # The first test to ask for an image builds it: minutes on a machine where no base is cached yet.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(IMAGE_BUILD_TIMEOUT)]
@@ -47,8 +47,11 @@ WALLET_STEPS = (
 class Stack:
     """One compose project: `docker compose` as this machine spells it, and this run's environment."""
 
-    def __init__(self, compose: list[str], env: dict[str, str], name: str, base_dir: Path) -> None:
+    def __init__(
+        self, compose: list[str], env: dict[str, str], name: str, base_dir: Path, apps: AppNetwork
+    ) -> None:
         self.compose, self.env, self.name, self.base_dir = compose, env, name, base_dir
+        self.apps = apps  # the worker's isolated app network (the compose file's firewall image)
 
     async def readme(self, line: str) -> str:
         """A README line run as typed (`docker compose` replaced by this machine's command)."""
@@ -97,7 +100,12 @@ async def stack(
     name = f"e2e-{uuid.uuid4().hex[:8]}-compose"
     base_dir = tmp_path / "base"  # absent: Docker creates it, as root, for the bind mount
     ports = {key: str(free_port()) for key in ("IEXEC_WORKER_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
-    settings = {**worker_env(platform.info(), 0, base_dir), "IEXEC_WORKER_NAME": name}
+    apps = AppNetwork(f"{name}-apps")
+    settings = {
+        **worker_env(platform.info(), 0, base_dir),
+        "IEXEC_WORKER_NAME": name,
+        "IEXEC_WORKER_DOCKER_NETWORK_NAME": apps.name,  # the default: apps on a network of their own
+    }
     env = {
         **ports,
         **monitoring_images,
@@ -114,11 +122,12 @@ async def stack(
         int(ports["ALERTMANAGER_PORT"]),
     )
     env["PROMETHEUS_CONFIG_DIR"] = str(prometheus)
-    stack = Stack(await compose_command(), env, name, base_dir)
+    stack = Stack(await compose_command(), env, name, base_dir, apps)
     try:
         yield stack
     finally:
         await stack.run("-f", "deploy/compose.yml", "down", "--volumes", "--timeout", "30", check=False)
+        await apps.remove()
 
 
 async def _prometheus(session: aiohttp.ClientSession, port: int, path: str) -> dict[str, object]:
@@ -155,6 +164,9 @@ async def test_compose_up_joins_and_completes_a_task_through_the_docker_socket(
     logs = await stack.readme(LOGS)
     await asyncio.to_thread((stack.base_dir.parent / "worker.log").write_text, logs)
     assert "joined scheduler" in logs
+    # uid 10001 cannot run iptables: the compose file's firewall image installed the app network's rules.
+    assert "isolated (helper container of iexec-worker-firewall:0.1.0)" in logs
+    assert "-d 169.254.0.0/16 -j REJECT" in await stack.apps.rules(), "no app network rules on the host"
     assert "Up" in await stack.readme(PS)
 
     # The worker runs as uid 10001 with the socket's group, in the base dir Docker created as root.

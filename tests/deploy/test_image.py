@@ -62,6 +62,24 @@ async def test_a_second_build_makes_neither_the_base_nor_the_wheels_again(worker
         await run("docker", "image", "rm", tag, check=False)
 
 
+async def test_make_image_builds_the_firewall_image_with_the_hosts_iptables_backend(
+    worker_image: WorkerImage,
+) -> None:
+    """The compose file and the manifest name iexec-worker-firewall:0.1.0: `make image` makes it, with sh
+    and an iptables that writes where the host's does (a legacy iptables beside dockerd's nf_tables rules
+    would install rules no packet meets)."""
+    assert "iexec-worker-firewall:0.1.0" in worker_image.built.output.splitlines()
+    theirs = await run(
+        "docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", "iexec-worker-firewall:0.1.0",
+        "-c", "command -v iptables >/dev/null && iptables -V",
+    )  # fmt: skip
+    ours = await run("iptables", "-V")
+    backend = ours.output.split()[-1]  # (nf_tables) or (legacy)
+    assert theirs.output.split()[-1] == backend, f"firewall image: {theirs.output}; host: {ours.output}"
+    size_mb = int((await _inspect("iexec-worker-firewall:0.1.0"))["Size"]) / 1e6  # type: ignore[call-overload]
+    print(f"\nfirewall image: {theirs.output.strip()}, {size_mb:.0f} MB")
+
+
 def _fresh(tmp_path: Path, name: str) -> Path:
     """A path that does not exist yet: Docker creates it, as root, as the source of a bind mount."""
     return tmp_path / name

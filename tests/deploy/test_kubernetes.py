@@ -26,7 +26,7 @@ from devnet.images import HELLO
 from devnet.platform import Platform, buy
 from tests.deploy.conftest import IMAGE_BUILD_TIMEOUT, WorkerImage
 from tests.support import free_port, until
-from tests.support.deploy import DEPLOY, WORKER_UID, readme_command, required_tool, run
+from tests.support.deploy import DEPLOY, WORKER_UID, AppNetwork, readme_command, required_tool, run
 
 MANIFEST = DEPLOY / "k8s" / "worker.yaml"
 VERSIONS = ("1.25", "1.37")  # the oldest and newest schemas bundled
@@ -278,7 +278,9 @@ async def test_a_worker_with_the_pods_security_context_joins_and_completes_a_tas
         "IEXEC_WORKER_BASE_DIR": str(base), "IEXEC_WORKER_HTTP_HOST": "127.0.0.1",
         "IEXEC_WORKER_PORT": str(free_port()),
     })  # fmt: skip
-    env["IEXEC_WORKER_DOCKER_NETWORK_NAME"] = "none"  # devnet apps need no network
+    # Apps on an isolated network of the worker's own, its rules installed by the ConfigMap's firewall image.
+    apps = AppNetwork(f"{name}-apps")
+    env["IEXEC_WORKER_DOCKER_NETWORK_NAME"] = apps.name
     env["IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT"] = "1"
     mounts = {m["name"]: m["mountPath"] for m in _container("worker")["volumeMounts"]}
     socket_gid = (await asyncio.to_thread(os.stat, "/var/run/docker.sock")).st_gid
@@ -317,7 +319,11 @@ async def test_a_worker_with_the_pods_security_context_joins_and_completes_a_tas
             what=f"{task_id} COMPLETED by the pod-like worker",
         )  # fmt: skip
         assert (state / "iexec-worker-0.sqlite3").exists(), "the journal is on the state volume"
+        assert "-d 169.254.0.0/16 -j REJECT" in await apps.rules(), "no app network rules on the host"
+        logs = await run("docker", "logs", name)
+        assert f"isolated (helper container of {env['IEXEC_WORKER_FIREWALL_IMAGE']})" in logs.output
     finally:
         logs = await run("docker", "logs", name, check=False)
         await asyncio.to_thread((tmp_path / "worker.log").write_text, logs.output)
         await run("docker", "rm", "-f", name, check=False)
+        await apps.remove()

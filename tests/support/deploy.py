@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.compute.firewall import FirewallPlan, bridge_name
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 README = ROOT / "README.md"
@@ -74,3 +76,23 @@ def required_tool(name: str) -> str:
         f"{name} is not installed: run make bootstrap (it installs the Debian packages the tests use)"
     )
     return path
+
+
+class AppNetwork:
+    """The isolated app network a containerised worker creates (its own bridge and iptables chains).
+
+    The worker, as uid 10001, installs the rules through the firewall image (IEXEC_WORKER_FIREWALL_IMAGE);
+    the test checks them on the host, then removes the network and the rules the worker left, since a
+    worker keeps both across restarts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.plan = FirewallPlan(bridge_name(name))
+
+    async def rules(self) -> str:
+        """The host's rules of this network's forward chain, empty when it does not exist."""
+        return (await run("iptables", "-w", "10", "-S", self.plan.forward_chain, check=False)).output
+
+    async def remove(self) -> None:
+        await run("/bin/sh", "-c", self.plan.removal_script(), check=False)
+        await run("docker", "network", "rm", self.name, check=False)
