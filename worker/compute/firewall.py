@@ -33,14 +33,11 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from worker.compute.errors import ComputeError
-from worker.compute.model import ContainerSpec
+from worker.compute.model import ContainerResult, ContainerSpec
 from worker.protocol.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from worker.compute.docker import DockerEngine
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +158,16 @@ class ScriptRunner(Protocol):
     async def run(self, script: str) -> tuple[int, str]: ...
 
 
+class NetworkEngine(Protocol):
+    """What the app network needs of the Docker engine (``worker.compute.docker.DockerEngine``)."""
+
+    async def ensure_app_network(self, name: str) -> str: ...
+
+    def guard_network(self, network: str, firewall: AppFirewall) -> None: ...
+
+    async def run(self, spec: ContainerSpec) -> ContainerResult: ...
+
+
 class DirectRunner:
     """The worker itself: root, in the network namespace where dockerd made the bridge."""
 
@@ -186,7 +193,7 @@ class HelperRunner:
     """A short-lived container of ``image`` (holding ``sh`` and ``iptables``), root with NET_ADMIN and NET_RAW
     only, on the host network: for a worker that is not root or not in the host's network namespace."""
 
-    def __init__(self, engine: DockerEngine, image: str, worker_name: str) -> None:
+    def __init__(self, engine: NetworkEngine, image: str, worker_name: str) -> None:
         self._engine = engine
         self._image = image
         self._name = f"{worker_name}-firewall"
@@ -241,7 +248,7 @@ class AppFirewall:
 
 
 async def isolate_app_network(
-    engine: DockerEngine,
+    engine: NetworkEngine,
     network: str,
     *,
     worker_name: str,
