@@ -26,6 +26,12 @@ SERVICE_FIXTURES = frozenset(
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow-faults", action="store_true", help="also run the fault tests marked slow_fault (tests/faults)"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         uses = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
