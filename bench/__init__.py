@@ -1,1 +1,1 @@
-"""Benchmarks: each module has ``async def main() -> None`` that prints its figures (medians, ratios)."""
+"""Benchmarks: each module has ``async def main()`` that prints its report and may return its headline figures (``bench._figures.Figure``) for the summary block."""
