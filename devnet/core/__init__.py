@@ -5,6 +5,7 @@ port it needs (``ToolkitChain`` over the devnet toolkit in practice).
 """
 
 from .chain import BlockRef, ContributionView, DealView, SchedulerChain
+from .faults import FaultRule, Faults
 from .runner import DevScheduler
 from .state import TaskStatus
 from .updates import ChainCheckPolicy
@@ -15,6 +16,8 @@ __all__ = [
     "ContributionView",
     "DealView",
     "DevScheduler",
+    "FaultRule",
+    "Faults",
     "SchedulerChain",
     "TaskStatus",
 ]

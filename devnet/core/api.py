@@ -79,6 +79,10 @@ class SchedulerApi:
 
     # -- wiring -------------------------------------------------------------------------------
 
+    def forget_logins(self) -> None:
+        """Every JWT dies, as when iexec-core restarts: workers must log in again."""
+        self._auth.forget()
+
     def install(self, app: web.Application) -> None:
         app.middlewares.append(_errors_as_500)
         app.add_routes([

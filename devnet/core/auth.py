@@ -28,6 +28,12 @@ class Authenticator:
         self._challenges: dict[str, tuple[str, float]] = {}
         self._tokens: dict[str, str] = {}
 
+    def forget(self) -> None:
+        """A new signing key, no challenge or token left: what a restart of iexec-core does."""
+        self._key = secrets.token_bytes(128)
+        self._challenges.clear()
+        self._tokens.clear()
+
     def is_allowed(self, wallet: str) -> bool:
         return not self._whitelist or wallet in self._whitelist
 

@@ -2,6 +2,12 @@
 
 It is the composition root of this package: HTTP API, SockJS/STOMP push channel, in-memory
 state and the on-chain duty loop, started and stopped together.
+
+iexec-core keeps its state in MongoDB, so a restart loses its connections, its push sessions and the
+JWTs it signed (their key is drawn at start), never its tasks and replicates. ``go_down`` /
+``come_back`` do the same to this one, whose state is in memory: the HTTP service and the duty loop
+stop, the state stays, and the service comes back on the same port. ``faults`` switches on answers
+the scheduler gives instead of its own (``devnet/core/faults.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from .api import ApiSettings, SchedulerApi
 from .auth import Authenticator
 from .chain import SchedulerChain
 from .duties import Duties, DutySettings
+from .faults import Faults
 from .recovery import Recovery
 from .results import ProxyResultChecker, ResultChecker
 from .sms import SchedulerSms
@@ -48,15 +55,21 @@ class DevScheduler:
         state: SchedulerState,
         duties: Duties,
         broker: StompBroker,
-        runner: web.AppRunner,
+        runner: web.AppRunner | None,
         session: aiohttp.ClientSession,
         url: str,
+        faults: Faults,
+        host: str,
+        port: int,
     ) -> None:
         self.api = api
         self.state = state
         self.duties = duties
         self.broker = broker
         self.url = url
+        self.faults = faults
+        self._host = host
+        self._port = port
         self._runner = runner
         self._session = session
         self._stop = asyncio.Event()
@@ -140,37 +153,80 @@ class DevScheduler:
             StatusUpdater(state, chain, results, policy=check_policy, on_change=duties.wake),
             Recovery(state, chain, results, scheduler_account),
         )
-        app = web.Application()
-        api.install(app)
-        add_sockjs_routes(app, broker)
-        runner = web.AppRunner(app, access_log=None)
+        faults = Faults()
+        scheduler = cls(
+            api=api, state=state, duties=duties, broker=broker, runner=None, session=session, url="",
+            faults=faults, host=host, port=port,
+        )  # fmt: skip
         try:
-            await runner.setup()
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound = runner.addresses[0][1]
-            url = f"http://{host}:{bound}"
-            api.base_url = url
+            await scheduler._serve()
             # A first chain read before serving, so /replicates/* are not 503 at start.
             await duties.observe_chain()
         except BaseException:
-            await runner.cleanup()
+            await scheduler._unserve()
             await broker.close()
             await session.close()
             raise
-        scheduler = cls(
-            api=api, state=state, duties=duties, broker=broker, runner=runner, session=session, url=url
-        )
-        scheduler._loop_task = asyncio.create_task(duties.run(scheduler._stop), name="dev-scheduler-duties")
-        log.info("development scheduler serving %s for workerpool %s", url, workerpool)
+        scheduler._start_duties()
+        log.info("development scheduler serving %s for workerpool %s", scheduler.url, workerpool)
         return scheduler
 
-    async def stop(self) -> None:
+    async def _serve(self) -> None:
+        app = web.Application(middlewares=[self.faults.middleware])
+        self.api.install(app)
+        add_sockjs_routes(app, self.broker)
+        runner = web.AppRunner(app, access_log=None)
+        self._runner = runner
+        await runner.setup()
+        await web.TCPSite(runner, self._host, self._port).start()
+        self._port = int(runner.addresses[0][1])
+        self.url = f"http://{self._host}:{self._port}"
+        self.api.base_url = self.url
+
+    async def _unserve(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def _start_duties(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop_task = asyncio.create_task(self.duties.run(self._stop), name="dev-scheduler-duties")
+
+    async def _stop_duties(self) -> None:
         self._stop.set()
         if self._loop_task is not None:
-            await self._loop_task
+            task, self._loop_task = self._loop_task, None
+            await task
+
+    @property
+    def serving(self) -> bool:
+        return self._runner is not None
+
+    async def go_down(self) -> None:
+        """Stop as iexec-core does when its process stops: connections refused, push sessions and JWTs
+        gone, duties stopped; tasks and replicates kept (iexec-core's are in MongoDB)."""
+        await self._stop_duties()
+        await self._unserve()
+        self.api.forget_logins()
+        log.info("development scheduler down (state kept); it comes back on %s", self.url)
+
+    async def come_back(self) -> None:
+        """Serve again on the same port with the state kept, as iexec-core restarted on its database."""
+        if self._runner is None:
+            await self._serve()
+            await self.duties.observe_chain()
+            self._start_duties()
+            log.info("development scheduler back on %s", self.url)
+
+    async def restart(self, down_for: float = 0.0) -> None:
+        await self.go_down()
+        await asyncio.sleep(down_for)
+        await self.come_back()
+
+    async def stop(self) -> None:
+        await self._stop_duties()
         await self.broker.close()
-        await self._runner.cleanup()
+        await self._unserve()
         await self._session.close()
 
     async def __aenter__(self) -> Self:
