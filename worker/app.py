@@ -40,15 +40,16 @@ from worker.membership import (
     ReplicateDemand,
     SchedulerConsensus,
     SchedulerReporter,
+    StopRequested,
     complete_finalized,
     join_pool,
     lifecycle,
+    retry_until_stopped,
 )
 from worker.membership.health import StartStage
 from worker.membership.join import memory_gb
 from worker.membership.status import Identity, StatusView
 from worker.metrics import Metrics
-from worker.protocol.errors import SchedulerError
 from worker.protocol.models import PublicChainConfig, TaskNotification, WorkerModel
 from worker.protocol.redact import display_url
 from worker.protocol.status import TaskAbortCause, TaskNotificationType
@@ -170,16 +171,15 @@ async def _membership(
             cpu_nb=slots, memory_size=memory_gb(), gpu_enabled=node.gpu_enabled, tee_enabled=found.sgx.enabled,
             tdx_enabled=found.tdx,
         )  # fmt: skip
+        where = f"the scheduler at {display_url(settings.scheduler.core_url)}"
         try:
             joined = await join_pool(
                 scheduler, connect_chain, model, funds_watch, health, metrics, stop,
-                worker_version=node.protocol_version,
-                scheduler_url=display_url(settings.scheduler.core_url),
+                worker_version=node.protocol_version, scheduler_url=display_url(settings.scheduler.core_url),
             )  # fmt: skip
-        except SchedulerError:
-            if stop.is_set():  # asked to stop while the scheduler was still down: nothing to drain
-                return 0
-            raise
+        except StopRequested:  # asked to stop while the scheduler was still down: nothing to drain
+            log.info("stopped before joining the scheduler")
+            return 0
         chain = joined.chain
         core_url = settings.scheduler.core_url
         log.info("joined scheduler %s (core %s) with %d slot(s)", core_url, joined.core_version, slots)
@@ -256,7 +256,15 @@ async def _membership(
             for record in await store.unfinished():
                 await push.subscribe(f"/topic/task/{record.task_id}", on_message)
             await push.wait_connected(PUSH_READY_WAIT)
-            interrupted = await scheduler.get_interrupted(await chain.latest_block_number())
+            try:
+                interrupted = await retry_until_stopped(
+                    "ask for the interrupted replicates",
+                    lambda: _interrupted(scheduler, chain), stop, health=health, where=where,
+                )  # fmt: skip
+            except StopRequested:
+                log.info("stopped before resuming the stored replicates; they resume at the next start")
+                push_stop.set()
+                return 0
             if resumed := await supervisor.resume(interrupted):
                 log.info("resumed %d replicate(s) from the local store", resumed)
             await complete_finalized(chain, supervisor)
@@ -276,6 +284,10 @@ async def _membership(
             push_stop.set()
     log.info("worker stopped")
     return 0
+
+
+async def _interrupted(scheduler: SchedulerClient, chain: ChainClient) -> list[TaskNotification]:
+    return await scheduler.get_interrupted(await chain.latest_block_number())
 
 
 async def _node_addresses(urls: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.membership.fakes import WALLET, FakeChain
 from worker.membership import FundsWatch, Health, join_pool
-from worker.membership.join import Joined, retry_until_stopped
+from worker.membership.join import Joined, StopRequested, retry_until_stopped
 from worker.metrics import Metrics
 from worker.protocol.errors import ConfigurationError, SchedulerError
 from worker.protocol.models import PublicChainConfig, PublicConfiguration, WorkerModel
@@ -83,7 +83,10 @@ async def join(
 async def test_joining_follows_the_reference_order_and_declares_the_slots() -> None:
     scheduler, health, metrics = JoiningScheduler(), Health(), Metrics()
     joined = await join(scheduler, JoiningChain(balances={WALLET: 10**6}), health, metrics)
-    assert scheduler.calls == ["config", "chain-config:http://127.0.0.1:1", "login", "version", "register:3"]
+    # The version is read while the worker logs in and registers: only login before register is ordered.
+    assert scheduler.calls[:2] == ["config", "chain-config:http://127.0.0.1:1"]
+    assert sorted(scheduler.calls[2:]) == ["login", "register:3", "version"]
+    assert scheduler.calls.index("login") < scheduler.calls.index("register:3")
     assert health.joined
     assert not health.out_of_gas
     assert metrics.registry.get_sample_value("iexec_worker_slots") == 3
@@ -122,6 +125,57 @@ async def test_a_stop_during_the_wait_ends_the_retries() -> None:
     scheduler = JoiningScheduler(failures_before_answer=100)
     stop = asyncio.Event()
     stop.set()
-    with pytest.raises(SchedulerError):
+    with pytest.raises(StopRequested):
         await retry_until_stopped("read", scheduler.get_public_configuration, stop)
+    assert scheduler.calls == []
+
+
+async def test_a_stop_while_the_scheduler_is_down_ends_the_wait() -> None:
+    scheduler = JoiningScheduler(failures_before_answer=100)
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(retry_until_stopped("read", scheduler.get_public_configuration, stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    with pytest.raises(StopRequested):
+        await asyncio.wait_for(waiting, 5)
     assert scheduler.calls == ["config"]
+
+
+@dataclass
+class FlakyScheduler(JoiningScheduler):
+    """Fails each call of the sign-in a number of times first, as a scheduler still starting does."""
+
+    failing: dict[str, int] = field(default_factory=dict)
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.failing.get(name, 0) > 0:
+            self.failing[name] -= 1
+            self.calls.append(f"{name}-failed")
+            raise SchedulerError(f"POST /{name} failed; check that the scheduler is up", status=503)
+
+    async def login(self) -> None:
+        self._maybe_fail("login")
+        await super().login()
+
+    async def get_version(self) -> str:
+        self._maybe_fail("version")
+        return await super().get_version()
+
+    async def register(self, model: WorkerModel) -> None:
+        self._maybe_fail("register")
+        await super().register(model)
+
+
+async def test_login_version_and_register_are_retried(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("worker.membership.join.FIRST_RETRY_DELAY", 0.001)
+    scheduler = FlakyScheduler(failing={"login": 2, "version": 1, "register": 1})
+    health = Health()
+    joined = await join(scheduler, JoiningChain(), health, Metrics())
+    assert joined.core_version == "9.3.0"
+    assert health.joined
+    assert scheduler.calls.count("login-failed") == 2
+    assert scheduler.calls.count("register-failed") == 1
+    assert "cannot log in yet, attempt 2" in caplog.text
+    assert "check that the scheduler is up and that IEXEC_CORE_URL points to it" in caplog.text

@@ -11,7 +11,7 @@ from worker.membership.demand import ReplicateDemand
 from worker.membership.funds import FundsWatch, has_enough_gas_now
 from worker.membership.health import Health
 from worker.membership.heartbeat import Heartbeat
-from worker.membership.join import Joined, join_pool, retry_until_stopped
+from worker.membership.join import Joined, StopRequested, join_pool, retry_until_stopped
 from worker.membership.reporter import SchedulerReporter
 from worker.membership.waiting import sleep_or_stop
 
@@ -23,6 +23,7 @@ __all__ = [
     "ReplicateDemand",
     "SchedulerConsensus",
     "SchedulerReporter",
+    "StopRequested",
     "complete_finalized",
     "has_enough_gas_now",
     "join_pool",

@@ -1,9 +1,13 @@
 """Joining the pool, in the reference's order: scheduler configuration, chain configuration, node
-check, gas check, login, version, register (iexec-worker ``Application``, ``WorkerService``).
+check, gas check, then login and register next to the version (iexec-worker ``Application``,
+``WorkerService``).
 
-The scheduler may be down when the worker starts: its configuration is asked again with backoff
-rather than crash-looping. Settings that contradict the scheduler or the node stop the start with a
-``ConfigurationError`` naming the setting to fix.
+The scheduler may be down when the worker starts, or restart while it joins: every call to it is
+asked again with backoff (1, 2, 4 … 30 s), each attempt logged with its cause and what the operator
+can check, rather than crash-looping. The version is public and independent of the login, so it is
+read while the worker logs in and registers. A stop asked during the wait ends the start with
+``StopRequested``: nothing was taken yet, so the caller exits 0. Settings that contradict the
+scheduler or the node stop the start with a ``ConfigurationError`` naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ C = TypeVar("C", bound="JoiningChain")
 
 FIRST_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 30.0
+
+
+class StopRequested(Exception):
+    """A stop was asked while the worker waited for the scheduler at start-up: exit 0, nothing to drain."""
 
 
 class JoiningScheduler(Protocol):
@@ -66,19 +74,26 @@ async def retry_until_stopped(
     health: Health | None = None,
     where: str = "",
 ) -> T:
-    """Call until it answers, waiting 1, 2, 4 … 30 s after each scheduler error; re-raise once stopped.
+    """Call until it answers, waiting 1, 2, 4 … 30 s after each scheduler error.
 
-    While it waits, ``health`` says for what, at which attempt and when the next one is.
+    While it waits, ``health`` says for what, at which attempt and when the next one is. A stop asked
+    before or during the wait raises ``StopRequested``.
     """
     delay = FIRST_RETRY_DELAY
     attempt = 1
     while True:
+        if stop.is_set():
+            raise StopRequested(f"stopped while waiting to {what}")
         try:
             return await call()
         except SchedulerError as exc:
             if stop.is_set():
-                raise
-            log.warning("cannot %s yet (%s); retrying in %.0f s", what, exc, delay)
+                raise StopRequested(f"stopped while waiting to {what}") from exc
+            log.warning(
+                "cannot %s yet, attempt %d (%s); retrying in %.0f s. The worker keeps trying: check that "
+                "%s is up and that IEXEC_CORE_URL points to it",
+                what, attempt, exc, delay, where or "the scheduler",
+            )  # fmt: skip
             if health is not None:
                 health.waiting(
                     f"waiting for {where or 'the scheduler'} (attempt {attempt}, next in {delay:.0f} s): "
@@ -134,9 +149,18 @@ async def join_pool(
         )
     funds(chain, chain_config).record_balance(await chain.balance(model.wallet_address))
     health.enter(StartStage.REGISTERING, f"logging in and registering at {where}")
-    await scheduler.login()
-    core_version = await scheduler.get_version()
-    await scheduler.register(model)
+
+    def retried(what: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return retry_until_stopped(what, call, stop, health=health, where=where)
+
+    async def sign_in() -> None:
+        # A login refused (wallet not whitelisted yet) is asked again too: the pool manager may add it.
+        await retried("log in", scheduler.login)
+        await retried("register", lambda: scheduler.register(model))
+
+    core_version, _ = await asyncio.gather(
+        retried("read the scheduler version", scheduler.get_version), sign_in()
+    )
     health.joined = True
     metrics.slots_total.set(model.cpu_nb)
     return Joined(public=public, chain_config=chain_config, chain=chain, core_version=core_version)
