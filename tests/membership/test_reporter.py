@@ -9,7 +9,6 @@ import pytest
 from tests.membership.fakes import FakePush, FakeScheduler, task_id
 from worker.membership import SchedulerReporter
 from worker.metrics import Metrics
-from worker.protocol.errors import SchedulerError
 from worker.protocol.models import ReplicateStatusDetails
 from worker.protocol.status import ReplicateStatus, ReplicateStatusCause, TaskNotificationType
 from worker.scheduler import UpdateKind, UpdateOutcome
@@ -63,12 +62,14 @@ async def test_a_push_outage_is_waited_for_once_then_reports_go_straight_out() -
     assert push.waits == 2  # a new outage is waited for again
 
 
-async def test_a_scheduler_error_is_counted_and_raised() -> None:
+async def test_an_update_the_scheduler_never_took_is_counted_and_the_replicate_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     scheduler = FakeScheduler(update_error=True)
     metrics = Metrics()
     sender = SchedulerReporter(scheduler, FakePush(), lambda _: 1e10, metrics)
-    with pytest.raises(SchedulerError):
-        await sender.report(TASK, RS.STARTING)
+    assert await sender.report(TASK, RS.STARTING) is None
+    assert "did not take STARTING (HTTP 503); the replicate goes on" in caplog.text
     assert (
         metrics.registry.get_sample_value("iexec_worker_scheduler_errors_total", {"call": "updateStatus"})
         == 1

@@ -244,14 +244,32 @@ async def test_update_gives_up_at_the_deadline(
     assert core.count(f"POST /replicates/{TASK}/updateStatus") == 3
 
 
-async def test_update_client_error_is_not_retried(
-    client: SchedulerClient, core: FakeCore, delays: list[float]
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 429])
+async def test_update_client_error_is_retried_as_the_reference_does(
+    client: SchedulerClient, core: FakeCore, delays: list[float], status: int
 ) -> None:
-    core.update_answers = [(400, "")]
-    with pytest.raises(SchedulerError) as caught:
-        await client.update_status(TASK, STARTING)
+    core.update_answers = [(status, ""), (200, '"PLEASE_DOWNLOAD_APP"')]
+    outcome = await client.update_status(TASK, STARTING)
+    assert outcome.action is TaskNotificationType.PLEASE_DOWNLOAD_APP
+    assert core.count(f"POST /replicates/{TASK}/updateStatus") == 2
+    assert delays == [0.5]
+
+
+async def test_update_client_error_gives_up_at_the_deadline_naming_it(
+    session: aiohttp.ClientSession, core: FakeCore, account: LocalAccount
+) -> None:
+    now = [0.0]
+
+    async def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    client = SchedulerClient(
+        session, core.url, account, backoff_initial=1, sleep=advance, clock=lambda: now[0]
+    )
+    core.update_answers = [(400, "")] * 10
+    with pytest.raises(SchedulerError, match=r"gave up at the deadline.*HTTP 400") as caught:
+        await client.update_status(TASK, STARTING, deadline=3.0)
     assert caught.value.status == 400
-    assert delays == []
 
 
 async def test_unreachable_scheduler_is_a_scheduler_error(

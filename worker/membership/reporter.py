@@ -4,6 +4,11 @@ The scheduler answers some statuses only through the push channel, so a report w
 while it is down, but never forever: the chain watcher and recovery cover a lost notification. One
 wait per outage: once the channel failed to come back, later reports of every replicate go straight
 out until it is up again, so a long outage does not slow each status by the wait.
+
+The client retries a failed update until the task's final deadline. When even that fails, the status
+stays recorded locally and the replicate goes on without the scheduler's answer, as the reference
+worker's does (a null next action): the chain watcher, the missed-news poll and the recovery at the
+next start carry it. It never raises into the pipeline.
 """
 
 from __future__ import annotations
@@ -55,9 +60,14 @@ class SchedulerReporter:
         deadline = self._deadline_of(task_id) or time.time() + DEFAULT_REPORT_WINDOW
         try:
             outcome = await self._scheduler.update_status(task_id, update, deadline=deadline)
-        except SchedulerError:
+        except SchedulerError as exc:
             self._metrics.scheduler_errors.labels("updateStatus").inc()
-            raise
+            log.error(
+                "%s: the scheduler did not take %s (%s); the replicate goes on without its answer. "
+                "Check the scheduler's logs and that IEXEC_CORE_URL reaches it",
+                task_id, status.value, exc,
+            )  # fmt: skip
+            return None
         if outcome.kind is UpdateKind.ABORT:
             return TaskNotificationType.PLEASE_ABORT
         if outcome.kind is UpdateKind.ALREADY_REPORTED:

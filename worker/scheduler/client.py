@@ -255,11 +255,14 @@ class SchedulerClient:
     async def update_status(
         self, chain_task_id: str, update: ReplicateStatusUpdate, *, deadline: float | None = None
     ) -> UpdateOutcome:
-        """Report a replicate status, retrying network errors, 5xx and 401 until ``deadline``.
+        """Report a replicate status, retrying every failed answer until ``deadline``.
 
         ``deadline`` is Unix seconds (e.g. the task's final deadline on chain); without it the
-        update gets DEFAULT_UPDATE_BUDGET_SECONDS. A 4xx other than 401 is raised at once: sending
-        the same body again cannot help.
+        update gets DEFAULT_UPDATE_BUDGET_SECONDS. Network errors, 5xx and 401 (after a new login)
+        are retried, and so is a 4xx: iexec-core answers its refusals with 202, so a 4xx comes from
+        something between (a proxy, a scheduler being redeployed) and the reference worker asks
+        again until the final deadline too (iexec-worker ``TaskNotificationService``). Only the
+        deadline ends the retries, with the last error.
         """
         end = deadline if deadline is not None else self._clock() + DEFAULT_UPDATE_BUDGET_SECONDS
         path = f"/replicates/{chain_task_id}/updateStatus"
@@ -279,8 +282,6 @@ class SchedulerClient:
                 error = SchedulerError(f"{what}: HTTP {status}", status=status)
             except SchedulerError as exc:
                 error = exc
-            if error.status is not None and error.status != 401 and error.status < 500:
-                raise error
             reason = str(error).removeprefix(f"{what}: ")
             remaining = end - self._clock()
             if remaining <= 0:
