@@ -140,3 +140,43 @@ async def test_its_own_consensus_is_revealed_only_once_the_scheduler_has_seen_it
     await watcher.poll()
     assert held.delivered == [(task_id, TNT.PLEASE_REVEAL, block, None)]
     assert len(asked) == 3
+
+
+async def test_a_passed_reveal_deadline_aborts_with_reveal_timeout(net: Devnet, chain: ChainClient) -> None:
+    """The cause iexec-core gives a replicate that missed its reveal deadline, not UNKNOWN."""
+    toolkit = Toolkit(net.w3, net.deployment)
+    (task_id,) = await new_tasks(net, toolkit, 1)
+    await _contribute(chain, task_id, 17)  # trust 1: the consensus, and its reveal deadline, start now
+    held = Held()
+    held.statuses = {task_id: RS.REVEALING}  # a reveal that never got mined
+    watcher = ChainWatcher(chain, worker_account(17).address, held.tasks, held.deliver)
+    await watcher.poll()
+    assert held.delivered == []
+
+    await net.anvil.increase_time(2 * DEVNET_TIMEREF + 1)
+    await net.anvil.mine()
+    await watcher.poll()
+
+    assert held.delivered == [(task_id, TNT.PLEASE_ABORT, 0, TaskAbortCause.REVEAL_TIMEOUT)]
+
+
+async def test_a_passed_final_deadline_is_named_by_what_the_worker_lacked(
+    net: Devnet, chain: ChainClient
+) -> None:
+    toolkit = Toolkit(net.w3, net.deployment)
+    contributed, idle = await new_tasks(net, toolkit, 2)
+    await _contribute(chain, contributed, 18)
+    held = Held()
+    held.statuses = {contributed: RS.REVEALED, idle: RS.COMPUTING}
+    watcher = ChainWatcher(chain, worker_account(18).address, held.tasks, held.deliver)
+    await watcher.poll()
+    held.delivered.clear()
+
+    await net.anvil.increase_time(10 * DEVNET_TIMEREF + 1)
+    await net.anvil.mine()
+    await watcher.poll()
+
+    assert sorted(held.delivered) == sorted([
+        (contributed, TNT.PLEASE_ABORT, 0, TaskAbortCause.REVEAL_TIMEOUT),
+        (idle, TNT.PLEASE_ABORT, 0, TaskAbortCause.CONTRIBUTION_TIMEOUT),
+    ])  # fmt: skip

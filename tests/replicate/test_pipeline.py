@@ -478,3 +478,71 @@ async def test_resumed_trust_one_tee_replicate_contributes_and_finalizes_again(s
     runner.cancel()
     assert work.calls == [f"contribute_and_finalize:{'0x' + 'dd' * 32}"]
     assert RS.CONTRIBUTING not in scheduler.history
+
+
+@pytest.mark.parametrize(
+    ("abort_cause", "cause"),
+    [
+        (TaskAbortCause.CONSENSUS_REACHED, Cause.CONSENSUS_REACHED),
+        (TaskAbortCause.CONTRIBUTION_TIMEOUT, Cause.CONTRIBUTION_TIMEOUT),
+        (TaskAbortCause.REVEAL_TIMEOUT, Cause.REVEAL_TIMEOUT),
+        (TaskAbortCause.TASK_NOT_ACTIVE, Cause.TASK_NOT_ACTIVE),
+        (TaskAbortCause.UNKNOWN, Cause.UNKNOWN),
+    ],
+)
+async def test_an_abort_reports_the_cause_of_its_notification(
+    store: ReplicateStore, abort_cause: TaskAbortCause, cause: ReplicateStatusCause
+) -> None:
+    scheduler, work = FakeScheduler(), FakeWork()
+    work.compute_gate = asyncio.Event()
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    runner = asyncio.create_task(pipeline.run())
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await until(lambda: pipeline.status is RS.COMPUTING)
+    pipeline.deliver(notification(TNT.PLEASE_ABORT, taskAbortCause=abort_cause.value))
+    await asyncio.wait_for(runner, 5)
+    aborted = scheduler.details[RS.ABORTED]
+    assert aborted is not None
+    assert aborted.cause is cause
+
+
+@pytest.mark.parametrize("stored", [RS.CREATED, RS.STARTING])
+async def test_a_replicate_resumed_before_started_while_the_scheduler_recovers_it_goes_on(
+    store: ReplicateStore, stored: ReplicateStatus
+) -> None:
+    """iexec-core refuses STARTING after RECOVERING: the resumed start reports only STARTED, and the
+    replicate carries on to its contribution instead of being aborted."""
+    if stored is RS.STARTING:
+        await store.set_status(TASK, RS.STARTING)
+    record = await store.get(TASK)
+    assert record is not None
+    scheduler, work = FakeScheduler(), FakeWork()
+    scheduler.history += [*([RS.STARTING] if stored is RS.STARTING else []), RS.RECOVERING]
+    resumed, first = ReplicatePipeline.resume(
+        record, PipelineDeps(store, scheduler, work, Recorder()), recovering=True
+    )
+    assert first is not None
+    runner = asyncio.create_task(resumed.run())
+    resumed.deliver(first)
+    resumed.deliver(notification(TNT.PLEASE_CONTRIBUTE))  # the recovery's answer: dropped, too early
+    await until(lambda: resumed.status is RS.CONTRIBUTED)
+    runner.cancel()
+    assert RS.STARTING not in [status for status, _ in scheduler.reported]
+    assert scheduler.history[scheduler.history.index(RS.RECOVERING) + 1] is RS.STARTED
+    assert scheduler.history[-1] is RS.CONTRIBUTED
+    assert RS.STARTED in await store.history(TASK)
+
+
+async def test_a_replicate_resumed_before_started_without_recovery_reports_starting_again(
+    store: ReplicateStore,
+) -> None:
+    record = await store.get(TASK)
+    assert record is not None
+    scheduler, work = FakeScheduler(), FakeWork()
+    resumed, first = ReplicatePipeline.resume(record, PipelineDeps(store, scheduler, work, Recorder()))
+    assert first is not None
+    runner = asyncio.create_task(resumed.run())
+    resumed.deliver(first)
+    await until(lambda: resumed.status is RS.STARTED or resumed.status.ordinal > RS.STARTED.ordinal)
+    runner.cancel()
+    assert scheduler.reported[0][0] is RS.STARTING

@@ -12,7 +12,9 @@ short reorganisation cannot hide an event. What it does with them:
   pipeline drops it when the scheduler's own notification came first.
 - A deadline passed, by the latest block's timestamp (the contract's clock): contribution deadline
   while this worker has no contribution on chain, reveal deadline while its contribution is not
-  proved, final deadline while the task is not completed: a local PLEASE_ABORT.
+  proved, final deadline while the task is not completed: a local PLEASE_ABORT, whose cause says
+  which (CONTRIBUTION_TIMEOUT, REVEAL_TIMEOUT; past the final deadline, what this worker still lacked
+  then, or TASK_NOT_ACTIVE once its own part was done).
 - ``TaskFinalize``: logged, and the task's deadlines stop mattering. No local PLEASE_COMPLETE:
   COMPLETING is only valid once the scheduler has seen the finalization itself, and it says so in
   its answer to RESULT_UPLOADED or by the push channel; a notification missed there is replayed by
@@ -49,6 +51,10 @@ DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_REORG_DEPTH = 3
 DEFAULT_BACKFILL_BLOCKS = 5_000
 
+_FINAL_DEADLINE_CAUSES: dict[ChainContributionStatus, TaskAbortCause] = {
+    ChainContributionStatus.UNSET: TaskAbortCause.CONTRIBUTION_TIMEOUT,
+    ChainContributionStatus.CONTRIBUTED: TaskAbortCause.REVEAL_TIMEOUT,
+}
 Deliver = Callable[[str, TaskNotificationType, int, TaskAbortCause | None], None]
 """(task id, action, block number or 0, abort cause or None)"""
 RevealAllowed = Callable[[str], Awaitable[bool]]
@@ -205,7 +211,12 @@ class ChainWatcher:
             reason: str | None = None
             cause: TaskAbortCause | None = None
             if now >= watched.final_deadline > 0:
-                reason = "final deadline"
+                # Named by what this worker still lacked when the task could no longer complete.
+                contribution = await self._client.contribution(task_id, self._worker)
+                reason, cause = (
+                    "final deadline",
+                    _FINAL_DEADLINE_CAUSES.get(contribution.status, TaskAbortCause.TASK_NOT_ACTIVE),
+                )
             elif now >= watched.contribution_deadline > 0 and watched.consensus is None:
                 contribution = await self._client.contribution(task_id, self._worker)
                 if contribution.status is ChainContributionStatus.UNSET:
@@ -213,7 +224,7 @@ class ChainWatcher:
             elif now >= watched.reveal_deadline > 0 and status in _BEFORE_REVEALED:
                 contribution = await self._client.contribution(task_id, self._worker)
                 if contribution.status is not ChainContributionStatus.PROVED:
-                    reason = "reveal deadline"
+                    reason, cause = "reveal deadline", TaskAbortCause.REVEAL_TIMEOUT
             if reason is None:
                 continue
             watched.aborted = True

@@ -256,6 +256,10 @@ class TaskAbortCause(StrEnum):
     CONTRIBUTION_TIMEOUT = "CONTRIBUTION_TIMEOUT"
     CONSENSUS_REACHED = "CONSENSUS_REACHED"
     UNKNOWN = "UNKNOWN"
+    # Raised only by this worker's chain watcher (iexec-core never sends them): a deadline passed on
+    # chain, named by the ReplicateStatusCause the replicate is aborted with.
+    REVEAL_TIMEOUT = "REVEAL_TIMEOUT"
+    TASK_NOT_ACTIVE = "TASK_NOT_ACTIVE"
 
 
 SCHEDULER_REVEAL_PHASE: frozenset[str] = frozenset({

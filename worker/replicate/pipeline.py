@@ -91,13 +91,18 @@ _RESUME: dict[ReplicateStatus, tuple[ReplicateStatus, TaskNotificationType | Non
 }
 
 
+# The scheduler's abort causes as iexec-common ``getReplicateAbortCause`` maps them, and the chain
+# watcher's deadline causes (REVEAL_TIMEOUT as iexec-core sets it on a replicate past its reveal deadline).
+_ABORT_CAUSES: dict[TaskAbortCause, ReplicateStatusCause] = {
+    TaskAbortCause.CONSENSUS_REACHED: Cause.CONSENSUS_REACHED,
+    TaskAbortCause.CONTRIBUTION_TIMEOUT: Cause.CONTRIBUTION_TIMEOUT,
+    TaskAbortCause.REVEAL_TIMEOUT: Cause.REVEAL_TIMEOUT,
+    TaskAbortCause.TASK_NOT_ACTIVE: Cause.TASK_NOT_ACTIVE,
+}
+
+
 def _abort_cause(notification: TaskNotification) -> ReplicateStatusCause:
-    cause = notification.task_abort_cause
-    if cause is TaskAbortCause.CONSENSUS_REACHED:
-        return Cause.CONSENSUS_REACHED
-    if cause is TaskAbortCause.CONTRIBUTION_TIMEOUT:
-        return Cause.CONTRIBUTION_TIMEOUT
-    return Cause.UNKNOWN
+    return _ABORT_CAUSES.get(notification.task_abort_cause, Cause.UNKNOWN)
 
 
 def local_notification(
@@ -132,10 +137,20 @@ class PipelineDeps:
 class ReplicatePipeline:
     """Carries one replicate until it is COMPLETED, ABORTED or FAILED."""
 
-    def __init__(self, task_id: str, deps: PipelineDeps, state: ReplicateState | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        deps: PipelineDeps,
+        state: ReplicateState | None = None,
+        *,
+        recovering: bool = False,
+    ) -> None:
         self.task_id = task_id
         self._deps = deps
         self._state = state or ReplicateState()
+        # The scheduler moved the replicate to RECOVERING (interrupted-replicates call), from which it
+        # accepts every status but CREATED and STARTING: a start is then not reported, only its outcome.
+        self._recovering = recovering
         self._inbox: asyncio.Queue[TaskNotification] = asyncio.Queue()
         self._quiet = asyncio.Event()  # set while no stage runs: the replicate only waits for news
         self._quiet.set()
@@ -159,11 +174,14 @@ class ReplicatePipeline:
 
     @classmethod
     def resume(
-        cls, record: ReplicateRecord, deps: PipelineDeps
+        cls, record: ReplicateRecord, deps: PipelineDeps, *, recovering: bool = False
     ) -> tuple[ReplicatePipeline, TaskNotification | None]:
-        """Rebuild a pipeline from its stored record; returns the action to run first, if any."""
+        """Rebuild a pipeline from its stored record; returns the action to run first, if any.
+
+        ``recovering``: the scheduler listed the replicate as interrupted, so it is RECOVERING there.
+        """
         base, action = _RESUME.get(record.status, (record.status, None))
-        pipeline = cls(record.task_id, deps, ReplicateState(base))
+        pipeline = cls(record.task_id, deps, ReplicateState(base), recovering=recovering)
         first = None
         if action is TNT.PLEASE_REVEAL:
             first = local_notification(record.task_id, action, block_number=record.consensus_block or 0)
@@ -287,7 +305,16 @@ class ReplicatePipeline:
     # -- stages -----------------------------------------------------------------------------------
 
     async def _start(self, _: TaskNotification) -> TaskNotificationType | None:
-        if not await self._ongoing(RS.STARTING):
+        if self._recovering:
+            # iexec-core refuses STARTING after RECOVERING (and a Java worker drops such a replicate):
+            # record it here only, then report where the start ends, which RECOVERING accepts.
+            self._state.move(RS.STARTING)
+            await self._deps.store.set_status(self.task_id, RS.STARTING, None)
+            self._deps.observer.status_changed(self.task_id, RS.CREATED, RS.STARTING, None)
+            self._log.info(
+                "resumed while the scheduler recovers it: starting again without reporting STARTING"
+            )
+        elif not await self._ongoing(RS.STARTING):
             return TNT.PLEASE_ABORT
         with self._timed(Stage.START) as timer:
             try:

@@ -84,8 +84,11 @@ class Supervisor:
     async def resume(self, interrupted: list[TaskNotification]) -> int:
         """Restart every unfinished replicate of the store, then deliver the scheduler's recovery news."""
         records = await self._deps.store.unfinished()
+        recovering = {n.chain_task_id for n in interrupted}  # the scheduler marked them RECOVERING
         for record in records:
-            pipeline, first = ReplicatePipeline.resume(record, self._deps)
+            pipeline, first = ReplicatePipeline.resume(
+                record, self._deps, recovering=record.task_id in recovering
+            )
             await self._subscribe(record.task_id)
             self._launch(pipeline)
             if first is not None:
