@@ -41,6 +41,7 @@ from worker.membership import (
     SchedulerConsensus,
     SchedulerReporter,
     StopRequested,
+    adopt_unstored,
     complete_finalized,
     join_pool,
     lifecycle,
@@ -267,6 +268,9 @@ async def _membership(
                 return 0
             if resumed := await supervisor.resume(interrupted):
                 log.info("resumed %d replicate(s) from the local store", resumed)
+            await adopt_unstored(
+                chain, supervisor, interrupted, pool_address=settings.scheduler.pool_address, wallet=address
+            )
             await complete_finalized(chain, supervisor)
             heartbeat = Heartbeat(scheduler, supervisor, push, health, metrics)
             group.create_task(heartbeat.run(stop, rejoin), name="heartbeat")

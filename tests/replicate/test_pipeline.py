@@ -546,3 +546,25 @@ async def test_a_replicate_resumed_before_started_without_recovery_reports_start
     await until(lambda: resumed.status is RS.STARTED or resumed.status.ordinal > RS.STARTED.ordinal)
     runner.cancel()
     assert scheduler.reported[0][0] is RS.STARTING
+
+
+async def test_a_parked_pipeline_ends_the_stage_in_flight_and_starts_no_other(store: ReplicateStore) -> None:
+    """A stop during the compute: COMPUTED is recorded and reported, the contribution waits for the next start."""
+    scheduler, work = FakeScheduler(), FakeWork()
+    work.compute_gate = asyncio.Event()
+    pipeline = ReplicatePipeline(TASK, PipelineDeps(store, scheduler, work, Recorder()))
+    runner = asyncio.create_task(pipeline.run())
+    pipeline.deliver(notification(TNT.PLEASE_START))
+    await until(lambda: pipeline.status is RS.COMPUTING)
+    pipeline.park()
+    work.compute_gate.set()
+    await asyncio.wait_for(pipeline.wait_quiet(), 5)
+    await until(lambda: pipeline.status is RS.COMPUTED)
+    await asyncio.sleep(0.05)  # room for a next stage to start, were it allowed to
+    assert pipeline.status is RS.COMPUTED
+    assert scheduler.history[-1] is RS.COMPUTED
+    assert not any(call.startswith("contribute") for call in work.calls)
+    assert (await store.get(TASK)) is not None
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner

@@ -5,6 +5,7 @@ them to the real scheduler client, chain client, push channel and supervisor, an
 them with fakes. Long-lived policies run as ``run(stop)`` coroutines that return once ``stop`` is set.
 """
 
+from worker.membership.adoption import adopt_unstored
 from worker.membership.completion import complete_finalized
 from worker.membership.consensus import SchedulerConsensus
 from worker.membership.demand import ReplicateDemand
@@ -24,6 +25,7 @@ __all__ = [
     "SchedulerConsensus",
     "SchedulerReporter",
     "StopRequested",
+    "adopt_unstored",
     "complete_finalized",
     "has_enough_gas_now",
     "join_pool",

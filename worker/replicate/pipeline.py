@@ -154,6 +154,7 @@ class ReplicatePipeline:
         self._inbox: asyncio.Queue[TaskNotification] = asyncio.Queue()
         self._quiet = asyncio.Event()  # set while no stage runs: the replicate only waits for news
         self._quiet.set()
+        self._parked = False  # stopping: the stage in flight ends, no other starts
         self._log = logging.LoggerAdapter(log, {"task_id": task_id})
         handlers: dict[
             TaskNotificationType,
@@ -209,6 +210,14 @@ class ReplicatePipeline:
     def deliver(self, notification: TaskNotification) -> None:
         self._inbox.put_nowait(notification)
 
+    def park(self) -> None:
+        """Let the stage in flight end, then start no other: the worker is stopping.
+
+        What the replicate would do next is in the store (its status) and is done again at the next
+        start, so a stop never cuts a stage it could have avoided starting.
+        """
+        self._parked = True
+
     def accepts(self, action: TaskNotificationType) -> bool:
         if action in (TNT.PLEASE_CONTINUE, TNT.PLEASE_WAIT):
             return False
@@ -230,6 +239,9 @@ class ReplicatePipeline:
                 if not self.accepts(action):
                     self._log.debug("%s ignored in %s", action, self.status)
                     continue
+                if self._parked:
+                    self._log.info("stopping: %s left for the next start (%s recorded)", action, self.status)
+                    await asyncio.Event().wait()  # until the supervisor cancels it
                 self._quiet.clear()
                 current = asyncio.create_task(
                     self._handlers[action](notification), name=f"{action}:{self.task_id}"

@@ -63,10 +63,13 @@ class Supervisor:
 
     # -- admission and resume ---------------------------------------------------------------------
 
-    async def admit(self, authorization: WorkerpoolAuthorization, *, sms_url: str | None = None) -> bool:
+    async def admit(
+        self, authorization: WorkerpoolAuthorization, *, sms_url: str | None = None, recovering: bool = False
+    ) -> bool:
         """Take a new replicate: persist it, subscribe its topic, then start it. False if known.
 
         ``sms_url`` (TEE tasks) is stored with it: the scheduler does not send it again after a restart.
+        ``recovering``: the scheduler holds it RECOVERING (taken back at start-up), so STARTING is not sent.
         """
         task_id = authorization.chain_task_id
         if task_id in self._pipelines:
@@ -75,7 +78,7 @@ class Supervisor:
             log.warning("%s: already in the local store, not started twice", task_id)
             return False
         await self._subscribe(task_id)
-        pipeline = ReplicatePipeline(task_id, self._deps)
+        pipeline = ReplicatePipeline(task_id, self._deps, recovering=recovering)
         self._launch(pipeline)
         pipeline.deliver(local_notification(task_id, TaskNotificationType.PLEASE_START))
         log.info("%s: replicate taken", task_id)
@@ -97,8 +100,8 @@ class Supervisor:
         for notification in interrupted:
             if notification.chain_task_id in self._pipelines:
                 self.notify(notification)
-            else:
-                log.info(
+            else:  # received but never stored: see worker/membership/adoption.py
+                log.debug(
                     "%s: the scheduler asks for %s but this worker has no record of it",
                     notification.chain_task_id,
                     notification.task_notification_type,
@@ -150,10 +153,13 @@ class Supervisor:
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for stages in flight, then cancel every pipeline.
 
-        Replicates that only wait for a notification have nothing in flight: their state is in the
-        store and they resume at the next start, so they are not waited for.
+        Every pipeline is parked first: the stage in flight ends (its outcome recorded and reported),
+        no next stage starts. Replicates that only wait for a notification have nothing in flight:
+        their state is in the store and they resume at the next start, so they are not waited for.
         """
         pipelines = list(self._pipelines.values())
+        for pipeline in pipelines:
+            pipeline.park()
         if pipelines:
             log.info(
                 "stopping: waiting up to %.0f s for the stages in flight of %d replicate(s)",
