@@ -41,6 +41,7 @@ DETECT = "worker.tee_wiring:tee_capabilities"
 CONSUMERS: dict[str, Reads] = {
     "IEXEC_CORE_URL": Reads(APP),
     "POOL_ADDRESS": Reads(APP),
+    "IEXEC_WORKER_MISSED_NEWS_PERIOD": Reads(APP),
     "IEXEC_WORKER_NAME": Reads(APP),
     "IEXEC_WORKER_BASE_DIR": Reads("worker.app:run_worker"),
     "IEXEC_WORKER_DB_PATH": Reads("worker.config:NodeSettings.state_db", via="state_db"),

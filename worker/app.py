@@ -37,6 +37,7 @@ from worker.membership import (
     FundsWatch,
     Health,
     Heartbeat,
+    MissedNews,
     ReplicateDemand,
     SchedulerConsensus,
     SchedulerReporter,
@@ -281,6 +282,14 @@ async def _membership(
             group.create_task(demand.run(stop), name="replicate-demand")
             group.create_task(funds_watch(chain, joined.chain_config).run(stop), name="wallet-watch")
             group.create_task(watcher.run(stop), name="chain-watcher")
+            missed = MissedNews(
+                scheduler,
+                chain,
+                supervisor,
+                push,
+                period=settings.scheduler.missed_news_period.total_seconds(),
+            )
+            group.create_task(missed.run(stop), name="missed-news")
             health.enter(StartStage.WORKING, f"working with {slots} slot(s)")
             await stop.wait()
             health.enter(StartStage.STOPPING, f"stopping: draining replicates for up to {STOP_GRACE:.0f} s")

@@ -82,6 +82,19 @@ class SchedulerSettings(_Subsystem):
         validation_alias="POOL_ADDRESS",
         description="Workerpool contract address; its owner must sign every replicate authorization.",
     )
+    missed_news_period: timedelta = Field(
+        timedelta(seconds=15),
+        validation_alias="IEXEC_WORKER_MISSED_NEWS_PERIOD",
+        description="(this worker) While the push channel is down, how often a replicate waiting for the "
+        "scheduler's next action (upload, completion) asks for it (ISO-8601 duration, e.g. PT15S).",
+    )
+
+    @field_validator("missed_news_period")
+    @classmethod
+    def _positive_period(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. PT15S")
+        return value
 
     @field_validator("core_url")
     @classmethod

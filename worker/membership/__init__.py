@@ -13,6 +13,7 @@ from worker.membership.funds import FundsWatch, has_enough_gas_now
 from worker.membership.health import Health
 from worker.membership.heartbeat import Heartbeat
 from worker.membership.join import Joined, StopRequested, join_pool, retry_until_stopped
+from worker.membership.missed import MissedNews
 from worker.membership.reporter import SchedulerReporter
 from worker.membership.waiting import sleep_or_stop
 
@@ -21,6 +22,7 @@ __all__ = [
     "Health",
     "Heartbeat",
     "Joined",
+    "MissedNews",
     "ReplicateDemand",
     "SchedulerConsensus",
     "SchedulerReporter",

@@ -203,6 +203,11 @@ class ReplicatePipeline:
         """True while the replicate holds a computing slot (the scheduler's definition)."""
         return self._state.status.ordinal < RS.COMPUTED.ordinal and not self._state.terminal
 
+    @property
+    def quiet(self) -> bool:
+        """True while no stage runs: the replicate only waits for news."""
+        return self._quiet.is_set()
+
     async def wait_quiet(self) -> None:
         """Return once no stage is running (a replicate waiting for a notification has nothing in flight)."""
         await self._quiet.wait()

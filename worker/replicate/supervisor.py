@@ -22,6 +22,12 @@ log = logging.getLogger("iexec.worker.supervisor")
 
 TopicHook = Callable[[str], Awaitable[None]]
 
+# After these, iexec-core sends the next action (PLEASE_REVEAL, PLEASE_UPLOAD, PLEASE_COMPLETE) by push only.
+_WAITING_FOR_NEWS = frozenset({
+    ReplicateStatus.CONTRIBUTED, ReplicateStatus.REVEALED, ReplicateStatus.RESULT_UPLOADED,
+    ReplicateStatus.RESULT_UPLOAD_FAILED, ReplicateStatus.CONTRIBUTE_AND_FINALIZE_DONE,
+})  # fmt: skip
+
 
 class Supervisor:
     def __init__(
@@ -56,6 +62,17 @@ class Supervisor:
     @property
     def active(self) -> list[str]:
         return list(self._pipelines)
+
+    @property
+    def waiting_for_news(self) -> list[str]:
+        """Replicates with no stage running, in a status only the scheduler's next news moves on from."""
+        return [t for t, p in self._pipelines.items() if p.quiet and p.status in _WAITING_FOR_NEWS]
+
+    @property
+    def not_started(self) -> bool:
+        return any(
+            p.status in (ReplicateStatus.CREATED, ReplicateStatus.STARTING) for p in self._pipelines.values()
+        )
 
     def status_of(self, task_id: str) -> ReplicateStatus | None:
         pipeline = self._pipelines.get(task_id)
