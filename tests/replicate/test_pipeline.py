@@ -33,6 +33,7 @@ from worker.replicate.machine import ReplicateState
 from worker.replicate.pipeline import PipelineDeps, ReplicatePipeline
 from worker.replicate.ports import ComputeOutcome, FinalizeOutcome, Stage, UploadOutcome
 from worker.replicate.store import ReplicateStore
+from worker.replicate.supervisor import Supervisor
 
 RS = ReplicateStatus
 TNT = TaskNotificationType
@@ -568,3 +569,31 @@ async def test_a_parked_pipeline_ends_the_stage_in_flight_and_starts_no_other(st
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
+
+
+async def test_the_supervisor_drain_parks_replicates_and_says_which_wait_for_news(tmp_path: Path) -> None:
+    """The views the missed-news poll relies on, and a drain that ends the stage in flight without a next one."""
+    store = await ReplicateStore.open(tmp_path / "worker.db")
+    scheduler, work = FakeScheduler(), FakeWork()
+    work.compute_gate = asyncio.Event()
+
+    async def hook(_: str) -> None:
+        return None
+
+    supervisor = Supervisor(
+        PipelineDeps(store, scheduler, work, Recorder()), slots=1, wallet=AUTH.worker_wallet, subscribe=hook,
+        unsubscribe=hook,
+    )  # fmt: skip
+    assert await supervisor.admit(AUTH)
+    assert supervisor.not_started or supervisor.status_of(TASK) is not RS.CREATED
+    await until(lambda: supervisor.status_of(TASK) is RS.COMPUTING)
+    assert not supervisor.not_started
+    assert supervisor.waiting_for_news == []  # computing: a stage runs
+
+    draining = asyncio.create_task(supervisor.drain(5))
+    work.compute_gate.set()
+    await asyncio.wait_for(draining, 10)
+    assert scheduler.history[-1] is RS.COMPUTED  # the compute ended and was reported
+    assert not any(call.startswith("contribute") for call in work.calls)  # the contribution waits
+    assert (await store.get(TASK)) is not None
+    await store.close()
