@@ -696,6 +696,7 @@ class DockerEngine:
             await self._ensure_network(spec.network)
         try:
             container = await self._create(spec)
+            started_at = time.time()
             async with self._call(f"start container {spec.name}"):
                 try:
                     await container.start()
@@ -711,6 +712,8 @@ class DockerEngine:
                 exit_code, timed_out = await self._wait(container, spec)
             finally:
                 output_exceeded = await watch.stop() if watch is not None else False
+            if exit_code != 0 and not timed_out and not output_exceeded:  # not killed by this adapter
+                await self._not_stopped_by_engine(container, spec, since=started_at)
             ended = time.monotonic()
             # Read once the container has ended: the engine has then copied every line to its log, while a
             # stream followed during the run can end before the last lines when the container stops.
@@ -881,6 +884,35 @@ class DockerEngine:
                 f"cannot wait for container {spec.name}: {exc.message}", name=spec.name
             ) from exc
         return int(status.get("StatusCode", -1)), True
+
+    async def _not_stopped_by_engine(self, container: Any, spec: ContainerSpec, *, since: float) -> None:
+        """Raise ``DockerUnavailableError`` when the engine, not the app, ended a container that failed.
+
+        A stopping dockerd (a restart, an upgrade) sends its containers the stop signal, then SIGKILL, and
+        answers their waits with 143 or 137 before it goes: the app did not fail, it was interrupted, and is
+        run again once the engine is back. The engine records such a kill as an event of the container; an app
+        that exits or kills itself leaves none (this adapter's own kills, at the time limit or past the output
+        bound, are not asked about).
+        """
+        params = {
+            "since": f"{int(since) - 1}",
+            "until": f"{int(time.time()) + 1}",
+            "filters": json.dumps({"container": [container.id], "event": ["kill"]}),
+        }
+        async with (
+            self._call(f"events of container {spec.name}"),
+            self._docker._query("events", params=params) as response,
+        ):
+            body = await response.text()
+        for line in body.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                signal = (event.get("Actor") or {}).get("Attributes", {}).get("signal", "?")
+                raise DockerUnavailableError(
+                    f"container {spec.name} was stopped by the Docker engine (signal {signal}), not by its app: "
+                    "dockerd is stopping or restarting; the run starts over once it answers again",
+                    cause=f"container killed by the engine (signal {signal})",
+                )
 
     async def _read_logs(self, container: Any, spec: ContainerSpec, sink: _LogSink) -> None:
         """Both streams of an ended container from the start, frame by frame, into ``sink``; bounded in time."""

@@ -1,0 +1,121 @@
+"""Faults of the Docker engine: dockerd stopped (or killed) and restarted while the app computes or while
+its image pulls.
+
+The worker runs as its own process against a private dockerd (``tests/support/dockerd.py``: the system
+engine is shared and is never stopped), the chain is anvil with the real PoCo contracts, the scheduler
+the development one. Outcome in every case: the stage waits for the engine, starts over, and the task
+completes with exactly one contribution and one reveal from this worker; the worker never exits; no
+container, task folder or engine leftover remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from devnet.core.state import TaskStatus
+from devnet.images import SLEEP
+from devnet.platform import Platform, buy, worker_env, write_env_file
+from tests.support.dockerd import Dockerd, private_dockerd
+from tests.support.e2e import WorkerProcess, contribute_count, local_status, unique_worker_name
+from worker.compute import container_name
+from worker.protocol.status import ChainTaskStatus, ReplicateStatus
+
+pytestmark = pytest.mark.e2e
+
+RS = ReplicateStatus
+WAITED = "Docker engine unavailable"
+RESUMED = "answers again"
+
+
+@contextlib.asynccontextmanager
+async def worker_on(engine: Dockerd, env_file: Path, log: Path) -> AsyncIterator[WorkerProcess]:
+    """``python -m worker.cli run`` as an operator starts it, with DOCKER_HOST naming the private engine."""
+    log_file = await asyncio.to_thread(log.open, "wb")
+    with log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
+            stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "DOCKER_HOST": engine.host},
+        )  # fmt: skip
+    try:
+        yield WorkerProcess(process, log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def _nonce(platform: Platform, wallet: str) -> int:
+    w3 = platform.devnet.w3
+    return await w3.eth.get_transaction_count(w3.to_checksum_address(wallet))
+
+
+async def _engine_restarted_while_computing(platform: Platform, tmp_path: Path, *, kill: bool) -> None:
+    info = platform.info()
+    wallet = info.workers[0].address
+    name = unique_worker_name(0)
+    base = tmp_path / "worker"
+    env_file = write_env_file(
+        tmp_path / "worker.env", {**worker_env(info, 0, base), "IEXEC_WORKER_NAME": name}
+    )
+    db = base / f"{name}.sqlite3"
+    nonce_before = await _nonce(platform, wallet)
+
+    async with (
+        private_dockerd(tmp_path / "dockerd", SLEEP.tag) as engine,
+        worker_on(engine, env_file, tmp_path / "worker.log") as worker,
+    ):
+        # Longer than dockerd's stop grace (10 s): a stopping engine kills it rather than letting it end.
+        purchase = await buy(info, image=SLEEP.tag, args="15")
+        task_id = purchase.task_ids[0]
+        container = container_name(name, task_id)
+
+        async def running() -> bool:
+            return container in await engine.containers()
+
+        await worker.until(running, within=120, every=0.1, what=f"{container} running on the private engine")
+        await engine.stop(kill=kill)
+        await worker.until(
+            lambda: WAITED in worker.output(), within=60, what="the stage waiting for the engine"
+        )
+        await engine.start()
+        await worker.until(
+            lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
+            within=180,
+            what=f"task {task_id} COMPLETED",
+        )
+        await worker.until(
+            lambda: local_status(db, task_id) is RS.COMPLETED, within=30, what="COMPLETED locally"
+        )
+        assert worker.process.returncode is None, "the worker exited on an engine fault"
+        log = worker.log.read_text(errors="replace")
+        assert RESUMED in log
+        assert "pipeline crashed" not in log
+        assert await engine.containers() == []
+        await worker.stop()
+
+    assert (await platform.toolkit.view_task(task_id)).status is ChainTaskStatus.COMPLETED
+    assert await contribute_count(platform, task_id, wallet) == 1
+    assert await _nonce(platform, wallet) - nonce_before == 2, "one contribute and one reveal, nothing more"
+    history = platform.scheduler.replicate_history(task_id, wallet)
+    assert history.count(RS.CONTRIBUTED) == 1
+    assert history[-1] is RS.COMPLETED
+    assert not (base / name / task_id).exists()
+
+
+async def test_dockerd_restarted_while_the_app_computes(platform: Platform, tmp_path: Path) -> None:
+    await _engine_restarted_while_computing(platform, tmp_path, kill=False)
+
+
+@pytest.mark.slow_fault
+async def test_dockerd_killed_and_restarted_while_the_app_computes(
+    platform: Platform, tmp_path: Path
+) -> None:
+    await _engine_restarted_while_computing(platform, tmp_path, kill=True)
