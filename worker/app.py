@@ -45,6 +45,7 @@ from worker.membership import (
     lifecycle,
 )
 from worker.membership.disk import DiskSpace
+from worker.membership.engine import EngineWaits
 from worker.membership.health import StartStage
 from worker.membership.join import memory_gb
 from worker.membership.status import Identity, StatusView
@@ -202,6 +203,7 @@ async def _membership(
             result_repository_url=joined.public.result_repository_url, sidechain=joined.chain_config.sidechain
         )
         work = TaskWork(work_settings, chain, sender, engine, untrusted, account, store)
+        work.on_engine_wait = EngineWaits(health, metrics)
         await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
         work.tee = await open_tee(
             stack, settings, found, enclave, joined, engine=engine, session=session, account=account, store=store,

@@ -177,6 +177,11 @@ class Metrics:
             "1 while the free space under IEXEC_WORKER_BASE_DIR is below its minimum: no replicate is asked for",
             registry=r,
         )
+        self.engine_waits = Gauge(
+            "iexec_worker_engine_waits",
+            "Replicates whose stage waits for the Docker engine to answer again (dockerd stopped or restarting)",
+            registry=r,
+        )
         self.store_full = Gauge(
             "iexec_worker_store_waiting_for_space",
             "1 while a write of the replicate store waits for disk space",

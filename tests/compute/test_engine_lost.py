@@ -8,7 +8,9 @@ run is tests/faults/test_engine.py.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -107,3 +109,46 @@ async def test_log_files_on_a_full_disk_are_given_up_and_the_run_goes_on(tmp_pat
     assert sink.write_error.errno == errno.ENOSPC
     assert sink.tails()[0].endswith("x")
     assert not (tmp_path / "logs" / "stdout.txt").exists()
+
+
+class EventsDocker:
+    """Answers ``GET /events`` with the given lines, and records the filters asked."""
+
+    def __init__(self, *lines: str) -> None:
+        self._body = "\n".join(lines)
+        self.params: dict[str, str] = {}
+
+    @contextlib.asynccontextmanager
+    async def _query(self, path: str, *, params: dict[str, str]) -> AsyncIterator[Any]:
+        assert path == "events"
+        self.params = params
+        body = self._body
+
+        class Response:
+            async def text(self) -> str:
+                return body
+
+        yield Response()
+
+
+class Ended:
+    id = "c0ffee"
+
+
+async def test_an_app_killed_by_a_stopping_engine_is_engine_unavailable_not_a_failed_app(
+    tmp_path: Path,
+) -> None:
+    kill = json.dumps({"status": "kill", "Actor": {"ID": "c0ffee", "Attributes": {"signal": "15"}}})
+    docker = EventsDocker(kill)
+    engine = DockerEngine(cast(Any, docker), owns_client=False)
+
+    with pytest.raises(DockerUnavailableError, match="signal 15"):
+        await engine._not_stopped_by_engine(Ended(), _spec(tmp_path), since=1000.0)
+
+    assert json.loads(docker.params["filters"]) == {"container": ["c0ffee"], "event": ["kill"]}
+    assert docker.params["since"] == "999"
+
+
+async def test_an_app_that_failed_on_its_own_left_no_kill_event(tmp_path: Path) -> None:
+    engine = DockerEngine(cast(Any, EventsDocker()), owns_client=False)
+    await engine._not_stopped_by_engine(Ended(), _spec(tmp_path), since=1000.0)

@@ -15,6 +15,7 @@ from tests.membership.fakes import (
 )
 from worker.membership import Health, ReplicateDemand
 from worker.membership.disk import DiskSpace
+from worker.membership.engine import EngineWaits
 from worker.metrics import Metrics
 from worker.protocol.models import ReplicateTaskSummary
 from worker.protocol.status import ChainTaskStatus
@@ -107,3 +108,17 @@ async def test_no_replicate_is_asked_for_while_the_disk_is_low_and_demand_resume
     disk.free = GIB
     assert await demand.ask_once() is True
     assert replicates.admitted == [task_id(1)]
+
+
+def test_replicates_waiting_for_the_engine_show_in_health_and_metrics_until_none_waits() -> None:
+    health, metrics = Health(), Metrics()
+    waits = EngineWaits(health, metrics)
+
+    waits({"0xaa"}, "run of app:1: ServerDisconnectedError")
+    assert "run of app:1" in health.problems["engine"]
+    assert "dockerd" in health.problems["engine"]
+    assert _value(metrics, "iexec_worker_engine_waits") == 1
+
+    waits(set(), None)
+    assert "engine" not in health.problems
+    assert _value(metrics, "iexec_worker_engine_waits") == 0

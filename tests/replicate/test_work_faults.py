@@ -97,6 +97,8 @@ async def test_a_run_the_engine_dropped_starts_over_once_it_answers_from_an_empt
 ) -> None:
     engine = FlakyEngine(lost=1, down_pings=2)
     work, task_id = _work(tmp_path, engine, final_deadline=int(time.time()) + 600)
+    told: list[tuple[set[str], str | None]] = []
+    work.on_engine_wait = lambda tasks, why: told.append((set(tasks), why))
 
     outcome = await work.compute(task_id)
 
@@ -110,6 +112,8 @@ async def test_a_run_the_engine_dropped_starts_over_once_it_answers_from_an_empt
         "the second run starts from an empty output"
     )
     assert work.engine_waits == set()
+    assert [tasks for tasks, _ in told] == [{task_id}, set()]
+    assert "ServerDisconnectedError" in (told[0][1] or "")
 
 
 async def test_a_run_the_engine_never_comes_back_for_fails_at_the_final_deadline_naming_dockerd(

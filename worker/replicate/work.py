@@ -141,6 +141,8 @@ class TaskWork:
         self._descriptions: dict[str, TaskDescription] = {}
         self.engine_waits: set[str] = set()
         """Tasks whose stage waits for the Docker engine to answer again."""
+        self.on_engine_wait: Callable[[set[str], str | None], None] = lambda _tasks, _why: None
+        """Told the tasks waiting for the engine, and why, whenever that changes (health and metrics)."""
 
     @property
     def registries(self) -> tuple[RegistryAuth, ...]:
@@ -455,6 +457,7 @@ class TaskWork:
         delay = ENGINE_RETRY_FIRST
         attempt = 0
         self.engine_waits.add(task_id)
+        self.on_engine_wait(self.engine_waits, f"{what}: {lost.cause or lost}")
         try:
             while True:
                 attempt += 1
@@ -481,6 +484,7 @@ class TaskWork:
                 return
         finally:
             self.engine_waits.discard(task_id)
+            self.on_engine_wait(self.engine_waits, None)
 
     async def _tee_compute(self, task_id: str, description: TaskDescription) -> ComputeOutcome:
         """Pre-compute, app and post-compute enclaves (``tee_work``); the app's container is the one a
