@@ -16,7 +16,9 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from devnet.core.state import TaskStatus
@@ -65,6 +67,12 @@ async def worker_on(engine: Dockerd, env_file: Path, log: Path) -> AsyncIterator
         await process.wait()
 
 
+async def _health(port: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/health") as response:
+        body: dict[str, Any] = await response.json()
+        return body
+
+
 async def _nonce(platform: Platform, wallet: str) -> int:
     w3 = platform.devnet.w3
     return await w3.eth.get_transaction_count(w3.to_checksum_address(wallet))
@@ -75,8 +83,9 @@ async def _engine_restarted_while_computing(platform: Platform, tmp_path: Path, 
     wallet = info.workers[0].address
     name = unique_worker_name(0)
     base = tmp_path / "worker"
+    port = free_port()
     env_file = write_env_file(
-        tmp_path / "worker.env", {**worker_env(info, 0, base), "IEXEC_WORKER_NAME": name}
+        tmp_path / "worker.env", {**worker_env(info, 0, base, port=port), "IEXEC_WORKER_NAME": name}
     )
     db = base / f"{name}.sqlite3"
     nonce_before = await _nonce(platform, wallet)
@@ -98,6 +107,9 @@ async def _engine_restarted_while_computing(platform: Platform, tmp_path: Path, 
         await worker.until(
             lambda: WAITED in worker.output(), within=60, what="the stage waiting for the engine"
         )
+        problems = (await _health(port))["problems"]
+        assert f"run of {SLEEP.tag}" in problems["engine"]
+        assert "dockerd" in problems["engine"]
         await engine.start()
         await worker.until(
             lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED,
