@@ -192,18 +192,25 @@ class Dockerd:
         return [line for line in out.splitlines() if line]
 
     async def teardown(self) -> None:
-        """Remove its containers and networks, stop it, delete the bridge, its containerd namespaces and folders."""
-        if not self.running and self.subnet is not None:
-            # Started again only to remove what it holds through its own API.
-            with contextlib.suppress(Exception):
-                await self.start()
-        if self.running:
-            _, names = await self.cli("ps", "-aq", check=False)
-            if names.split():
-                await self.cli("rm", "-f", *names.split(), check=False)
-            await self.cli("network", "prune", "-f", check=False)
-            await self.stop()
-        await asyncio.to_thread(self._remove_leftovers)
+        """Remove its containers and networks, stop it, delete the bridge, its containerd namespaces and folders.
+
+        The bridge and the folders go whatever happened before: a failed start leaks nothing."""
+        try:
+            if not self.running and self.subnet is not None:
+                # Started again only to remove what it holds through its own API.
+                with contextlib.suppress(Exception):
+                    await self.start()
+            if self.running:
+                _, names = await self.cli("ps", "-aq", check=False)
+                if names.split():
+                    await self.cli("rm", "-f", *names.split(), check=False)
+                await self.cli("network", "prune", "-f", check=False)
+                await self.stop()
+        finally:
+            if self.running:
+                with contextlib.suppress(Exception):
+                    await self.stop(kill=True)
+            await asyncio.to_thread(self._remove_leftovers)
 
     def _remove_leftovers(self) -> None:
         for namespace in (self.namespace, f"{self.namespace}-plugins"):
