@@ -6,6 +6,11 @@ engine is shared and is never stopped), the chain is anvil with the real PoCo co
 the development one. Outcome in every case: the stage waits for the engine, starts over, and the task
 completes with exactly one contribution and one reveal from this worker; the worker never exits; no
 container, task folder or engine leftover remains.
+
+The worker finds its engine as the Docker client does, by ``DOCKER_HOST`` (no setting of its own), so the
+test sets it for the worker process only. The devnet worker runs its apps on no network
+(``IEXEC_WORKER_DOCKER_NETWORK_NAME=none``): no app network and no firewall rule are made, which suits a
+private engine started with ``--iptables=false`` (isolation rules for its bridge would have nothing to guard).
 """
 
 from __future__ import annotations
