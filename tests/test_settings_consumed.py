@@ -44,6 +44,7 @@ CONSUMERS: dict[str, Reads] = {
     "IEXEC_WORKER_MISSED_NEWS_PERIOD": Reads(APP),
     "IEXEC_WORKER_NAME": Reads(APP),
     "IEXEC_WORKER_BASE_DIR": Reads("worker.app:run_worker"),
+    "IEXEC_WORKER_BASE_DIR_MIN_FREE_BYTES": Reads(APP),
     "IEXEC_WORKER_DB_PATH": Reads("worker.config:NodeSettings.state_db", via="state_db"),
     "IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT": Reads(
         "worker.config:load_settings", via="available_cpu_count"

@@ -48,6 +48,8 @@ from worker.membership import (
     lifecycle,
     retry_until_stopped,
 )
+from worker.membership.disk import DiskSpace
+from worker.membership.engine import EngineWaits
 from worker.membership.health import StartStage
 from worker.membership.join import memory_gb
 from worker.membership.status import Identity, StatusView
@@ -203,6 +205,7 @@ async def _membership(
             result_repository_url=joined.public.result_repository_url, sidechain=joined.chain_config.sidechain
         )
         work = TaskWork(work_settings, chain, sender, engine, untrusted, account, store)
+        work.on_engine_wait = EngineWaits(health, metrics)
         await work.purge_leftovers({r.task_id for r in await store.unfinished()}, keep_path=node.state_db)
         work.tee = await open_tee(
             stack, settings, found, enclave, joined, engine=engine, session=session, account=account, store=store,
@@ -275,9 +278,13 @@ async def _membership(
             await complete_finalized(chain, supervisor)
             heartbeat = Heartbeat(scheduler, supervisor, push, health, metrics)
             group.create_task(heartbeat.run(stop, rejoin), name="heartbeat")
+            disk = DiskSpace(
+                node.base_dir, node.base_dir_min_free_bytes, health, metrics, store_full=lambda: store.full
+            )
+            group.create_task(disk.run(stop), name="disk-watch")
             demand = ReplicateDemand(
                 scheduler, chain, supervisor, health, metrics, pool_address=settings.scheduler.pool_address,
-                wallet=address, ask_period=joined.public.ask_for_replicate_period / 1000,
+                wallet=address, ask_period=joined.public.ask_for_replicate_period / 1000, disk=disk,
             )  # fmt: skip
             group.create_task(demand.run(stop), name="replicate-demand")
             group.create_task(funds_watch(chain, joined.chain_config).run(stop), name="wallet-watch")

@@ -126,6 +126,14 @@ class NodeSettings(_Subsystem):
         validation_alias="IEXEC_WORKER_BASE_DIR",
         description="Folder for task files (<base dir>/<name>/<chain task id>/), state database, locks.",
     )
+    base_dir_min_free_bytes: int = Field(
+        1 << 30,
+        validation_alias="IEXEC_WORKER_BASE_DIR_MIN_FREE_BYTES",
+        description="(this worker) Free bytes the file system of the base dir must keep: below it the worker "
+        "asks for no replicate (shown by /health and the iexec_worker_disk_low metric) until space is freed; "
+        "0 turns the check off.",
+        ge=0,
+    )
     db_path: Path | None = Field(
         None,
         validation_alias="IEXEC_WORKER_DB_PATH",

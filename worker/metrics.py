@@ -162,6 +162,31 @@ class Metrics:
             "1 while the scheduler's push channel is connected",
             registry=r,
         )
+        self.disk_free_bytes = Gauge(
+            "iexec_worker_disk_free_bytes",
+            "Bytes free on the file system of IEXEC_WORKER_BASE_DIR",
+            registry=r,
+        )
+        self.disk_min_free_bytes = Gauge(
+            "iexec_worker_disk_min_free_bytes",
+            "IEXEC_WORKER_BASE_DIR_MIN_FREE_BYTES: below it the worker asks for no replicate",
+            registry=r,
+        )
+        self.disk_low = Gauge(
+            "iexec_worker_disk_low",
+            "1 while the free space under IEXEC_WORKER_BASE_DIR is below its minimum: no replicate is asked for",
+            registry=r,
+        )
+        self.engine_waits = Gauge(
+            "iexec_worker_engine_waits",
+            "Replicates whose stage waits for the Docker engine to answer again (dockerd stopped or restarting)",
+            registry=r,
+        )
+        self.store_full = Gauge(
+            "iexec_worker_store_waiting_for_space",
+            "1 while a write of the replicate store waits for disk space",
+            registry=r,
+        )
         # Series that exist at 0 before their first event: a rate or an alert on them starts from
         # a known value, and an empty panel means a missing worker, never a quiet one.
         for status in ReplicateStatus:

@@ -101,6 +101,19 @@ _LAYER_STATUSES = frozenset(
 )
 
 
+# What the HTTP client raises when the engine goes away in the middle of an answer (a body cut short, the
+# socket closed by a stopping dockerd): aiodocker turns connection failures into DockerError(900), not these.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError)
+
+
+def _engine_lost(what: str, exc: BaseException) -> DockerUnavailableError:
+    cause = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return DockerUnavailableError(
+        f"Docker engine stopped answering ({what}): {cause}; the worker waits for dockerd to be back",
+        cause=cause,
+    )
+
+
 def registry_of(image: str) -> str:
     """Registry host of an image reference; no host means Docker Hub (``docker.io``)."""
     first, sep, _ = image.partition("/")
@@ -125,7 +138,9 @@ def classify_pull_error(image: str, status: int, message: str) -> ComputeError:
     """Map an engine error met while pulling to the error the caller acts on."""
     text = message.lower()
     if status == _UNREACHABLE_STATUS:
-        return DockerUnavailableError(f"Docker engine unreachable while pulling {image}: {message}")
+        return DockerUnavailableError(
+            f"Docker engine unreachable while pulling {image}: {message}", cause=message
+        )
     if "invalid reference format" in text or (status == 400 and "reference" in text):
         return InvalidImageReferenceError(
             f"app image {image!r} is not a valid image reference: {message}", image=image
@@ -227,6 +242,7 @@ class _LogSink:
         self._files: tuple[Any, Any] | None = None
         self.over_budget = False
         self.complete = True
+        self.write_error: OSError | None = None
 
     async def open(self) -> None:
         if self._paths is None:
@@ -268,7 +284,23 @@ class _LogSink:
             return
         block = bytes(self._pending[index])
         self._pending[index].clear()
-        await asyncio.to_thread(self._files[index].write, block)
+        try:
+            await asyncio.to_thread(self._files[index].write, block)
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        """A log file that cannot be written (a full disk): the logs are given up, never the run."""
+        self.complete = False
+        self.write_error = exc
+        log.error("cannot write the logs of a container into %s: %s", self._dir, exc)
+        files, self._files = self._files, None
+        for file in files or ():
+            with contextlib.suppress(OSError):
+                file.close()
+        for path in self._paths or ():
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     async def close(self) -> bool:
         """Flush and close the files; True when they hold both streams whole."""
@@ -286,7 +318,12 @@ class _LogSink:
                 for path in self._paths:
                     path.unlink(missing_ok=True)
 
-        await asyncio.to_thread(finish)
+        try:
+            await asyncio.to_thread(finish)
+        except OSError as exc:
+            self._files = files
+            self._failed(exc)
+            return False
         return saved
 
     def tails(self) -> tuple[str, str]:
@@ -456,9 +493,12 @@ class DockerEngine:
         except aiodocker.DockerError as exc:
             if exc.status == _UNREACHABLE_STATUS:
                 raise DockerUnavailableError(
-                    f"Docker engine unreachable ({what}): {exc.message}; start dockerd or set DOCKER_HOST"
+                    f"Docker engine unreachable ({what}): {exc.message}; start dockerd or set DOCKER_HOST",
+                    cause=exc.message,
                 ) from exc
             raise
+        except _TRANSPORT_ERRORS as exc:
+            raise _engine_lost(what, exc) from exc
 
     async def ping(self) -> str:
         """The engine's version; raises ``DockerUnavailableError`` when it does not answer."""
@@ -605,6 +645,8 @@ class DockerEngine:
         except aiodocker.DockerError as exc:
             error = classify_pull_error(image, exc.status, exc.message)
             raise error from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise _engine_lost(f"pull of {image}", exc) from exc
 
     async def build_image(
         self,
@@ -654,6 +696,7 @@ class DockerEngine:
             await self._ensure_network(spec.network)
         try:
             container = await self._create(spec)
+            started_at = time.time()
             async with self._call(f"start container {spec.name}"):
                 try:
                     await container.start()
@@ -669,6 +712,8 @@ class DockerEngine:
                 exit_code, timed_out = await self._wait(container, spec)
             finally:
                 output_exceeded = await watch.stop() if watch is not None else False
+            if exit_code != 0 and not timed_out and not output_exceeded:  # not killed by this adapter
+                await self._not_stopped_by_engine(container, spec, since=started_at)
             ended = time.monotonic()
             # Read once the container has ended: the engine has then copied every line to its log, while a
             # stream followed during the run can end before the last lines when the container stops.
@@ -815,11 +860,14 @@ class DockerEngine:
         except aiodocker.DockerError as exc:
             if exc.status == _UNREACHABLE_STATUS:
                 raise DockerUnavailableError(
-                    f"Docker engine unreachable while container {spec.name} runs: {exc.message}"
+                    f"Docker engine unreachable while container {spec.name} runs: {exc.message}",
+                    cause=exc.message,
                 ) from exc
             raise ContainerError(
                 f"cannot wait for container {spec.name}: {exc.message}", name=spec.name
             ) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise _engine_lost(f"wait for container {spec.name}", exc) from exc
         try:
             async with self._call(f"kill container {spec.name}"):
                 await container.kill(signal="SIGKILL")
@@ -836,6 +884,35 @@ class DockerEngine:
                 f"cannot wait for container {spec.name}: {exc.message}", name=spec.name
             ) from exc
         return int(status.get("StatusCode", -1)), True
+
+    async def _not_stopped_by_engine(self, container: Any, spec: ContainerSpec, *, since: float) -> None:
+        """Raise ``DockerUnavailableError`` when the engine, not the app, ended a container that failed.
+
+        A stopping dockerd (a restart, an upgrade) sends its containers the stop signal, then SIGKILL, and
+        answers their waits with 143 or 137 before it goes: the app did not fail, it was interrupted, and is
+        run again once the engine is back. The engine records such a kill as an event of the container; an app
+        that exits or kills itself leaves none (this adapter's own kills, at the time limit or past the output
+        bound, are not asked about).
+        """
+        params = {
+            "since": f"{int(since) - 1}",
+            "until": f"{int(time.time()) + 1}",
+            "filters": json.dumps({"container": [container.id], "event": ["kill"]}),
+        }
+        async with (
+            self._call(f"events of container {spec.name}"),
+            self._docker._query("events", params=params) as response,
+        ):
+            body = await response.text()
+        for line in body.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                signal = (event.get("Actor") or {}).get("Attributes", {}).get("signal", "?")
+                raise DockerUnavailableError(
+                    f"container {spec.name} was stopped by the Docker engine (signal {signal}), not by its app: "
+                    "dockerd is stopping or restarting; the run starts over once it answers again",
+                    cause=f"container killed by the engine (signal {signal})",
+                )
 
     async def _read_logs(self, container: Any, spec: ContainerSpec, sink: _LogSink) -> None:
         """Both streams of an ended container from the start, frame by frame, into ``sink``; bounded in time."""

@@ -14,7 +14,16 @@ class ComputeError(WorkerError):
 
 
 class DockerUnavailableError(ComputeError, TransientError):
-    """The Docker engine did not answer (socket missing, daemon stopped or overloaded)."""
+    """The Docker engine did not answer (socket missing, daemon stopped or overloaded).
+
+    Also raised when the engine went away in the middle of an answer (a container wait or a pull stream cut
+    short by a dockerd restart): ``cause`` is the transport error as the HTTP client saw it. The caller waits
+    for the engine to answer again and redoes the whole operation; a cut stream says nothing about the app.
+    """
+
+    def __init__(self, message: str, *, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class ImagePullError(ComputeError):

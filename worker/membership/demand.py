@@ -1,4 +1,5 @@
-"""Asks the scheduler for replicates while a computing slot is free and the wallet can pay for gas.
+"""Asks the scheduler for replicates while a computing slot is free, the wallet can pay for gas and the
+disk under the base folder has its minimum free space (``membership.disk``).
 
 Every offer is checked before it is taken: the authorization must name this worker and be signed by
 the owner of the configured workerpool, and the task must exist on chain with an enclave challenge
@@ -14,6 +15,7 @@ import asyncio
 import logging
 
 from worker.chain import TaskNotFound, verify_authorization
+from worker.membership.disk import DiskSpace
 from worker.membership.health import Health
 from worker.membership.ports import Chain, Replicates, Scheduler
 from worker.membership.waiting import sleep_or_stop
@@ -39,7 +41,9 @@ class ReplicateDemand:
         pool_address: str,
         wallet: str,
         ask_period: float,
+        disk: DiskSpace | None = None,
     ) -> None:
+        """``disk``: the free-space watch; while it says low, no replicate is asked for."""
         self._scheduler = scheduler
         self._chain = chain
         self._replicates = replicates
@@ -48,10 +52,13 @@ class ReplicateDemand:
         self._pool = pool_address.lower()
         self._wallet = wallet.lower()
         self._period = max(ask_period, MIN_ASK_PERIOD)
+        self._disk = disk
 
     async def ask_once(self) -> bool:
         """Ask for one replicate if there is room; True when one was taken."""
         if self._replicates.free_slots <= 0 or self._health.out_of_gas:
+            return False
+        if self._disk is not None and await self._disk.check():
             return False
         try:
             block = await self._chain.latest_block_number()

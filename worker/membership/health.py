@@ -53,6 +53,7 @@ class Health:
     detail: str = "starting"
     stage_since: float = field(default_factory=time.time)
     funds: FundsSeen | None = None
+    disk_low: bool = False
 
     def enter(self, stage: StartStage, detail: str) -> None:
         """Start-up (or stop) moved to ``stage``; ``detail`` says what it does there."""
@@ -92,6 +93,7 @@ class Health:
             "joined": self.joined,
             "lastPingSecondsAgo": ping_age,
             "outOfGas": self.out_of_gas,
+            "diskLow": self.disk_low,
             "pushChannelConnected": self.push_connected,
             "uptimeSeconds": round(now - self.started_at, 1),
             # Problems quote errors, which quote URLs: /health is unauthenticated.

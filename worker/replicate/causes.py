@@ -7,10 +7,16 @@ Rows are read top down and the first whose stage and type match wins, so a narro
 wider one. The chain's pre-check verdicts (``TransactionRefused``) already are causes of the protocol
 (CANT_CONTRIBUTE_SINCE_*, as iexec-worker ``ContributionService`` names them) and pass through as
 they are.
+
+A full disk is the worker's fault whatever the stage and whatever adapter met it: an error with ENOSPC (or
+EDQUOT) anywhere in its chain becomes ``DISK_FULL_CAUSE`` (ABORTED_BY_WORKER), which no error result
+follows, so nothing is contributed for a task this worker could not hold; the message names the disk and
+the fix.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -33,6 +39,9 @@ from worker.result import (
 )
 
 ANY: Final = None
+DISK_FULL_CAUSE: Final = Cause.ABORTED_BY_WORKER
+"""A stage that ran out of disk: the worker's fault, not the app's; no error result is contributed."""
+_NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 # (stage or ANY, adapter error, cause reported)
 CAUSES: Final[tuple[tuple[Stage | None, type[WorkerError], Cause], ...]] = (
@@ -60,10 +69,33 @@ CAUSES: Final[tuple[tuple[Stage | None, type[WorkerError], Cause], ...]] = (
 )
 
 
+def disk_full_error(error: BaseException | None) -> OSError | None:
+    """The "no space left" error in ``error``'s chain (causes and contexts), or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_message(where: object, error: OSError | None = None) -> str:
+    """What an operator reads when a stage ran out of disk: the folder, the error, the fix."""
+    seen = f" ({error.strerror or error})" if error is not None else ""
+    return (
+        f"the disk holding {where} is full{seen}: the worker gave up this task; free space on that file "
+        "system or point IEXEC_WORKER_BASE_DIR to a larger one (IEXEC_WORKER_BASE_DIR_MIN_FREE_BYTES pauses "
+        "demand before it fills up)"
+    )
+
+
 def cause_of(stage: Stage, error: BaseException) -> Cause | None:
     """The cause ``error`` raised during ``stage`` is reported with, or None when it is not an adapter's."""
     if isinstance(error, StepFailed):
         return error.cause
+    if disk_full_error(error) is not None:
+        return DISK_FULL_CAUSE
     if isinstance(error, TransactionRefused):
         return error.cause
     for row_stage, kind, cause in CAUSES:
@@ -83,4 +115,16 @@ def failures_of(stage: Stage, what: str = "") -> Iterator[None]:
         cause = cause_of(stage, error)
         if cause is None:
             raise
-        raise StepFailed(cause, f"{what}: {error}" if what else str(error)) from error
+        full = disk_full_error(error)
+        text = (
+            str(error)
+            if full is None
+            else f"{error}; {disk_full_message(full.filename or 'the task folder', full)}"
+        )
+        raise StepFailed(cause, f"{what}: {text}" if what else text) from error
+    except OSError as error:
+        full = disk_full_error(error)
+        if full is None:
+            raise
+        text = disk_full_message(full.filename or "the task folder", full)
+        raise StepFailed(DISK_FULL_CAUSE, f"{what}: {text}" if what else text) from error

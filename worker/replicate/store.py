@@ -5,12 +5,17 @@ the status reached, the authorization, the result digest, and each transaction *
 broadcast (its signed bytes, so a restart re-broadcasts the very same transaction instead of
 signing a second one). SQLite calls are short; they run in a worker thread behind one lock so the
 event loop never blocks on the disk.
+
+A write the disk has no room for (SQLITE_FULL) is rolled back whole and tried again, every few seconds
+and for as long as it takes, still holding the lock so no later write overtakes it: the worker neither
+exits nor loses a step, it waits for space. ``full`` says so meanwhile (the health and metrics read it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -54,6 +59,11 @@ CREATE TABLE IF NOT EXISTS transactions (
     PRIMARY KEY (task_id, kind)
 );
 """
+
+FULL_RETRY_FIRST = 1.0
+FULL_RETRY_MAX = 10.0
+"""Seconds between two attempts of a write the disk had no room for."""
+log = logging.getLogger("iexec.worker.store")
 
 FINAL_LOCAL = frozenset({ReplicateStatus.COMPLETED, ReplicateStatus.FAILED, ReplicateStatus.ABORTED})
 
@@ -100,6 +110,8 @@ class ReplicateStore:
         self._path = path
         self._lock = asyncio.Lock()
         self._conn: sqlite3.Connection | None = None
+        self.full: str | None = None
+        """While a write waits for disk space: what it waits for and the fix; None otherwise."""
 
     @classmethod
     async def open(cls, path: Path) -> ReplicateStore:
@@ -130,7 +142,29 @@ class ReplicateStore:
             conn = self._conn
             if conn is None:
                 raise RuntimeError(f"replicate store {self._path} is closed")
-            return await asyncio.to_thread(fn, conn)
+            delay = FULL_RETRY_FIRST
+            attempt = 0
+            while True:
+                try:
+                    result = await asyncio.to_thread(fn, conn)
+                except sqlite3.OperationalError as exc:
+                    if not _disk_full(exc):
+                        raise
+                    attempt += 1
+                    self.full = (
+                        f"the disk holding the replicate store {self._path} is full ({exc}): its writes wait "
+                        f"(attempt {attempt}, next in {delay:.0f} s); free space on that file system"
+                    )
+                    log.error("%s", self.full)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, FULL_RETRY_MAX)
+                    continue
+                if self.full is not None:
+                    log.warning(
+                        "replicate store %s writable again after %d attempt(s)", self._path, attempt + 1
+                    )
+                    self.full = None
+                return result
 
     # -- replicates ---------------------------------------------------------------------------
 
@@ -139,17 +173,20 @@ class ReplicateStore:
         now = time.time()
 
         def insert(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO replicates"
-                " (task_id, status, authorization, sms_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (task_id, ReplicateStatus.CREATED.value, json.dumps(authorization), sms_url, now, now),
-            )
-            if cur.rowcount:
-                conn.execute(
-                    "INSERT INTO status_log (task_id, status, cause, at) VALUES (?, ?, NULL, ?)",
-                    (task_id, ReplicateStatus.CREATED.value, now),
+            # One transaction: a write the disk refuses half-way leaves nothing behind to be tried again.
+            with conn:
+                conn.execute("BEGIN")
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO replicates"
+                    " (task_id, status, authorization, sms_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (task_id, ReplicateStatus.CREATED.value, json.dumps(authorization), sms_url, now, now),
                 )
-            return bool(cur.rowcount)
+                if cur.rowcount:
+                    conn.execute(
+                        "INSERT INTO status_log (task_id, status, cause, at) VALUES (?, ?, NULL, ?)",
+                        (task_id, ReplicateStatus.CREATED.value, now),
+                    )
+                return bool(cur.rowcount)
 
         return await self._run(insert)
 
@@ -349,3 +386,11 @@ def _record(row: tuple[Any, ...]) -> ReplicateRecord:
         created_at=created,
         updated_at=updated,
     )
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL, whatever its extended code)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_FULL)
+    return "disk is full" in str(exc)

@@ -43,6 +43,7 @@ from worker.compute import (
     ContainerResult,
     ContainerSpec,
     DockerEngine,
+    DockerUnavailableError,
     PullProgress,
     RegistryAuth,
     Sandbox,
@@ -58,7 +59,7 @@ from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32
 from worker.protocol.errors import ChainError, StepFailed, TransientError
 from worker.protocol.models import ChainReceipt, WorkerpoolAuthorization
 from worker.protocol.status import ChainContributionStatus, ReplicateStatus, ReplicateStatusCause
-from worker.replicate.causes import failures_of
+from worker.replicate.causes import DISK_FULL_CAUSE, disk_full_error, disk_full_message, failures_of
 from worker.replicate.ports import ComputeOutcome, FinalizeOutcome, Stage, UploadOutcome
 from worker.replicate.store import ReplicateStore
 from worker.replicate.tee_work import TeeWork
@@ -76,6 +77,11 @@ from worker.result.upload import upload_result
 
 Cause = ReplicateStatusCause
 T = TypeVar("T")
+ENGINE_RETRY_FIRST = 1.0
+ENGINE_RETRY_MAX = 30.0
+"""Seconds between two questions to a Docker engine that went away: doubling from the first to the most."""
+DISK_FULL_MARGIN = 1 << 20
+"""A run that went wrong with less than this free under its task folder ran out of disk."""
 LOGS_DIR = "logs"
 """``<task>/logs``: the app's whole logs land here first, outside what the app can write."""
 log = logging.getLogger("iexec.worker.work")
@@ -133,6 +139,10 @@ class TaskWork:
         self.tee = tee
         self._worker = account.address.lower()
         self._descriptions: dict[str, TaskDescription] = {}
+        self.engine_waits: set[str] = set()
+        """Tasks whose stage waits for the Docker engine to answer again."""
+        self.on_engine_wait: Callable[[set[str], str | None], None] = lambda _tasks, _why: None
+        """Told the tasks waiting for the engine, and why, whenever that changes (health and metrics)."""
 
     @property
     def registries(self) -> tuple[RegistryAuth, ...]:
@@ -237,16 +247,22 @@ class TaskWork:
         )
         registry = registry_of(image)
         auth = next((r for r in self._settings.registries if r.server == registry), None)
-        progress = _PullLog(task_id, image)
-        with failures_of(Stage.DOWNLOAD_APP, f"cannot pull {image}"):
-            outcome = await self._engine.pull(
-                image,
-                auth=auth,
-                pull_timeout=timeout,
-                on_progress=progress,
-                checksum=description.app_checksum,
-                local_fallback=False,  # an app's code is what its registry serves, never a local namesake
-            )
+        while True:
+            progress = _PullLog(task_id, image)
+            try:
+                with failures_of(Stage.DOWNLOAD_APP, f"cannot pull {image}"):
+                    outcome = await self._engine.pull(
+                        image,
+                        auth=auth,
+                        pull_timeout=timeout,
+                        on_progress=progress,
+                        checksum=description.app_checksum,
+                        local_fallback=False,  # an app's code is what its registry serves, never a local namesake
+                    )
+                break
+            except StepFailed as failure:
+                # A pull the engine dropped is started again: the engine keeps the layers it already has.
+                await self._engine_back(task_id, Stage.DOWNLOAD_APP, failure, f"pull of {image}")
         log.info("%s: app image %s ready (%s)", task_id, image, outcome.value)
 
     async def download_data(self, task_id: str) -> None:
@@ -310,14 +326,37 @@ class TaskWork:
         output = task_dir / "output"
         await asyncio.to_thread(_prepare_folders, task_dir)
         await asyncio.to_thread(self._settings.limits.prepare_output, output / "iexec_out")
-        with failures_of(Stage.COMPUTE, f"cannot inspect {description.app_uri}"):
-            present = await self._engine.image_exists(description.app_uri)
+        while True:
+            try:
+                with failures_of(Stage.COMPUTE, f"cannot inspect {description.app_uri}"):
+                    present = await self._engine.image_exists(description.app_uri)
+                break
+            except StepFailed as failure:
+                await self._engine_back(
+                    task_id, Stage.COMPUTE, failure, f"inspection of {description.app_uri}"
+                )
         if not present:
             raise StepFailed(
                 Cause.APP_NOT_FOUND_LOCALLY, f"app image {description.app_uri} is not on the Docker engine"
             )
         if description.is_tee_task and self.tee is not None:
             return await self._tee_compute(task_id, description)
+        while True:
+            try:
+                outcome = await self._standard_compute(task_id, description)
+                break
+            except StepFailed as failure:
+                # The run the engine dropped starts over from an empty /iexec_out: its container is gone, or is
+                # removed by name before the next one starts, so one task never has two containers.
+                await self._engine_back(task_id, Stage.COMPUTE, failure, f"run of {description.app_uri}")
+                await asyncio.to_thread(_reset_output, output)
+                await asyncio.to_thread(self._settings.limits.prepare_output, output / "iexec_out")
+        return outcome
+
+    async def _standard_compute(self, task_id: str, description: TaskDescription) -> ComputeOutcome:
+        """One run of the app and the post-compute; raises ``StepFailed`` only when the engine went away
+        (the caller waits for it and runs again) or the disk under the task folder is full."""
+        output = self.task_dir(task_id) / "output"
         failures: list[ReplicateStatusCause] = []
 
         def failed(cause: ReplicateStatusCause, message: str) -> None:
@@ -341,7 +380,11 @@ class TaskWork:
                 )
                 result = await self._engine.run(spec)
         except StepFailed as failure:
+            if isinstance(failure.__cause__, DockerUnavailableError):
+                raise
             failed(Cause.APP_COMPUTE_FAILED, str(failure))
+        if result is not None and (result.exit_code != 0 or not result.logs_saved or result.output_exceeded):
+            await self._check_disk(task_id)
         exit_code = -1
         if result is not None and result.timed_out:
             failed(
@@ -379,6 +422,9 @@ class TaskWork:
                     )
                 callback_data = computed.callback_data if description.contains_callback() else None
             except StepFailed as failure:
+                if failure.cause is DISK_FULL_CAUSE:
+                    await asyncio.to_thread(_reset_output, output)
+                    raise
                 failed(failure.cause, str(failure))
         return ComputeOutcome(
             exit_code=exit_code,
@@ -389,6 +435,56 @@ class TaskWork:
             app_seconds=result.duration if result is not None else None,
             failures=tuple(failures),
         )
+
+    async def _check_disk(self, task_id: str) -> None:
+        """After a run that went wrong: a task folder on a full disk is the worker's failure, not the app's.
+
+        The app's output is dropped at once, so the space comes back for the next task."""
+        task_dir = self.task_dir(task_id)
+        free = await asyncio.to_thread(free_bytes, task_dir)
+        if free is None or free >= DISK_FULL_MARGIN:
+            return
+        await asyncio.to_thread(_reset_output, task_dir / "output")
+        raise StepFailed(DISK_FULL_CAUSE, f"{disk_full_message(task_dir)}; {free} bytes were left free")
+
+    async def _engine_back(self, task_id: str, stage: Stage, failure: StepFailed, what: str) -> None:
+        """Return once the Docker engine answers again after ``failure``; re-raise it when it was not the
+        engine going away, or when the task's final deadline comes first (nothing more to gain by waiting)."""
+        lost = failure.__cause__
+        if not isinstance(lost, DockerUnavailableError):
+            raise failure
+        deadline = self.final_deadline(task_id)
+        delay = ENGINE_RETRY_FIRST
+        attempt = 0
+        self.engine_waits.add(task_id)
+        self.on_engine_wait(self.engine_waits, f"{what}: {lost.cause or lost}")
+        try:
+            while True:
+                attempt += 1
+                if deadline is not None and time.time() + delay >= deadline:
+                    raise StepFailed(
+                        failure.cause,
+                        f"{what}: the Docker engine did not answer again before the task's final deadline "
+                        f"({lost}); check dockerd (systemctl status docker, its log) and DOCKER_HOST",
+                    ) from lost
+                log.warning(
+                    "%s: %s interrupted, Docker engine unavailable (%s); asking it again in %.0f s (attempt %d)",
+                    task_id, what, lost.cause or lost, delay, attempt,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, ENGINE_RETRY_MAX)
+                try:
+                    version = await self._engine.ping()
+                except DockerUnavailableError as exc:
+                    lost = exc
+                    continue
+                log.info(
+                    "%s: Docker engine %s answers again: %s starts over (%s)", task_id, version, what, stage
+                )
+                return
+        finally:
+            self.engine_waits.discard(task_id)
+            self.on_engine_wait(self.engine_waits, None)
 
     async def _tee_compute(self, task_id: str, description: TaskDescription) -> ComputeOutcome:
         """Pre-compute, app and post-compute enclaves (``tee_work``); the app's container is the one a
@@ -473,6 +569,10 @@ class TaskWork:
             try:
                 await asyncio.to_thread(_place_log, log_dir / name, iexec_out / name)
             except (OSError, UnsafeResultPath) as exc:
+                full = disk_full_error(exc)
+                if full is not None:
+                    await asyncio.to_thread(_reset_output, self.task_dir(task_id) / "output")
+                    raise StepFailed(DISK_FULL_CAUSE, disk_full_message(iexec_out, full)) from exc
                 # As the reference: a log that cannot be written is logged, the post-compute goes on.
                 log.warning("%s: cannot write %s into the result: %s", task_id, name, exc)
         return True
@@ -706,6 +806,18 @@ def _prepare_folders(task_dir: Path) -> None:
             shutil.rmtree(leftover)
     iexec_out.mkdir(parents=True)
     os.chmod(task_dir / "input", 0o755)
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Bytes free for the worker on the file system of ``folder`` (or its nearest existing parent)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _reset_output(output: Path) -> None:
