@@ -191,6 +191,7 @@ async def _membership(
             chain, account, StoreJournal(store),
             gas_policy=gas_policy,
             sidechain=joined.chain_config.sidechain, replace_after=settings.chain.tx_replace_after.total_seconds(),
+            confirmations=settings.chain.tx_confirmations,
         )  # fmt: skip
         untrusted = guarded_session(  # data, input files, the deal's result proxy: URLs strangers chose
             settings.target_policy(joined.public.result_repository_url), timeout=_TIMEOUT,
@@ -234,6 +235,7 @@ async def _membership(
         watcher = ChainWatcher(
             chain, address, lambda: [(t, supervisor.status_of(t)) for t in supervisor.active], deliver_local,
             poll_interval=settings.chain.chain_poll_period.total_seconds(),
+            reorg_depth=settings.chain.tx_confirmations,
             reveal_allowed=SchedulerConsensus(scheduler).reached,
         )  # fmt: skip
 

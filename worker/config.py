@@ -207,6 +207,16 @@ class ChainSettings(_Subsystem):
         description="(this worker) Time a transaction may stay unmined before it is replaced by the same one "
         "with fees 10 % higher, under IEXEC_GAS_PRICE_CAP (ISO-8601 duration, e.g. PT30S).",
     )
+    tx_confirmations: int = Field(
+        3,
+        validation_alias="IEXEC_WORKER_TX_CONFIRMATIONS",
+        description="(this worker) Blocks a transaction's block must be deep, itself counted as the first, "
+        "before its receipt counts and the status is reported; the chain watch re-reads as many blocks. 1 "
+        "takes the receipt as soon as it is mined. A transaction dropped by a reorganisation meanwhile is "
+        "broadcast again, same nonce and signature.",
+        ge=1,
+        le=64,
+    )
     chain_poll_period: timedelta = Field(
         timedelta(seconds=5),
         validation_alias="IEXEC_WORKER_CHAIN_POLL_PERIOD",

@@ -27,7 +27,13 @@ from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.types import (
     BlockIdentifier,
     FilterParams,
@@ -69,7 +75,11 @@ log = logging.getLogger("iexec.worker.chain")
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds per JSON-RPC request
 DEFAULT_MAX_BLOCK_LAG = 5
 FAILURE_COOLDOWN = 10.0  # seconds an endpoint that failed is tried only after the others
-_ANSWERS = (TransactionNotFound, Web3RPCError)  # what a working node says; no reason to try another
+_ANSWERS = (
+    TransactionNotFound,
+    BlockNotFound,
+    Web3RPCError,
+)  # what a working node says; no reason to try another
 
 
 def _hex32(value: bytes) -> str:
@@ -339,6 +349,17 @@ class ChainClient:
                 timestamp=int(block["timestamp"]),
                 base_fee_per_gas=int(base_fee) if base_fee is not None else None,
             )
+
+    async def block_hash(self, number: int) -> str | None:
+        """Hash of block ``number`` on the node's chain now (lowercase hex), None when it has no such block."""
+        try:
+            block = await self._rpc(f"block {number}", lambda ep: ep.w3.eth.get_block(number))
+        except ChainError as exc:
+            if isinstance(exc.__cause__, BlockNotFound):
+                return None
+            raise
+        with _answer(f"block {number}"):
+            return _hex32(block["hash"])
 
     async def balance(self, address: str) -> int:
         """Wallet balance in wei."""
