@@ -147,6 +147,7 @@ async def _membership(
                 settings.chain.node_urls(config.chain_node_url),
                 config.iexec_hub_contract_address,
                 max_block_lag=settings.chain.max_block_lag,
+                request_timeout=settings.chain.request_timeout.total_seconds(),
                 observer=metrics,
                 proxy_for=settings.proxy.routes().for_url,
             )

@@ -201,6 +201,12 @@ class ChainSettings(_Subsystem):
         "until it catches up.",
         ge=0,
     )
+    request_timeout: timedelta = Field(
+        timedelta(seconds=30),
+        validation_alias="IEXEC_WORKER_CHAIN_REQUEST_TIMEOUT",
+        description="(this worker) Longest wait for one JSON-RPC answer of a node before that call fails "
+        "over to the next node or is retried (ISO-8601 duration, e.g. PT30S).",
+    )
     tx_replace_after: timedelta = Field(
         timedelta(seconds=30),
         validation_alias="IEXEC_WORKER_TX_REPLACE_AFTER",
@@ -238,7 +244,7 @@ class ChainSettings(_Subsystem):
             return [_http_url(item, "IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES") for item in value]
         return value
 
-    @field_validator("tx_replace_after", "chain_poll_period")
+    @field_validator("tx_replace_after", "chain_poll_period", "request_timeout")
     @classmethod
     def _positive_period(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

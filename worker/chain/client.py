@@ -161,7 +161,9 @@ class ChainClient:
         *,
         max_block_lag: int = DEFAULT_MAX_BLOCK_LAG,
         observer: ChainObserver | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
+        """``request_timeout`` is the bound the providers were given (for messages)."""
         if not endpoints:
             raise ConfigurationError("no blockchain node: set IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES")
         self.hub_address: ChecksumAddress = cast(ChecksumAddress, checksum(hub_address))
@@ -170,6 +172,7 @@ class ChainClient:
             for i, (w3, url) in enumerate(endpoints)
         ]
         self.max_block_lag = max_block_lag
+        self.request_timeout = request_timeout
         self.observer: ChainObserver = observer or NullObserver()
 
     @property
@@ -212,7 +215,13 @@ class ChainClient:
             return BoundedHTTPProvider(url, request_kwargs=kwargs)
 
         pairs = [(AsyncWeb3(provider(url)), url) for url in urls]
-        client = cls(pairs, hub_address, max_block_lag=max_block_lag, observer=observer)
+        client = cls(
+            pairs,
+            hub_address,
+            max_block_lag=max_block_lag,
+            observer=observer,
+            request_timeout=request_timeout,
+        )
         try:
             await client._check_endpoints(hub_address)
         except BaseException:
@@ -279,7 +288,17 @@ class ChainClient:
             if not isinstance(exc, _ANSWERS):
                 ep.failed_at = time.monotonic()
                 self.observer.rpc_error(ep.label)
-            raise ChainError(f"{what} on {ep.display}: {redact(str(exc))}") from exc
+            raise ChainError(f"{what} on {ep.display}: {self._cause(exc)}") from exc
+
+    def _cause(self, exc: BaseException) -> str:
+        """What went wrong, in words, even when the exception carries none (a timeout has no message)."""
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {self.request_timeout:g} s (the node hangs or is overloaded)"
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return f"the node answered HTTP {exc.status} {exc.message}"
+        if isinstance(exc, ValueError) and not isinstance(exc, Web3Exception):
+            return f"malformed answer ({type(exc).__name__}: {redact(str(exc))[:200]})"
+        return redact(str(exc)) or type(exc).__name__
 
     async def _rpc(self, what: str, call: Callable[[Endpoint], Awaitable[T]]) -> T:
         """``call`` on the preferred endpoint, then on the next ones while the transport fails."""
@@ -302,16 +321,19 @@ class ChainClient:
         Raises ChainError when no endpoint answers.
         """
 
+        errors: list[str] = []
+
         async def head(ep: Endpoint) -> int | None:
             try:
                 return await self._on(ep, "eth_blockNumber", lambda e: e.w3.eth.block_number)
-            except ChainError:
+            except ChainError as exc:
+                errors.append(str(exc))
                 return None
 
         heads = await asyncio.gather(*(head(ep) for ep in self.endpoints))
         known = [h for h in heads if h is not None]
         if not known:
-            raise ChainError(f"no chain node answers ({', '.join(ep.display for ep in self.endpoints)})")
+            raise ChainError(f"no chain node answers: {'; '.join(errors)}")
         best = max(known)
         for ep, number in zip(self.endpoints, heads, strict=True):
             if number is None:
