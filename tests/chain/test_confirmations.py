@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 
 from devnet.accounts import Role, account
 from devnet.contracts import Devnet
@@ -27,6 +28,7 @@ from worker.chain.client import ChainClient
 from worker.chain.models import TxKind
 from worker.chain.transactions import TransactionSender
 from worker.protocol.crypto import authorization_hash, sign_eip191
+from worker.protocol.errors import ChainError
 
 pytestmark = pytest.mark.e2e
 
@@ -129,3 +131,46 @@ async def test_a_contribution_dropped_by_a_reorganisation_is_sent_again_with_the
     assert await _contributions(net, task_id, worker.address) == 1
     assert await chain.nonce(worker.address, "latest") == nonce + 1
     assert ("CONTRIBUTE", "resent") in observer.outcomes
+
+
+async def test_a_dropped_contribution_whose_nonce_another_transaction_took_is_signed_anew_once(
+    net: Devnet, observed: tuple[ChainClient, RecordingObserver], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.chain.transactions")
+    chain, _ = observed
+    worker, journal = worker_account(14), MemoryJournal()
+    task_id, _ = await new_task(net, Toolkit(net.w3, net.deployment))
+    nonce = await chain.nonce(worker.address, "latest")
+    sending = asyncio.create_task(
+        _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+    )
+    await until(
+        lambda: _logged(caplog, f"waiting for {CONFIRMATIONS} confirmations"),
+        within=60,
+        what="the mined contribution",
+    )
+    # The winning branch holds another transaction of the wallet at the contribution's nonce.
+    other = worker.sign_transaction({
+        "chainId": await net.w3.eth.chain_id, "nonce": nonce, "to": HexStr("0x" + "11" * 20), "value": 1, "gas": 21_000,
+        "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9,
+    })  # fmt: skip
+    await net.anvil.rpc("anvil_reorg", 1, [["0x" + bytes(other.raw_transaction).hex(), 0]])
+
+    with pytest.raises(ChainError, match=f"nonce {nonce} is taken"):
+        await asyncio.wait_for(sending, 60)
+    assert await _contributions(net, task_id, worker.address) == 0
+
+    again = asyncio.create_task(
+        _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+    )
+    await until(lambda: _logged(caplog, "sending the call again"), within=60, what="the call signed anew")
+    await until(
+        lambda: _contributed(net, task_id, worker.address), within=60, what="the new contribution mined"
+    )
+    await net.anvil.mine(CONFIRMATIONS - 1)
+    receipt = await asyncio.wait_for(again, 60)
+
+    assert receipt.tx_hash == journal.entries[(task_id, TxKind.CONTRIBUTE)].tx_hash
+    assert (journal.records, journal.replacements) == (1, 1)
+    assert await _contributions(net, task_id, worker.address) == 1
+    assert await chain.nonce(worker.address, "latest") == nonce + 2

@@ -513,7 +513,12 @@ class TransactionSender:
                     if seen is not None
                     else "the node holds none of its versions"
                 )
-                await self.resend(current, reason)
+                if not await self.resend(current, reason):
+                    # Its nonce went to another transaction: the next send of this call finds out whether
+                    # that was one of its versions, or signs the call anew (_ensure_broadcast).
+                    raise ChainError(
+                        f"{what}: {reason}, and nonce {current.nonce} is taken: following it again"
+                    )
                 seen = None
                 deadline = now + self._receipt_timeout
                 replace_at = now + self._replace_after
@@ -569,20 +574,16 @@ class TransactionSender:
         # The receipt may have been read just before a reorganisation: the block must still be the same one.
         return await self._client.block_hash(block) == to_hex(bytes(receipt["blockHash"])).lower()
 
-    async def resend(self, sent: SentTx, reason: str) -> None:
+    async def resend(self, sent: SentTx, reason: str) -> bool:
         """Broadcast the journaled bytes of ``sent`` again: same nonce, same signature, so never a second call.
 
-        When its nonce is taken already, nothing is sent: one version may be mined elsewhere (the receipt wait
-        finds it), or the nonce went to another transaction and the next send of this call signs it anew
-        (``_ensure_broadcast``).
+        False, and nothing sent, when its nonce is taken already (by a version of it mined elsewhere, or by
+        another transaction).
         """
         what = f"{sent.kind.value.lower()} of task {sent.task_id}"
         if await self._client.nonce(self.address, "latest") > sent.nonce:
-            log.warning(
-                "%s: %s, and nonce %d is taken already: not re-sent, looking for it on chain",
-                what, reason, sent.nonce,
-            )  # fmt: skip
-            return
+            log.warning("%s: %s, and nonce %d is taken already: not re-sent", what, reason, sent.nonce)
+            return False
         log.warning(
             "%s: %s; re-sending the same signed tx %s (nonce %d)", what, reason, sent.tx_hash, sent.nonce
         )
@@ -590,9 +591,8 @@ class TransactionSender:
         try:
             await self._broadcast(sent, self._fees_known(sent), f"again, {reason}")
         except NonceTooLow:
-            log.warning(
-                "%s: nonce %d taken meanwhile; looking for the transaction on chain", what, sent.nonce
-            )
+            return False
+        return True
 
     def _checked(self, sent: SentTx, tx_hash: str, receipt: Web3Receipt) -> TxReceipt:
         topic = _SUCCESS_TOPIC[sent.kind]
