@@ -142,6 +142,7 @@ async def test_the_only_node_gone_for_15_s_delays_the_task_but_never_fails_it(
 
 
 @pytest.mark.slow_fault
+@pytest.mark.timeout(300)
 async def test_the_only_node_gone_for_a_minute_delays_the_task_but_never_fails_it(
     platform: Platform, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
