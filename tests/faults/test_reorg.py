@@ -77,7 +77,9 @@ async def _drop_block_of(platform: Platform, topic: str, task_id: str, wallet: s
 
 
 @pytest.mark.parametrize(
-    ("topic", "what"), [(TASK_CONTRIBUTE_TOPIC, "contribution"), (TASK_REVEAL_TOPIC, "reveal")]
+    ("topic", "what"),
+    [(TASK_CONTRIBUTE_TOPIC, "contribution"), (TASK_REVEAL_TOPIC, "reveal")],
+    ids=["contribution", "reveal"],
 )
 async def test_a_reorganisation_dropping_the_block_of_a_transaction_ends_with_one_of_it_on_chain(
     platform: Platform, tmp_path: Path, caplog: pytest.LogCaptureFixture, topic: str, what: str
