@@ -374,6 +374,9 @@ def worker_env(
         "IEXEC_WORKER_DOCKER_NETWORK_NAME": "none",
         # Datasets, input files and the result proxy of the devnet are served on loopback: allowed here only.
         "IEXEC_WORKER_NETWORK_ALLOWLIST": "127.0.0.1/32",
+        # anvil mines a block only for a transaction: the receipt's own block is the only confirmation
+        # that ever comes while the worker waits.
+        "IEXEC_WORKER_TX_CONFIRMATIONS": "1",
     }
     if tee is not None:
         if info.tee is None:

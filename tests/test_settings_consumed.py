@@ -62,6 +62,8 @@ CONSUMERS: dict[str, Reads] = {
     "IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES": Reads("worker.config:ChainSettings.node_urls", via="node_urls"),
     "IEXEC_WORKER_MAX_BLOCK_LAG": Reads(APP),
     "IEXEC_WORKER_TX_REPLACE_AFTER": Reads(APP),
+    "IEXEC_WORKER_TX_CONFIRMATIONS": Reads(APP),
+    "IEXEC_WORKER_CHAIN_REQUEST_TIMEOUT": Reads(APP),
     "IEXEC_WORKER_CHAIN_POLL_PERIOD": Reads(APP),
     "IEXEC_WORKER_WALLET_PATH": Reads("worker.config:_wallet_path", via="wallet_path"),
     "IEXEC_WORKER_WALLET_PASSWORD": Reads("worker.config:_wallet_password", via="wallet_password"),

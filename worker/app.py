@@ -152,6 +152,7 @@ async def _membership(
                 settings.chain.node_urls(config.chain_node_url),
                 config.iexec_hub_contract_address,
                 max_block_lag=settings.chain.max_block_lag,
+                request_timeout=settings.chain.request_timeout.total_seconds(),
                 observer=metrics,
                 proxy_for=settings.proxy.routes().for_url,
             )
@@ -195,6 +196,7 @@ async def _membership(
             chain, account, StoreJournal(store),
             gas_policy=gas_policy,
             sidechain=joined.chain_config.sidechain, replace_after=settings.chain.tx_replace_after.total_seconds(),
+            confirmations=settings.chain.tx_confirmations,
         )  # fmt: skip
         untrusted = guarded_session(  # data, input files, the deal's result proxy: URLs strangers chose
             settings.target_policy(joined.public.result_repository_url), timeout=_TIMEOUT,
@@ -239,6 +241,7 @@ async def _membership(
         watcher = ChainWatcher(
             chain, address, lambda: [(t, supervisor.status_of(t)) for t in supervisor.active], deliver_local,
             poll_interval=settings.chain.chain_poll_period.total_seconds(),
+            reorg_depth=settings.chain.tx_confirmations,
             reveal_allowed=SchedulerConsensus(scheduler).reached,
         )  # fmt: skip
 

@@ -222,11 +222,27 @@ class ChainSettings(_Subsystem):
         "until it catches up.",
         ge=0,
     )
+    request_timeout: timedelta = Field(
+        timedelta(seconds=30),
+        validation_alias="IEXEC_WORKER_CHAIN_REQUEST_TIMEOUT",
+        description="(this worker) Longest wait for one JSON-RPC answer of a node before that call fails "
+        "over to the next node or is retried (ISO-8601 duration, e.g. PT30S).",
+    )
     tx_replace_after: timedelta = Field(
         timedelta(seconds=30),
         validation_alias="IEXEC_WORKER_TX_REPLACE_AFTER",
         description="(this worker) Time a transaction may stay unmined before it is replaced by the same one "
         "with fees 10 % higher, under IEXEC_GAS_PRICE_CAP (ISO-8601 duration, e.g. PT30S).",
+    )
+    tx_confirmations: int = Field(
+        3,
+        validation_alias="IEXEC_WORKER_TX_CONFIRMATIONS",
+        description="(this worker) Blocks a transaction's block must be deep, itself counted as the first, "
+        "before its receipt counts and the status is reported; the chain watch re-reads as many blocks. 1 "
+        "takes the receipt as soon as it is mined. A transaction dropped by a reorganisation meanwhile is "
+        "broadcast again, same nonce and signature.",
+        ge=1,
+        le=64,
     )
     chain_poll_period: timedelta = Field(
         timedelta(seconds=5),
@@ -249,7 +265,7 @@ class ChainSettings(_Subsystem):
             return [_http_url(item, "IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES") for item in value]
         return value
 
-    @field_validator("tx_replace_after", "chain_poll_period")
+    @field_validator("tx_replace_after", "chain_poll_period", "request_timeout")
     @classmethod
     def _positive_period(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -133,7 +133,7 @@ class Metrics:
         )
         self.transactions = Counter(
             "iexec_worker_transactions_total",
-            "Worker transactions by kind and outcome (mined, failed, refused, timeout, dropped)",
+            "Worker transactions by kind and outcome (mined, failed, refused, timeout, dropped, resent)",
             ["kind", "outcome"],
             registry=r,
         )

@@ -4,12 +4,13 @@ worker gets a ``ChainError`` for that call, the kind every caller already retrie
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientTimeout, web
 from eth_abi.abi import encode
 from web3 import AsyncWeb3
 
@@ -82,4 +83,51 @@ async def test_an_answer_past_the_limit_is_not_read_whole() -> None:
 
     async for chain in client_of(node(answer)):
         with pytest.raises(ChainError, match="larger than"):
+            await chain.latest_block_number()
+
+
+async def _faulty_client(app: web.Application, request_timeout: float = 30.0) -> AsyncIterator[ChainClient]:
+    async with serving_app(app) as url:
+        provider = BoundedHTTPProvider(url, request_kwargs={"timeout": ClientTimeout(total=request_timeout)})
+        async with ChainClient([(AsyncWeb3(provider), url)], HUB, request_timeout=request_timeout) as chain:
+            yield chain
+
+
+async def test_a_node_that_never_answers_fails_the_call_at_the_timeout_naming_node_and_cause() -> None:
+    release = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/", hang)
+    async for chain in _faulty_client(app, request_timeout=0.5):
+        with pytest.raises(
+            ChainError, match=r"eth_blockNumber on http://127\.0\.0\.1:\d+: no answer within 0\.5 s"
+        ):
+            await chain.latest_block_number()
+        release.set()
+
+
+async def test_an_http_error_of_the_node_is_named_with_its_status() -> None:
+    async def fail(_: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text="upstream failed")
+
+    app = web.Application()
+    app.router.add_post("/", fail)
+    async for chain in _faulty_client(app):
+        with pytest.raises(ChainError, match=r"on http://127\.0\.0\.1:\d+: the node answered HTTP 500"):
+            await chain.latest_block_number()
+        assert (
+            chain.endpoints[0].failed_at > 0
+        )  # a failure of that node: the next call tries the others first
+
+
+async def test_a_body_that_is_not_json_is_a_malformed_answer() -> None:
+    def answer(_: dict[str, Any]) -> web.Response:
+        return web.Response(text='{"jsonrpc": "2.0", "id": 1, "result": ', content_type="application/json")
+
+    async for chain in client_of(node(answer)):
+        with pytest.raises(ChainError, match="malformed answer"):
             await chain.latest_block_number()

@@ -27,7 +27,13 @@ from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.types import (
     BlockIdentifier,
     FilterParams,
@@ -69,7 +75,11 @@ log = logging.getLogger("iexec.worker.chain")
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds per JSON-RPC request
 DEFAULT_MAX_BLOCK_LAG = 5
 FAILURE_COOLDOWN = 10.0  # seconds an endpoint that failed is tried only after the others
-_ANSWERS = (TransactionNotFound, Web3RPCError)  # what a working node says; no reason to try another
+_ANSWERS = (
+    TransactionNotFound,
+    BlockNotFound,
+    Web3RPCError,
+)  # what a working node says; no reason to try another
 
 
 def _hex32(value: bytes) -> str:
@@ -151,7 +161,9 @@ class ChainClient:
         *,
         max_block_lag: int = DEFAULT_MAX_BLOCK_LAG,
         observer: ChainObserver | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
+        """``request_timeout`` is the bound the providers were given (for messages)."""
         if not endpoints:
             raise ConfigurationError("no blockchain node: set IEXEC_WORKER_BLOCKCHAIN_NODE_ADDRESSES")
         self.hub_address: ChecksumAddress = cast(ChecksumAddress, checksum(hub_address))
@@ -160,6 +172,7 @@ class ChainClient:
             for i, (w3, url) in enumerate(endpoints)
         ]
         self.max_block_lag = max_block_lag
+        self.request_timeout = request_timeout
         self.observer: ChainObserver = observer or NullObserver()
 
     @property
@@ -202,7 +215,13 @@ class ChainClient:
             return BoundedHTTPProvider(url, request_kwargs=kwargs)
 
         pairs = [(AsyncWeb3(provider(url)), url) for url in urls]
-        client = cls(pairs, hub_address, max_block_lag=max_block_lag, observer=observer)
+        client = cls(
+            pairs,
+            hub_address,
+            max_block_lag=max_block_lag,
+            observer=observer,
+            request_timeout=request_timeout,
+        )
         try:
             await client._check_endpoints(hub_address)
         except BaseException:
@@ -269,7 +288,17 @@ class ChainClient:
             if not isinstance(exc, _ANSWERS):
                 ep.failed_at = time.monotonic()
                 self.observer.rpc_error(ep.label)
-            raise ChainError(f"{what} on {ep.display}: {redact(str(exc))}") from exc
+            raise ChainError(f"{what} on {ep.display}: {self._cause(exc)}") from exc
+
+    def _cause(self, exc: BaseException) -> str:
+        """What went wrong, in words, even when the exception carries none (a timeout has no message)."""
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {self.request_timeout:g} s (the node hangs or is overloaded)"
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return f"the node answered HTTP {exc.status} {exc.message}"
+        if isinstance(exc, ValueError) and not isinstance(exc, Web3Exception):
+            return f"malformed answer ({type(exc).__name__}: {redact(str(exc))[:200]})"
+        return redact(str(exc)) or type(exc).__name__
 
     async def _rpc(self, what: str, call: Callable[[Endpoint], Awaitable[T]]) -> T:
         """``call`` on the preferred endpoint, then on the next ones while the transport fails."""
@@ -292,16 +321,19 @@ class ChainClient:
         Raises ChainError when no endpoint answers.
         """
 
+        errors: list[str] = []
+
         async def head(ep: Endpoint) -> int | None:
             try:
                 return await self._on(ep, "eth_blockNumber", lambda e: e.w3.eth.block_number)
-            except ChainError:
+            except ChainError as exc:
+                errors.append(str(exc))
                 return None
 
         heads = await asyncio.gather(*(head(ep) for ep in self.endpoints))
         known = [h for h in heads if h is not None]
         if not known:
-            raise ChainError(f"no chain node answers ({', '.join(ep.display for ep in self.endpoints)})")
+            raise ChainError(f"no chain node answers: {'; '.join(errors)}")
         best = max(known)
         for ep, number in zip(self.endpoints, heads, strict=True):
             if number is None:
@@ -339,6 +371,17 @@ class ChainClient:
                 timestamp=int(block["timestamp"]),
                 base_fee_per_gas=int(base_fee) if base_fee is not None else None,
             )
+
+    async def block_hash(self, number: int) -> str | None:
+        """Hash of block ``number`` on the node's chain now (lowercase hex), None when it has no such block."""
+        try:
+            block = await self._rpc(f"block {number}", lambda ep: ep.w3.eth.get_block(number))
+        except ChainError as exc:
+            if isinstance(exc.__cause__, BlockNotFound):
+                return None
+            raise
+        with _answer(f"block {number}"):
+            return _hex32(block["hash"])
 
     async def balance(self, address: str) -> int:
         """Wallet balance in wei."""

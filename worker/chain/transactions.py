@@ -12,7 +12,11 @@ Order of a send (one task and kind at a time):
    is replaced: same nonce, same call, both fee fields raised by at least 10 % (what nodes demand
    of a replacement) and never above the gas price cap; the journal then holds the replacement.
    A receipt of any of the versions counts, since only one of them can ever be mined.
-5. Success is the task event in the receipt's logs.
+5. A receipt counts once its block is ``confirmations`` deep (the receipt's own block is the first) and
+   still on the chain. A version seen mined that disappears (a reorganisation dropped its block), or a
+   node that holds no version at all, gets the journaled bytes broadcast again: same nonce, same
+   signature, so it can never become a second call. Each re-send is logged and counted.
+6. Success is the task event in the receipt's logs.
 
 A recorded transaction whose nonce was taken by another one (a node restarted without its pool,
 say) is looked for on chain by its task event; when it is not there, it can never be mined, and
@@ -107,11 +111,14 @@ class TransactionSender:
         replace_after: float = DEFAULT_REPLACE_AFTER,
         poll_interval: float = 1.0,
         sidechain: bool = False,
+        confirmations: int = 1,
     ) -> None:
         """``sidechain`` (from the scheduler's chain config) skips the wallet balance check: gas is free there.
 
         ``receipt_timeout`` bounds one wait for a receipt (a later call follows the same transaction);
-        ``replace_after`` (0: never) is how long a version may stay unmined before it is replaced.
+        ``replace_after`` (0: never) is how long a version may stay unmined before it is replaced;
+        ``confirmations`` is how deep its block must be, the receipt's own block counting as the first (1:
+        as soon as mined; the worker's setting IEXEC_WORKER_TX_CONFIRMATIONS decides).
         """
         self._client = client
         self._account = account
@@ -121,6 +128,9 @@ class TransactionSender:
         self._replace_after = replace_after
         self._poll_interval = poll_interval
         self._sidechain = sidechain
+        if confirmations < 1:
+            raise ValueError("confirmations: at least 1, the receipt's own block")
+        self._confirmations = confirmations
         self._wallet_lock = asyncio.Lock()
         self._nonce: int | None = None  # None: ask the node ("pending") before the next send
         self._chain_id: int | None = None
@@ -465,6 +475,11 @@ class TransactionSender:
         return None
 
     async def _receipt(self, sent: SentTx) -> TxReceipt:
+        """Wait until one version of ``sent`` is mined under ``confirmations`` blocks, re-sending it if a reorg drops it.
+
+        Three bounds, each ``receipt_timeout`` long: not mined yet, mined but not yet deep enough (the node
+        makes no blocks), and again after every re-send.
+        """
         key = (sent.task_id.lower(), sent.kind)
         what = f"{sent.kind.value.lower()} of task {sent.task_id}"
         if sent.tx_hash not in self._versions.get(key, []):
@@ -473,19 +488,54 @@ class TransactionSender:
         deadline = started + self._receipt_timeout
         replace_at = started + self._replace_after
         current = sent
+        seen: tuple[str, int] | None = None  # (hash, block) of the version last seen mined
         while True:
-            for tx_hash in reversed(self._versions.get(key, [current.tx_hash])):
-                receipt = await self._client.receipt(tx_hash)
-                if receipt is not None:
-                    return self._checked(current, tx_hash, receipt)
+            mined = await self._mined_version(key, current)
             now = time.monotonic()
+            if mined is not None:
+                tx_hash, receipt = mined
+                block = int(receipt["blockNumber"])
+                if seen is None:
+                    deadline = now + self._receipt_timeout
+                    if self._confirmations > 1:
+                        log.info(
+                            "%s: tx %s mined in block %d; waiting for %d confirmations",
+                            what, tx_hash, block, self._confirmations,
+                        )  # fmt: skip
+                seen = (tx_hash, block)
+                if await self._confirmed(receipt):
+                    return self._checked(current, tx_hash, receipt)
+            elif seen is not None or not await self._held_by_node(key, current):
+                # A version was mined and is not any more (a reorganisation dropped its block), or the node
+                # holds none of them: the journaled bytes go back while their nonce is still free.
+                reason = (
+                    f"block {seen[1]} holding tx {seen[0]} left the chain (reorganisation)"
+                    if seen is not None
+                    else "the node holds none of its versions"
+                )
+                if not await self.resend(current, reason):
+                    # Its nonce went to another transaction: the next send of this call finds out whether
+                    # that was one of its versions, or signs the call anew (_ensure_broadcast).
+                    raise ChainError(
+                        f"{what}: {reason}, and nonce {current.nonce} is taken: following it again"
+                    )
+                seen = None
+                deadline = now + self._receipt_timeout
+                replace_at = now + self._replace_after
             if now >= deadline:
                 self._client.observer.transaction(sent.kind.value, "timeout")
+                if seen is not None:
+                    raise ReceiptTimeout(
+                        f"{what}: tx {seen[0]} mined in block {seen[1]} but not {self._confirmations} blocks "
+                        f"deep after {self._receipt_timeout:g} s; does the node make blocks? "
+                        "(IEXEC_WORKER_TX_CONFIRMATIONS)",
+                        tx_hash=seen[0],
+                    )
                 raise ReceiptTimeout(
                     f"{what}: tx {current.tx_hash} not mined after {self._receipt_timeout:g} s",
                     tx_hash=current.tx_hash,
                 )
-            if self._replace_after > 0 and now >= replace_at:
+            if seen is None and self._replace_after > 0 and now >= replace_at:
                 replace_at = now + self._replace_after
                 try:
                     current = await self._replace(current) or current
@@ -496,6 +546,53 @@ class TransactionSender:
                         self._client.observer.transaction(sent.kind.value, "mined")
                         return found
             await asyncio.sleep(self._poll_interval)
+
+    async def _mined_version(
+        self, key: tuple[str, TxKind], current: SentTx
+    ) -> tuple[str, Web3Receipt] | None:
+        """The newest version of the in-flight transaction with a receipt on the node, and that receipt."""
+        for tx_hash in reversed(self._versions.get(key, [current.tx_hash])):
+            receipt = await self._client.receipt(tx_hash)
+            if receipt is not None:
+                return tx_hash, receipt
+        return None
+
+    async def _held_by_node(self, key: tuple[str, TxKind], current: SentTx) -> bool:
+        """True when the node holds (pending or mined) at least one version of the in-flight transaction."""
+        for tx_hash in reversed(self._versions.get(key, [current.tx_hash])):
+            if await self._client.transaction_known(tx_hash):
+                return True
+        return False
+
+    async def _confirmed(self, receipt: Web3Receipt) -> bool:
+        """True once the receipt's block is ``confirmations`` deep (itself the first) and still on the chain."""
+        block = int(receipt["blockNumber"])
+        if self._confirmations <= 1:
+            return True
+        if await self._client.latest_block_number() - block + 1 < self._confirmations:
+            return False
+        # The receipt may have been read just before a reorganisation: the block must still be the same one.
+        return await self._client.block_hash(block) == to_hex(bytes(receipt["blockHash"])).lower()
+
+    async def resend(self, sent: SentTx, reason: str) -> bool:
+        """Broadcast the journaled bytes of ``sent`` again: same nonce, same signature, so never a second call.
+
+        False, and nothing sent, when its nonce is taken already (by a version of it mined elsewhere, or by
+        another transaction).
+        """
+        what = f"{sent.kind.value.lower()} of task {sent.task_id}"
+        if await self._client.nonce(self.address, "latest") > sent.nonce:
+            log.warning("%s: %s, and nonce %d is taken already: not re-sent", what, reason, sent.nonce)
+            return False
+        log.warning(
+            "%s: %s; re-sending the same signed tx %s (nonce %d)", what, reason, sent.tx_hash, sent.nonce
+        )
+        self._client.observer.transaction(sent.kind.value, "resent")
+        try:
+            await self._broadcast(sent, self._fees_known(sent), f"again, {reason}")
+        except NonceTooLow:
+            return False
+        return True
 
     def _checked(self, sent: SentTx, tx_hash: str, receipt: Web3Receipt) -> TxReceipt:
         topic = _SUCCESS_TOPIC[sent.kind]

@@ -1,8 +1,8 @@
 """Follows the chain for the worker's own tasks, so that no step depends on the push channel alone.
 
 Every poll reads the head of every endpoint (which also sets lagging nodes aside), then the hub
-logs of the watched tasks since the last poll, re-reading ``reorg_depth`` blocks back so that a
-short reorganisation cannot hide an event. What it does with them:
+logs of the watched tasks since the last poll, re-reading ``reorg_depth`` blocks back (as deep as a
+receipt must be, IEXEC_WORKER_TX_CONFIRMATIONS) so that a short reorganisation cannot hide an event. What it does with them:
 
 - ``TaskConsensus`` whose value is this worker's own resultHash (read from ``viewContribution``,
   never assumed): a local PLEASE_REVEAL carrying the consensus block, once the replicate is
