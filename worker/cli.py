@@ -40,16 +40,62 @@ def _wallet_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.app import run_worker
-    from worker.config import load_settings, scrub_environment
-    from worker.logs import setup_logging
-    from worker.wallet import protect_process
+    from worker.wallet import KeystoreDecryption, protect_process
 
     protect_process()
-    settings = load_settings(Path(args.env_file) if args.env_file else Path(".env"))
+    env_file = Path(args.env_file) if args.env_file else Path(".env")
+    decryption: KeystoreDecryption = getattr(args, "decryption", None) or KeystoreDecryption.start()
+    # The settings module imports most of the worker (most of a second): the key derivation starts first,
+    # on the wallet the settings will name, and is started again in the rare case they name another.
+    guess = _wallet_guess(env_file)
+    try:
+        if guess is not None:
+            decryption.send(*guess)
+        from worker.config import load_settings, scrub_environment
+
+        settings = load_settings(env_file)
+        if guess is None or guess != (settings.wallet_path, settings.wallet_password):
+            decryption.cancel()
+            decryption = KeystoreDecryption.start()
+            decryption.send(settings.wallet_path, settings.wallet_password)
+    except BaseException:
+        decryption.cancel()
+        raise
     scrub_environment()
+    from worker.app import run_worker
+    from worker.logs import setup_logging
+
     setup_logging(settings.log.level, json_lines=settings.log.json_logs)
-    return asyncio.run(run_worker(settings))
+    return asyncio.run(run_worker(settings, wallet=decryption.account))
+
+
+def _wallet_guess(env_file: Path) -> tuple[Path, SecretStr] | None:
+    """The keystore and password as the settings will name them (environment over the env file), read
+    without the settings model; None when they cannot be (the settings then say why)."""
+    from dotenv import dotenv_values
+
+    from worker.wallet import read_password
+
+    try:
+        values = dotenv_values(env_file) if env_file.is_file() else {}
+    except (OSError, UnicodeError):
+        return None
+
+    def value(key: str) -> str | None:
+        return os.environ[key] if key in os.environ else values.get(key)
+
+    path, password = value("IEXEC_WORKER_WALLET_PATH"), value("IEXEC_WORKER_WALLET_PASSWORD")
+    password_file = value("IEXEC_WORKER_WALLET_PASSWORD_FILE")
+    if not path or bool(password) == bool(password_file):  # none or both: an error the settings name
+        return None
+    try:
+        secret = read_password(
+            password=SecretStr(password) if password else None,
+            password_file=Path(password_file) if password_file else None,
+        )
+    except ConfigurationError:
+        return None
+    return Path(path), secret
 
 
 def _env_file(args: argparse.Namespace) -> Path:
@@ -234,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        # The very first thing: the keystore's child process imports eth-account while this one reads
+        # its settings, then derives the key while this one imports the worker.
+        from worker.wallet import KeystoreDecryption
+
+        args.decryption = KeystoreDecryption.start()
     try:
         code: int = args.handler(args)
     except ConfigurationError as exc:

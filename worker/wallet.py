@@ -6,6 +6,12 @@ password are never printed nor logged; errors name the file, never the secret. T
 password file must be private to their owner (no group or other permission bit), and the process that
 holds the key writes no core dump and cannot be attached to by other processes of the same user
 (:func:`protect_process`).
+
+The keystore is decrypted in a short-lived child process (:class:`KeystoreDecryption`, this module run
+as ``python -m worker.wallet``): scrypt's 256 MiB go back to the system when it exits, and ``run``
+starts it before it imports anything heavy, so the key derivation (a floor set by the keystore's
+parameters, about half a second) overlaps the worker's own imports. eth-account, half a second of
+imports itself, is imported only where a key is made or used.
 """
 
 from __future__ import annotations
@@ -17,22 +23,27 @@ import ctypes.util
 import fcntl
 import getpass
 import json
-import multiprocessing
+import logging
 import os
 import re
 import resource
 import stat
+import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from pydantic import SecretStr
 
 from worker.protocol.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+log = logging.getLogger("iexec.worker.wallet")
+
 
 _PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _PR_SET_DUMPABLE = 4  # linux/prctl.h
@@ -71,6 +82,8 @@ _ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{40}$")
 
 def create_wallet(path: Path, password: SecretStr) -> str:
     """Write a keystore for a fresh random key; return its lowercase address."""
+    from eth_account import Account
+
     account: LocalAccount = Account.create()
     return _write_keystore(path, password, account.key)
 
@@ -103,36 +116,141 @@ def show_wallet(path: Path) -> str:
 
 
 async def load_wallet(path: Path, password: SecretStr) -> LocalAccount:
-    """Decrypt the keystore in a short-lived child process.
-
-    scrypt takes about a second of CPU and, with the standard parameters, 256 MiB of memory by
-    design. In a child process that memory is returned to the system at once instead of setting the
-    worker's peak resident size for its whole life (what container memory limits are sized on).
-    """
-    keystore = await asyncio.to_thread(_read_keystore, path)
-    loop = asyncio.get_running_loop()
+    """Decrypt the keystore in a short-lived child process (see :class:`KeystoreDecryption`)."""
+    decryption = KeystoreDecryption.start()
     try:
-        with ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=protect_process
-        ) as pool:
-            key = await loop.run_in_executor(pool, _decrypt, keystore, password.get_secret_value())
-    except ValueError as exc:
-        # eth_account says "MAC mismatch" for a wrong password; other ValueErrors are damaged files.
-        if "MAC mismatch" in str(exc):
+        decryption.send(path, password)
+    except BaseException:
+        decryption.cancel()
+        raise
+    return await decryption.account()
+
+
+class KeystoreDecryption:
+    """A keystore decryption in a child process of its own: started first, handed the keystore later.
+
+    scrypt takes about half a second of CPU and, with the standard parameters, 256 MiB of memory by
+    design. In a child process that memory is returned to the system at once instead of setting the
+    worker's peak resident size for its whole life (what container memory limits are sized on), and
+    the derivation runs beside whatever the worker does meanwhile. The child imports eth-account
+    while the caller reads its settings; :meth:`send` then gives it the keystore and the password on
+    its stdin, and it answers the key on its stdout (pipes: nothing on disk, in the environment or on
+    a command line). The child runs with no ``IEXEC_`` variable and, like the worker, writes no core
+    dump and cannot be attached to.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        self._path: Path | None = None
+        self._kdf = "?"
+        self.derivation_seconds: float | None = None
+        """How long the key derivation itself took in the child, once :meth:`account` returned."""
+
+    @classmethod
+    def start(cls) -> KeystoreDecryption:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.wallet"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_environment(),
+        )
+        return cls(process)
+
+    def send(self, path: Path, password: SecretStr) -> None:
+        """Read the keystore here (its errors name the file) and hand it to the child with the password."""
+        keystore = _read_keystore(path)
+        self._path = path
+        crypto = keystore.get("crypto") or keystore.get("Crypto") or {}
+        with contextlib.suppress(AttributeError, TypeError):
+            params = crypto.get("kdfparams") or {}
+            self._kdf = f"{crypto.get('kdf')} n={params.get('n', params.get('c'))}"
+        request = json.dumps({"keystore": keystore, "password": password.get_secret_value()}).encode()
+        stdin = self._process.stdin
+        assert stdin is not None  # a pipe, opened by start()
+        try:
+            # A keystore is a few hundred bytes: the pipe takes it whole without waiting for the child.
+            stdin.write(request)
+            stdin.close()
+        except BrokenPipeError:
+            pass  # the child died: account() says so
+
+    def cancel(self) -> None:
+        """Nothing to decrypt after all: the child sees its stdin closed and exits (is stopped if it had a keystore)."""
+        if self._path is not None and self._process.poll() is None:
+            self._process.kill()
+        for pipe in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
+        self._process.wait()
+
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit code once it ended, else None."""
+        return self._process.poll()
+
+    async def account(self) -> LocalAccount:
+        """The decrypted account; ConfigurationError for a wrong password or a damaged keystore."""
+        path = self._path
+        assert path is not None, "send() the keystore first"
+        answer = await asyncio.to_thread(self._answer)
+        if "key" not in answer:
+            message = str(answer.get("error") or "the decryption process failed")
+            # eth_account says "MAC mismatch" for a wrong password; other errors are damaged files.
+            if "MAC mismatch" in message:
+                raise ConfigurationError(
+                    f"IEXEC_WORKER_WALLET_PASSWORD: wrong password for the keystore {path}; "
+                    "fix the password (or IEXEC_WORKER_WALLET_PASSWORD_FILE)"
+                )
             raise ConfigurationError(
-                f"IEXEC_WORKER_WALLET_PASSWORD: wrong password for the keystore {path}; "
-                "fix the password (or IEXEC_WORKER_WALLET_PASSWORD_FILE)"
-            ) from None
-        raise ConfigurationError(
-            f"IEXEC_WORKER_WALLET_PATH={path}: the keystore cannot be decrypted ({exc}); "
-            "re-create it with `iexec-worker wallet import`"
-        ) from None
-    account: LocalAccount = Account.from_key(key)
-    return account
+                f"IEXEC_WORKER_WALLET_PATH={path}: the keystore cannot be decrypted ({message}); "
+                "re-create it with `iexec-worker wallet import`"
+            )
+        from eth_account import Account
+
+        account: LocalAccount = Account.from_key(bytes.fromhex(str(answer["key"])))
+        self.derivation_seconds = float(answer.get("seconds") or 0.0)
+        # The floor of every start: set by the keystore's KDF parameters, not by the worker.
+        log.info("wallet %s decrypted: key derivation %.2f s (%s)", path, self.derivation_seconds, self._kdf)
+        return account
+
+    def _answer(self) -> dict[str, Any]:
+        stdout = self._process.stdout
+        assert stdout is not None  # a pipe, opened by start()
+        with stdout:
+            text = stdout.read()
+        self._process.wait()
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            return {"error": f"exit code {self._process.returncode}"}
+        return answer if isinstance(answer, dict) else {}
 
 
-def _decrypt(keystore: dict[str, Any], password: str) -> bytes:
-    return bytes(Account.decrypt(keystore, password))
+def child_environment() -> dict[str, str]:
+    """This process's environment without the worker's settings (``IEXEC_*``: the password among them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("IEXEC_")}
+
+
+def _decrypt_child() -> int:
+    """``python -m worker.wallet``: one keystore and password on stdin, the key (hex) on stdout."""
+    protect_process()
+    from eth_account import Account  # while the parent reads its settings
+
+    request = sys.stdin.buffer.read()
+    if not request:
+        return 0  # cancelled
+    answer: dict[str, Any]
+    try:
+        data = json.loads(request)
+        started = time.perf_counter()
+        key = bytes(Account.decrypt(data["keystore"], data["password"]))
+        answer = {"key": key.hex(), "seconds": round(time.perf_counter() - started, 3)}
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        answer = {"error": str(exc) or type(exc).__name__}
+    sys.stdout.write(json.dumps(answer))
+    sys.stdout.flush()
+    return 0
 
 
 def read_password(
@@ -288,6 +406,8 @@ def _write_keystore(path: Path, password: SecretStr, key: bytes) -> str:
         raise ConfigurationError("the wallet password is empty; choose a non-empty password")
     if path.exists():
         raise ConfigurationError(f"{path} already exists; choose another path or move the old keystore away")
+    from eth_account import Account
+
     keystore = Account.encrypt(key, secret)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: a crash never leaves a half-written keystore under the final name.
@@ -306,3 +426,7 @@ def _write_keystore(path: Path, password: SecretStr, key: bytes) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return "0x" + str(keystore["address"]).removeprefix("0x").lower()
+
+
+if __name__ == "__main__":
+    sys.exit(_decrypt_child())
