@@ -16,7 +16,6 @@ imports itself, is imported only where a key is made or used.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -193,6 +192,8 @@ class KeystoreDecryption:
         """The decrypted account; ConfigurationError for a wrong password or a damaged keystore."""
         path = self._path
         assert path is not None, "send() the keystore first"
+        import asyncio  # here: the child, which runs this module, has no use for it
+
         answer = await asyncio.to_thread(self._answer)
         if "key" not in answer:
             message = str(answer.get("error") or "the decryption process failed")
