@@ -7,19 +7,25 @@ Exit codes: 0 done, 1 runtime failure (an orchestrator should restart), 2 config
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING
 
 from worker import __version__
 from worker.protocol.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+# asyncio, pydantic and the rest are imported by the commands that use them: ``run`` starts the keystore's
+# child process before them (see main).
+
 
 def _password(args: argparse.Namespace, *, confirm: bool = False) -> SecretStr:
+    from pydantic import SecretStr
+
     from worker.wallet import read_password
 
     env_value = os.environ.get("IEXEC_WORKER_WALLET_PASSWORD")
@@ -66,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.logs import setup_logging
 
     setup_logging(settings.log.level, json_lines=settings.log.json_logs)
+    import asyncio
+
     return asyncio.run(run_worker(settings, wallet=decryption.account))
 
 
@@ -73,6 +81,7 @@ def _wallet_guess(env_file: Path) -> tuple[Path, SecretStr] | None:
     """The keystore and password as the settings will name them (environment over the env file), read
     without the settings model; None when they cannot be (the settings then say why)."""
     from dotenv import dotenv_values
+    from pydantic import SecretStr
 
     from worker.wallet import read_password
 
@@ -103,6 +112,8 @@ def _env_file(args: argparse.Namespace) -> Path:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    import asyncio
+
     from worker.ops.doctor import DoctorOptions, run_doctor
 
     options = DoctorOptions(image=args.image, contributions=args.contributions, lookback_blocks=args.blocks)
@@ -116,6 +127,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_account(args: argparse.Namespace) -> int:
+    import asyncio
+
     from worker.chain import EscrowError, parse_rlc
     from worker.config import load_settings
     from worker.ops import account
@@ -145,6 +158,8 @@ def cmd_account(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
     from worker.ops.status import watch, worker_url
 
     url = args.url or worker_url(_env_file(args))

@@ -34,12 +34,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from worker.protocol.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
+    from pydantic import SecretStr
 
 log = logging.getLogger("iexec.worker.wallet")
 
@@ -262,6 +261,8 @@ def read_password(
     confirm: bool = False,
 ) -> SecretStr:
     """The keystore password, from a value, a file, or the terminal (in that order)."""
+    from pydantic import SecretStr
+
     if password is not None:
         return password
     if password_file is not None:
