@@ -19,6 +19,8 @@ from worker.protocol.errors import ConfigurationError
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
+    from worker.wallet import KeystoreDecryption
+
 # asyncio, pydantic and the rest are imported by the commands that use them: ``run`` starts the keystore's
 # child process before them (see main).
 
@@ -50,20 +52,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     protect_process()
     env_file = Path(args.env_file) if args.env_file else Path(".env")
-    decryption: KeystoreDecryption = getattr(args, "decryption", None) or KeystoreDecryption.start()
-    # The settings module imports most of the worker (most of a second): the key derivation starts first,
-    # on the wallet the settings will name, and is started again in the rare case they name another.
-    guess = _wallet_guess(env_file)
+    # Started by main() before anything heavy was imported (or here, when join starts the worker).
+    decryption, guess = getattr(args, "decryption", None) or _start_decryption(env_file)
     try:
-        if guess is not None:
-            decryption.send(*guess)
         from worker.config import load_settings, scrub_environment
 
         settings = load_settings(env_file)
-        if guess is None or guess != (settings.wallet_path, settings.wallet_password):
+        wanted = (settings.wallet_path, settings.wallet_password)
+        if guess is None:
+            decryption.send(*wanted)
+        elif guess != wanted:  # the settings name another wallet than the early reading: theirs counts
             decryption.cancel()
             decryption = KeystoreDecryption.start()
-            decryption.send(settings.wallet_path, settings.wallet_password)
+            decryption.send(*wanted)
     except BaseException:
         decryption.cancel()
         raise
@@ -75,6 +76,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     return asyncio.run(run_worker(settings, wallet=decryption.account))
+
+
+def _start_decryption(env_file: Path) -> tuple[KeystoreDecryption, tuple[Path, SecretStr] | None]:
+    """The keystore decryption, started before the settings are read (they import most of the worker).
+
+    On the wallet the settings will name, read ahead of them: a fork decrypts it at once. When that
+    reading fails, a child is started that waits for the keystore the settings then give.
+    """
+    from worker.wallet import KeystoreDecryption
+
+    guess = _wallet_guess(env_file)
+    if guess is not None:
+        try:
+            return KeystoreDecryption.forked(*guess), guess
+        except ConfigurationError:
+            pass  # the settings name the problem in their own words
+    return KeystoreDecryption.start(), None
 
 
 def _wallet_guess(env_file: Path) -> tuple[Path, SecretStr] | None:
@@ -295,13 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        # The very first thing: the keystore's child process imports eth-account while this one reads
-        # its settings, then derives the key while this one imports the worker.
-        from worker.wallet import KeystoreDecryption
-
-        args.decryption = KeystoreDecryption.start()
     try:
+        if args.command == "run":
+            # The very first thing: the key derivation then runs while this process imports the worker.
+            args.decryption = _start_decryption(Path(args.env_file) if args.env_file else Path(".env"))
         code: int = args.handler(args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -7,11 +7,13 @@ password file must be private to their owner (no group or other permission bit),
 holds the key writes no core dump and cannot be attached to by other processes of the same user
 (:func:`protect_process`).
 
-The keystore is decrypted in a short-lived child process (:class:`KeystoreDecryption`, this module run
-as ``python -m worker.wallet``): scrypt's 256 MiB go back to the system when it exits, and ``run``
-starts it before it imports anything heavy, so the key derivation (a floor set by the keystore's
-parameters, about half a second) overlaps the worker's own imports. eth-account, half a second of
-imports itself, is imported only where a key is made or used.
+The keystore is decrypted in a short-lived child process (:class:`KeystoreDecryption`): scrypt's
+256 MiB go back to the system when it exits, and ``run`` starts it before it imports anything but
+eth-account, so the key derivation (a floor set by the keystore's parameters, about half a second)
+overlaps the worker's own imports. There the child is a fork made right after eth-account's import
+(half a second that a fresh interpreter would spend again before its first scrypt round); elsewhere,
+in a process that may hold threads, it is this module run as ``python -m worker.wallet``. eth-account
+is imported only where a key is made or used.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import logging
 import os
 import re
 import resource
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -137,7 +141,7 @@ class KeystoreDecryption:
     dump and cannot be attached to.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes] | _Fork) -> None:
         self._process = process
         self._path: Path | None = None
         self._kdf = "?"
@@ -154,14 +158,49 @@ class KeystoreDecryption:
         )
         return cls(process)
 
-    def send(self, path: Path, password: SecretStr) -> None:
-        """Read the keystore here (its errors name the file) and hand it to the child with the password."""
+    @classmethod
+    def forked(cls, path: Path, password: SecretStr) -> KeystoreDecryption:
+        """The decryption of ``path`` in a fork of this process, which then has nothing left to import.
+
+        Only while this process has a single thread (the first steps of ``run``): otherwise a child is
+        started as :meth:`start` does. Raises ConfigurationError when the keystore cannot be read.
+        """
         keystore = _read_keystore(path)
+        if threading.active_count() > 1:
+            decryption = cls.start()
+            decryption.send(path, password)
+            return decryption
+        import eth_account  # noqa: F401 - before the fork: the child finds it imported
+
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: decrypt, answer, and leave without running any of the parent's exit code
+            code = 1
+            try:
+                os.close(read_end)
+                protect_process()
+                answer = json.dumps(_decrypted(keystore, password.get_secret_value())).encode()
+                while answer:
+                    answer = answer[os.write(write_end, answer) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        decryption = cls(_Fork(pid, os.fdopen(read_end, "rb")))
+        decryption._note(path, keystore)
+        return decryption
+
+    def _note(self, path: Path, keystore: dict[str, Any]) -> None:
         self._path = path
         crypto = keystore.get("crypto") or keystore.get("Crypto") or {}
         with contextlib.suppress(AttributeError, TypeError):
             params = crypto.get("kdfparams") or {}
             self._kdf = f"{crypto.get('kdf')} n={params.get('n', params.get('c'))}"
+
+    def send(self, path: Path, password: SecretStr) -> None:
+        """Read the keystore here (its errors name the file) and hand it to the child with the password."""
+        keystore = _read_keystore(path)
+        self._note(path, keystore)
         request = json.dumps({"keystore": keystore, "password": password.get_secret_value()}).encode()
         stdin = self._process.stdin
         assert stdin is not None  # a pipe, opened by start()
@@ -227,6 +266,46 @@ class KeystoreDecryption:
         return answer if isinstance(answer, dict) else {}
 
 
+class _Fork:
+    """A forked child, as the part of ``subprocess.Popen`` that KeystoreDecryption uses: its answer pipe."""
+
+    stdin: IO[bytes] | None = None
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _decrypted(keystore: dict[str, Any], password: str) -> dict[str, Any]:
+    """eth-account's decryption of ``keystore``: the key (hex) and the seconds it took, or the error."""
+    from eth_account import Account
+
+    try:
+        started = time.perf_counter()
+        key = bytes(Account.decrypt(keystore, password))
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        return {"error": str(exc) or type(exc).__name__}
+    return {"key": key.hex(), "seconds": round(time.perf_counter() - started, 3)}
+
+
 def child_environment() -> dict[str, str]:
     """This process's environment without the worker's settings (``IEXEC_*``: the password among them)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("IEXEC_")}
@@ -235,18 +314,15 @@ def child_environment() -> dict[str, str]:
 def _decrypt_child() -> int:
     """``python -m worker.wallet``: one keystore and password on stdin, the key (hex) on stdout."""
     protect_process()
-    from eth_account import Account  # while the parent reads its settings
+    import eth_account  # noqa: F401 - while the parent reads its settings
 
     request = sys.stdin.buffer.read()
     if not request:
         return 0  # cancelled
-    answer: dict[str, Any]
     try:
         data = json.loads(request)
-        started = time.perf_counter()
-        key = bytes(Account.decrypt(data["keystore"], data["password"]))
-        answer = {"key": key.hex(), "seconds": round(time.perf_counter() - started, 3)}
-    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        answer = _decrypted(data["keystore"], data["password"])
+    except (ValueError, KeyError, TypeError) as exc:
         answer = {"error": str(exc) or type(exc).__name__}
     sys.stdout.write(json.dumps(answer))
     sys.stdout.flush()
