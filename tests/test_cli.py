@@ -79,3 +79,57 @@ def test_run_on_a_base_dir_it_cannot_write_exits_2_with_the_fix_and_no_traceback
     assert result.returncode == 2, result.stderr
     assert f"IEXEC_WORKER_BASE_DIR={blocker}/base" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _run_env(tmp_path: Path, password_file: Path, wallet: Path) -> Path:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")  # the start stops at the wallet lock, right after the decryption
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "POOL_ADDRESS=0x1111111111111111111111111111111111111111\n"
+        f"IEXEC_WORKER_WALLET_PATH={wallet}\nIEXEC_WORKER_WALLET_PASSWORD_FILE={password_file}\n"
+        f"IEXEC_WORKER_BASE_DIR={blocker}/base\nIEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT=2\n"
+        "IEXEC_WORKER_HTTP_HOST=127.0.0.1\nIEXEC_WORKER_PORT=0\n"
+    )
+    return env_file
+
+
+def _wallet(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A keystore, its password file and a file holding another password."""
+    right, wrong = tmp_path / "password", tmp_path / "wrong-password"
+    right.write_text("correct horse battery staple\n")
+    wrong.write_text("Tr0ub4dor&3\n")
+    right.chmod(0o600)
+    wrong.chmod(0o600)
+    wallet = tmp_path / "wallet.json"
+    imported = cli(
+        "wallet", "import", "--wallet", str(wallet), "--password-file", str(right), stdin=KEY + "\n"
+    )
+    assert imported.returncode == 0, imported.stderr
+    return wallet, right, wrong
+
+
+def test_run_with_a_wrong_wallet_password_exits_2_naming_the_password(tmp_path: Path) -> None:
+    wallet, _, wrong = _wallet(tmp_path)
+
+    result = cli("run", "--env-file", str(_run_env(tmp_path, wrong, wallet)))
+
+    assert result.returncode == 2, result.stderr
+    assert "wrong password for the keystore" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_decrypts_with_the_password_the_environment_names_over_the_env_file(tmp_path: Path) -> None:
+    # The decryption starts before the settings are read: it must still follow their precedence.
+    wallet, right, wrong = _wallet(tmp_path)
+
+    result = cli(
+        "run",
+        "--env-file",
+        str(_run_env(tmp_path, wrong, wallet)),
+        env={"IEXEC_WORKER_WALLET_PASSWORD_FILE": str(right)},
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "wrong password" not in result.stderr
+    assert "IEXEC_WORKER_BASE_DIR=" in result.stderr  # decrypted: the start went on to the wallet lock

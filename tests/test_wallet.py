@@ -14,7 +14,9 @@ from pydantic import SecretStr
 
 from worker.protocol.errors import ConfigurationError
 from worker.wallet import (
+    KeystoreDecryption,
     WalletLock,
+    child_environment,
     create_wallet,
     import_wallet,
     load_wallet,
@@ -198,3 +200,39 @@ def test_a_protected_process_writes_no_core_dump_and_is_not_dumpable() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "(0, 0) 0"  # PR_GET_DUMPABLE (3) answers 0
+
+
+async def test_the_key_derivation_is_logged_on_its_own_line_with_the_keystore_parameters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "wallet.json"
+    import_wallet(path, PASSWORD, KEY)
+    caplog.set_level("INFO", logger="iexec.worker.wallet")
+
+    await load_wallet(path, PASSWORD)
+
+    [line] = [r.getMessage() for r in caplog.records if "key derivation" in r.getMessage()]
+    assert "scrypt n=262144" in line
+    assert PASSWORD.get_secret_value() not in line
+    assert KEY[2:] not in line
+
+
+def test_a_decryption_given_nothing_to_decrypt_ends_its_child() -> None:
+    decryption = KeystoreDecryption.start()
+
+    decryption.cancel()
+
+    assert decryption.exit_code == 0
+
+
+def test_the_decrypting_child_starts_without_the_worker_settings_in_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Started before the settings are read and scrubbed from the environment: it must not inherit them.
+    monkeypatch.setenv("IEXEC_WORKER_WALLET_PASSWORD", PASSWORD.get_secret_value())
+    monkeypatch.setenv("UNRELATED_SETTING", "kept")
+
+    environment = child_environment()
+
+    assert environment["UNRELATED_SETTING"] == "kept"
+    assert not [k for k in environment if k.startswith("IEXEC_")]

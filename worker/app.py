@@ -13,6 +13,7 @@ import contextlib
 import logging
 import platform
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -76,12 +77,17 @@ _TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
 async def run_worker(
-    settings: Settings, *, stop: asyncio.Event | None = None, install_signals: bool = True
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    install_signals: bool = True,
+    wallet: Callable[[], Awaitable[LocalAccount]] | None = None,
 ) -> int:
     """Run the worker until ``stop`` is set; returns the process exit code.
 
     The HTTP server starts first: probes see the worker alive (and why it is not ready yet) while it
-    decrypts its wallet and waits for the scheduler.
+    decrypts its wallet and waits for the scheduler. ``wallet`` gives the account when its decryption
+    was started before (the CLI starts it first thing); by default the keystore is decrypted here.
     """
     stop = stop or asyncio.Event()
     if install_signals:
@@ -103,7 +109,7 @@ async def run_worker(
     log.info("health, metrics and status page on http://%s:%d/status", node.http_host, http.port)
     try:
         health.enter(StartStage.WALLET, f"decrypting the wallet {settings.wallet_path}")
-        account = await load_wallet(settings.wallet_path, settings.wallet_password)
+        account = await (wallet() if wallet else load_wallet(settings.wallet_path, settings.wallet_password))
         address = status.identity.wallet = account.address.lower()
         metrics.info.info(
             {"version": __version__, "protocol_version": node.protocol_version, "name": node.name, "wallet": address}

@@ -7,19 +7,27 @@ Exit codes: 0 done, 1 runtime failure (an orchestrator should restart), 2 config
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING
 
 from worker import __version__
 from worker.protocol.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from worker.wallet import KeystoreDecryption
+
+# asyncio, pydantic and the rest are imported by the commands that use them: ``run`` starts the keystore's
+# child process before them (see main).
+
 
 def _password(args: argparse.Namespace, *, confirm: bool = False) -> SecretStr:
+    from pydantic import SecretStr
+
     from worker.wallet import read_password
 
     env_value = os.environ.get("IEXEC_WORKER_WALLET_PASSWORD")
@@ -40,16 +48,81 @@ def _wallet_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.app import run_worker
-    from worker.config import load_settings, scrub_environment
-    from worker.logs import setup_logging
-    from worker.wallet import protect_process
+    from worker.wallet import KeystoreDecryption, protect_process
 
     protect_process()
-    settings = load_settings(Path(args.env_file) if args.env_file else Path(".env"))
+    env_file = Path(args.env_file) if args.env_file else Path(".env")
+    # Started by main() before anything heavy was imported (or here, when join starts the worker).
+    decryption, guess = getattr(args, "decryption", None) or _start_decryption(env_file)
+    try:
+        from worker.config import load_settings, scrub_environment
+
+        settings = load_settings(env_file)
+        wanted = (settings.wallet_path, settings.wallet_password)
+        if guess is None:
+            decryption.send(*wanted)
+        elif guess != wanted:  # the settings name another wallet than the early reading: theirs counts
+            decryption.cancel()
+            decryption = KeystoreDecryption.start()
+            decryption.send(*wanted)
+    except BaseException:
+        decryption.cancel()
+        raise
     scrub_environment()
+    from worker.app import run_worker
+    from worker.logs import setup_logging
+
     setup_logging(settings.log.level, json_lines=settings.log.json_logs)
-    return asyncio.run(run_worker(settings))
+    import asyncio
+
+    return asyncio.run(run_worker(settings, wallet=decryption.account))
+
+
+def _start_decryption(env_file: Path) -> tuple[KeystoreDecryption, tuple[Path, SecretStr] | None]:
+    """The keystore decryption, started before the settings are read (they import most of the worker).
+
+    On the wallet the settings will name, read ahead of them: a fork decrypts it at once. When that
+    reading fails, a child is started that waits for the keystore the settings then give.
+    """
+    from worker.wallet import KeystoreDecryption
+
+    guess = _wallet_guess(env_file)
+    if guess is not None:
+        try:
+            return KeystoreDecryption.forked(*guess), guess
+        except ConfigurationError:
+            pass  # the settings name the problem in their own words
+    return KeystoreDecryption.start(), None
+
+
+def _wallet_guess(env_file: Path) -> tuple[Path, SecretStr] | None:
+    """The keystore and password as the settings will name them (environment over the env file), read
+    without the settings model; None when they cannot be (the settings then say why)."""
+    from dotenv import dotenv_values
+    from pydantic import SecretStr
+
+    from worker.wallet import read_password
+
+    try:
+        values = dotenv_values(env_file) if env_file.is_file() else {}
+    except (OSError, UnicodeError):
+        return None
+
+    def value(key: str) -> str | None:
+        return os.environ[key] if key in os.environ else values.get(key)
+
+    path, password = value("IEXEC_WORKER_WALLET_PATH"), value("IEXEC_WORKER_WALLET_PASSWORD")
+    password_file = value("IEXEC_WORKER_WALLET_PASSWORD_FILE")
+    if not path or bool(password) == bool(password_file):  # none or both: an error the settings name
+        return None
+    try:
+        secret = read_password(
+            password=SecretStr(password) if password else None,
+            password_file=Path(password_file) if password_file else None,
+        )
+    except ConfigurationError:
+        return None
+    return Path(path), secret
 
 
 def _env_file(args: argparse.Namespace) -> Path:
@@ -57,6 +130,8 @@ def _env_file(args: argparse.Namespace) -> Path:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    import asyncio
+
     from worker.ops.doctor import DoctorOptions, run_doctor
 
     options = DoctorOptions(image=args.image, contributions=args.contributions, lookback_blocks=args.blocks)
@@ -70,6 +145,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_account(args: argparse.Namespace) -> int:
+    import asyncio
+
     from worker.chain import EscrowError, parse_rlc
     from worker.config import load_settings
     from worker.ops import account
@@ -99,6 +176,8 @@ def cmd_account(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
     from worker.ops.status import watch, worker_url
 
     url = args.url or worker_url(_env_file(args))
@@ -235,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "run":
+            # The very first thing: the key derivation then runs while this process imports the worker.
+            args.decryption = _start_decryption(Path(args.env_file) if args.env_file else Path(".env"))
         code: int = args.handler(args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -6,33 +6,46 @@ password are never printed nor logged; errors name the file, never the secret. T
 password file must be private to their owner (no group or other permission bit), and the process that
 holds the key writes no core dump and cannot be attached to by other processes of the same user
 (:func:`protect_process`).
+
+The keystore is decrypted in a short-lived child process (:class:`KeystoreDecryption`): scrypt's
+256 MiB go back to the system when it exits, and ``run`` starts it before it imports anything but
+eth-account, so the key derivation (a floor set by the keystore's parameters, about half a second)
+overlaps the worker's own imports. There the child is a fork made right after eth-account's import
+(half a second that a fresh interpreter would spend again before its first scrypt round); elsewhere,
+in a process that may hold threads, it is this module run as ``python -m worker.wallet``. eth-account
+is imported only where a key is made or used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
 import fcntl
 import getpass
 import json
-import multiprocessing
+import logging
 import os
 import re
 import resource
+import signal
 import stat
+import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import threading
+import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from pydantic import SecretStr
+from typing import IO, TYPE_CHECKING, Any
 
 from worker.protocol.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+    from pydantic import SecretStr
+
+log = logging.getLogger("iexec.worker.wallet")
+
 
 _PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _PR_SET_DUMPABLE = 4  # linux/prctl.h
@@ -71,6 +84,8 @@ _ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{40}$")
 
 def create_wallet(path: Path, password: SecretStr) -> str:
     """Write a keystore for a fresh random key; return its lowercase address."""
+    from eth_account import Account
+
     account: LocalAccount = Account.create()
     return _write_keystore(path, password, account.key)
 
@@ -103,36 +118,215 @@ def show_wallet(path: Path) -> str:
 
 
 async def load_wallet(path: Path, password: SecretStr) -> LocalAccount:
-    """Decrypt the keystore in a short-lived child process.
-
-    scrypt takes about a second of CPU and, with the standard parameters, 256 MiB of memory by
-    design. In a child process that memory is returned to the system at once instead of setting the
-    worker's peak resident size for its whole life (what container memory limits are sized on).
-    """
-    keystore = await asyncio.to_thread(_read_keystore, path)
-    loop = asyncio.get_running_loop()
+    """Decrypt the keystore in a short-lived child process (see :class:`KeystoreDecryption`)."""
+    decryption = KeystoreDecryption.start()
     try:
-        with ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=protect_process
-        ) as pool:
-            key = await loop.run_in_executor(pool, _decrypt, keystore, password.get_secret_value())
-    except ValueError as exc:
-        # eth_account says "MAC mismatch" for a wrong password; other ValueErrors are damaged files.
-        if "MAC mismatch" in str(exc):
+        decryption.send(path, password)
+    except BaseException:
+        decryption.cancel()
+        raise
+    return await decryption.account()
+
+
+class KeystoreDecryption:
+    """A keystore decryption in a child process of its own: started first, handed the keystore later.
+
+    scrypt takes about half a second of CPU and, with the standard parameters, 256 MiB of memory by
+    design. In a child process that memory is returned to the system at once instead of setting the
+    worker's peak resident size for its whole life (what container memory limits are sized on), and
+    the derivation runs beside whatever the worker does meanwhile. The child imports eth-account
+    while the caller reads its settings; :meth:`send` then gives it the keystore and the password on
+    its stdin, and it answers the key on its stdout (pipes: nothing on disk, in the environment or on
+    a command line). The child runs with no ``IEXEC_`` variable and, like the worker, writes no core
+    dump and cannot be attached to.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes] | _Fork) -> None:
+        self._process = process
+        self._path: Path | None = None
+        self._kdf = "?"
+        self.derivation_seconds: float | None = None
+        """How long the key derivation itself took in the child, once :meth:`account` returned."""
+
+    @classmethod
+    def start(cls) -> KeystoreDecryption:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.wallet"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_environment(),
+        )
+        return cls(process)
+
+    @classmethod
+    def forked(cls, path: Path, password: SecretStr) -> KeystoreDecryption:
+        """The decryption of ``path`` in a fork of this process, which then has nothing left to import.
+
+        Only while this process has a single thread (the first steps of ``run``): otherwise a child is
+        started as :meth:`start` does. Raises ConfigurationError when the keystore cannot be read.
+        """
+        keystore = _read_keystore(path)
+        if threading.active_count() > 1:
+            decryption = cls.start()
+            decryption.send(path, password)
+            return decryption
+        import eth_account  # noqa: F401 - before the fork: the child finds it imported
+
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: decrypt, answer, and leave without running any of the parent's exit code
+            code = 1
+            try:
+                os.close(read_end)
+                protect_process()
+                answer = json.dumps(_decrypted(keystore, password.get_secret_value())).encode()
+                while answer:
+                    answer = answer[os.write(write_end, answer) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        decryption = cls(_Fork(pid, os.fdopen(read_end, "rb")))
+        decryption._note(path, keystore)
+        return decryption
+
+    def _note(self, path: Path, keystore: dict[str, Any]) -> None:
+        self._path = path
+        crypto = keystore.get("crypto") or keystore.get("Crypto") or {}
+        with contextlib.suppress(AttributeError, TypeError):
+            params = crypto.get("kdfparams") or {}
+            self._kdf = f"{crypto.get('kdf')} n={params.get('n', params.get('c'))}"
+
+    def send(self, path: Path, password: SecretStr) -> None:
+        """Read the keystore here (its errors name the file) and hand it to the child with the password."""
+        keystore = _read_keystore(path)
+        self._note(path, keystore)
+        request = json.dumps({"keystore": keystore, "password": password.get_secret_value()}).encode()
+        stdin = self._process.stdin
+        assert stdin is not None  # a pipe, opened by start()
+        try:
+            # A keystore is a few hundred bytes: the pipe takes it whole without waiting for the child.
+            stdin.write(request)
+            stdin.close()
+        except BrokenPipeError:
+            pass  # the child died: account() says so
+
+    def cancel(self) -> None:
+        """Nothing to decrypt after all: the child sees its stdin closed and exits (is stopped if it had a keystore)."""
+        if self._path is not None and self._process.poll() is None:
+            self._process.kill()
+        for pipe in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
+        self._process.wait()
+
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit code once it ended, else None."""
+        return self._process.poll()
+
+    async def account(self) -> LocalAccount:
+        """The decrypted account; ConfigurationError for a wrong password or a damaged keystore."""
+        path = self._path
+        assert path is not None, "send() the keystore first"
+        import asyncio  # here: the child, which runs this module, has no use for it
+
+        answer = await asyncio.to_thread(self._answer)
+        if "key" not in answer:
+            message = str(answer.get("error") or "the decryption process failed")
+            # eth_account says "MAC mismatch" for a wrong password; other errors are damaged files.
+            if "MAC mismatch" in message:
+                raise ConfigurationError(
+                    f"IEXEC_WORKER_WALLET_PASSWORD: wrong password for the keystore {path}; "
+                    "fix the password (or IEXEC_WORKER_WALLET_PASSWORD_FILE)"
+                )
             raise ConfigurationError(
-                f"IEXEC_WORKER_WALLET_PASSWORD: wrong password for the keystore {path}; "
-                "fix the password (or IEXEC_WORKER_WALLET_PASSWORD_FILE)"
-            ) from None
-        raise ConfigurationError(
-            f"IEXEC_WORKER_WALLET_PATH={path}: the keystore cannot be decrypted ({exc}); "
-            "re-create it with `iexec-worker wallet import`"
-        ) from None
-    account: LocalAccount = Account.from_key(key)
-    return account
+                f"IEXEC_WORKER_WALLET_PATH={path}: the keystore cannot be decrypted ({message}); "
+                "re-create it with `iexec-worker wallet import`"
+            )
+        from eth_account import Account
+
+        account: LocalAccount = Account.from_key(bytes.fromhex(str(answer["key"])))
+        self.derivation_seconds = float(answer.get("seconds") or 0.0)
+        # The floor of every start: set by the keystore's KDF parameters, not by the worker.
+        log.info("wallet %s decrypted: key derivation %.2f s (%s)", path, self.derivation_seconds, self._kdf)
+        return account
+
+    def _answer(self) -> dict[str, Any]:
+        stdout = self._process.stdout
+        assert stdout is not None  # a pipe, opened by start()
+        with stdout:
+            text = stdout.read()
+        self._process.wait()
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            return {"error": f"exit code {self._process.returncode}"}
+        return answer if isinstance(answer, dict) else {}
 
 
-def _decrypt(keystore: dict[str, Any], password: str) -> bytes:
-    return bytes(Account.decrypt(keystore, password))
+class _Fork:
+    """A forked child, as the part of ``subprocess.Popen`` that KeystoreDecryption uses: its answer pipe."""
+
+    stdin: IO[bytes] | None = None
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _decrypted(keystore: dict[str, Any], password: str) -> dict[str, Any]:
+    """eth-account's decryption of ``keystore``: the key (hex) and the seconds it took, or the error."""
+    from eth_account import Account
+
+    try:
+        started = time.perf_counter()
+        key = bytes(Account.decrypt(keystore, password))
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        return {"error": str(exc) or type(exc).__name__}
+    return {"key": key.hex(), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment without the worker's settings (``IEXEC_*``: the password among them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("IEXEC_")}
+
+
+def _decrypt_child() -> int:
+    """``python -m worker.wallet``: one keystore and password on stdin, the key (hex) on stdout."""
+    protect_process()
+    import eth_account  # noqa: F401 - while the parent reads its settings
+
+    request = sys.stdin.buffer.read()
+    if not request:
+        return 0  # cancelled
+    try:
+        data = json.loads(request)
+        answer = _decrypted(data["keystore"], data["password"])
+    except (ValueError, KeyError, TypeError) as exc:
+        answer = {"error": str(exc) or type(exc).__name__}
+    sys.stdout.write(json.dumps(answer))
+    sys.stdout.flush()
+    return 0
 
 
 def read_password(
@@ -143,6 +337,8 @@ def read_password(
     confirm: bool = False,
 ) -> SecretStr:
     """The keystore password, from a value, a file, or the terminal (in that order)."""
+    from pydantic import SecretStr
+
     if password is not None:
         return password
     if password_file is not None:
@@ -288,6 +484,8 @@ def _write_keystore(path: Path, password: SecretStr, key: bytes) -> str:
         raise ConfigurationError("the wallet password is empty; choose a non-empty password")
     if path.exists():
         raise ConfigurationError(f"{path} already exists; choose another path or move the old keystore away")
+    from eth_account import Account
+
     keystore = Account.encrypt(key, secret)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: a crash never leaves a half-written keystore under the final name.
@@ -306,3 +504,7 @@ def _write_keystore(path: Path, password: SecretStr, key: bytes) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return "0x" + str(keystore["address"]).removeprefix("0x").lower()
+
+
+if __name__ == "__main__":
+    sys.exit(_decrypt_child())

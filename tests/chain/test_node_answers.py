@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -131,3 +132,129 @@ async def test_a_body_that_is_not_json_is_a_malformed_answer() -> None:
     async for chain in client_of(node(answer)):
         with pytest.raises(ChainError, match="malformed answer"):
             await chain.latest_block_number()
+
+
+# -- the pre-check views: one batch, or the same calls one by one -----------------------------------
+
+
+def views_node(*, batches: bool, tip: bool) -> tuple[web.Application, list[str]]:
+    """A node answering the views of an ACTIVE task; ``batches`` False refuses JSON-RPC batches as a whole,
+    ``tip`` False answers eth_maxPriorityFeePerGas with an error (a legacy node). Logs each request's shape."""
+    seen: list[str] = []
+    task = encode(
+        ["uint8", "bytes32", "uint256", "uint256", "uint256", "uint256", "uint256", "bytes32", "uint256",
+         "uint256", "address[]", "bytes"],
+        [1, b"\3" * 32, 0, 100, 2000, 3000, 4000, b"\0" * 32, 0, 0, [], b""],
+    )  # fmt: skip
+    contribution = encode(
+        ["(uint8,bytes32,bytes32,address,uint256)"], [(0, b"\0" * 32, b"\0" * 32, WORKER, 0)]
+    )
+    stake = encode(["(uint256,uint256)"], [(7, 1)])
+    by_selector = {"0x248ad6a0": task, "0x" + _selector("viewContribution"): contribution}
+    by_selector["0x" + _selector("viewAccount")] = stake
+
+    def one(call: dict[str, Any]) -> dict[str, Any]:
+        method = call["method"]
+        value: object
+        if method == "eth_chainId":
+            value = "0x1"
+        elif method == "eth_getCode":
+            value = "0x01"
+        elif method == "eth_call":
+            value = "0x" + by_selector[call["params"][0]["data"][:10]].hex()
+        elif method == "eth_getBlockByNumber":
+            value = {"number": "0x10", "timestamp": "0x3e8", "baseFeePerGas": "0x5", "hash": "0x" + "00" * 32}
+        elif method == "eth_getBalance":
+            value = "0x64"
+        elif method == "eth_maxPriorityFeePerGas" and tip:
+            value = "0x2"
+        else:
+            return {
+                "jsonrpc": "2.0",
+                "id": call["id"],
+                "error": {"code": -32601, "message": "method not found"},
+            }
+        return {"jsonrpc": "2.0", "id": call["id"], "result": value}
+
+    async def rpc(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if isinstance(body, list):
+            seen.append(f"batch of {len(body)}")
+            if not batches:
+                error = {"code": -32600, "message": "batch requests are not supported"}
+                return web.json_response({"jsonrpc": "2.0", "id": None, "error": error})
+            return web.json_response([one(call) for call in body])
+        seen.append(body["method"])
+        return web.json_response(one(body))
+
+    app = web.Application()
+    app.router.add_post("/", rpc)
+    return app, seen
+
+
+def _selector(name: str) -> str:
+    from eth_utils.abi import function_abi_to_4byte_selector
+
+    from worker.chain.abi import HUB_ABI
+
+    entry = next(e for e in HUB_ABI if e.get("name") == name)
+    return bytes(function_abi_to_4byte_selector(entry)).hex()  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def connected(app: web.Application, seen: list[str]) -> AsyncIterator[ChainClient]:
+    """The client as the worker opens it (``ChainClient.connect``); what it asked while connecting forgotten."""
+    async with serving_app(app) as url, await ChainClient.connect(url, HUB) as chain:
+        seen.clear()
+        yield chain
+
+
+async def test_the_views_of_a_pre_check_go_in_one_batch() -> None:
+    app, seen = views_node(batches=True, tip=True)
+    async with connected(app, seen) as chain:
+        views = await chain.task_views(TASK, WORKER, stake=True, balance=True, fee="tip")
+
+        assert seen == ["batch of 6"]
+        assert views.task.contribution_deadline == 2000
+        assert views.account is not None
+        assert views.account.stake == 7
+        assert (views.block.timestamp, views.block.base_fee_per_gas) == (1000, 5)
+        assert (views.balance, views.priority_fee, views.gas_price) == (100, 2, None)
+
+
+async def test_a_node_refusing_batches_gets_the_same_calls_one_by_one_and_then_no_more_batches() -> None:
+    app, seen = views_node(batches=False, tip=True)
+    async with connected(app, seen) as chain:
+        first = await chain.task_views(TASK, WORKER, stake=True, balance=True, fee="tip")
+        assert seen[0] == "batch of 6"
+        assert sorted(seen[1:]) == sorted(
+            [
+                "eth_call",
+                "eth_call",
+                "eth_call",
+                "eth_getBlockByNumber",
+                "eth_getBalance",
+                "eth_maxPriorityFeePerGas",
+            ]
+        )
+        assert first.account is not None
+        assert (first.account.stake, first.balance, first.priority_fee) == (7, 100, 2)
+
+        await chain.task_views(TASK, WORKER, stake=False, balance=False, fee=None)
+        seen.clear()
+        second = await chain.task_views(TASK, WORKER, stake=False, balance=False, fee=None)
+        assert "batch of 3" not in seen  # refused twice in a row: this node gets single calls for good
+        assert second.task.task_id == TASK
+
+
+# Asked alone, web3 warns and tries eth_feeHistory, which this node does not know either.
+@pytest.mark.filterwarnings("ignore:There was an issue with the method eth_maxPriorityFeePerGas")
+async def test_a_fee_question_the_node_does_not_know_leaves_the_fee_unknown_and_the_views_answered() -> None:
+    app, seen = views_node(batches=True, tip=False)
+    async with connected(app, seen) as chain:
+        views = await chain.task_views(TASK, WORKER, stake=False, balance=True, fee="tip")
+
+        assert seen[0] == "batch of 5"  # its error answer spoils the batch: asked again one by one
+        assert views.priority_fee is None
+        assert views.balance == 100
+        assert views.task.contribution_deadline == 2000

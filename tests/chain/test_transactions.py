@@ -16,13 +16,20 @@ from eth_account.signers.local import LocalAccount
 from devnet.accounts import Role, account
 from devnet.contracts import DEVNET_TIMEREF, Devnet
 from devnet.toolkit import Toolkit
-from tests.support.chain import MemoryJournal, new_task, worker_account
+from tests.support.chain import MemoryJournal, _buy, new_task, worker_account
 from worker.chain.client import ChainClient
 from worker.chain.errors import ContractReverted, TransactionRefused
 from worker.chain.gas import GasPolicy
 from worker.chain.models import TxKind
 from worker.chain.transactions import CONTRIBUTE_GAS_FLOOR, TransactionSender, _revert_cause
-from worker.protocol.crypto import authorization_hash, result_hash, result_seal, sign_eip191, to_bytes
+from worker.protocol.crypto import (
+    authorization_hash,
+    chain_task_id,
+    result_hash,
+    result_seal,
+    sign_eip191,
+    to_bytes,
+)
 from worker.protocol.errors import ChainError
 from worker.protocol.status import ChainContributionStatus, ChainTaskStatus, ReplicateStatusCause
 from worker.protocol.tee import TEE_TDX_ONLY_TAG, enclave_message
@@ -135,6 +142,80 @@ async def test_reveal_before_consensus_is_refused_before_sending(
     assert journal.records == 0
 
 
+async def test_a_second_contribute_without_the_journal_is_refused_before_sending(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    # A worker whose journal was lost (a new state directory) must not pay for a doomed second contribute.
+    # A lone contribution is a consensus in PoCo: the task has left ACTIVE, the first reason named.
+    worker = worker_account(13)
+    task_id, _ = await new_task(devnet, toolkit)
+    await _sender(chain, worker, MemoryJournal()).contribute(task_id, DIGEST, _auth(task_id, worker))
+    count, journal = await chain.nonce(worker.address, "pending"), MemoryJournal()
+
+    with pytest.raises(TransactionRefused) as refused:
+        await _sender(chain, worker, journal).contribute(task_id, DIGEST, _auth(task_id, worker))
+
+    assert refused.value.cause is ReplicateStatusCause.TASK_NOT_ACTIVE
+    assert "simulation" not in str(refused.value)  # named from the views, before the revert says so
+    assert await chain.nonce(worker.address, "pending") == count
+    assert journal.records == 0
+
+
+async def test_a_reveal_of_another_digest_than_the_contributed_one_is_refused_before_sending(
+    devnet: Devnet, toolkit: Toolkit, chain: ChainClient
+) -> None:
+    worker, journal = worker_account(14), MemoryJournal()
+    task_id, _ = await new_task(devnet, toolkit)
+    sender = _sender(chain, worker, journal)
+    await sender.contribute(task_id, DIGEST, _auth(task_id, worker))
+    count = await chain.nonce(worker.address, "pending")
+
+    with pytest.raises(TransactionRefused) as refused:
+        await sender.reveal(task_id, "0x" + hashlib.sha256(b"not what was computed").hexdigest())
+
+    assert refused.value.cause is ReplicateStatusCause.CANNOT_REVEAL
+    assert await chain.nonce(worker.address, "pending") == count
+    assert journal.records == 1  # the contribution only
+    assert (await chain.contribution(task_id, worker.address)).status is ChainContributionStatus.CONTRIBUTED
+
+
+async def test_each_task_is_checked_against_its_own_deal_and_an_uninitialized_one_against_none(
+    devnet: Devnet, toolkit: Toolkit
+) -> None:
+    """One client, as in the worker, for the replicates of several deals: what it keeps of one task's deal
+    (the stake it asks, the pool owner who signs) never answers for another task."""
+    worker = worker_account(15)
+    free_task, _ = await new_task(devnet, toolkit)  # a deal asking no stake
+    price = 10**12  # a deal asking more stake than any devnet worker holds
+    await toolkit.fund(account(Role.REQUESTER), price)
+    await toolkit.fund(account(Role.SCHEDULER), price * 30 // 100)
+    priced, _ = await _buy(devnet, toolkit, workerpool_price=price)
+    priced_task = chain_task_id(priced.deal_id, 0)
+    async with await ChainClient.connect(devnet.rpc_url, devnet.deployment.hub) as chain:
+        sender = _sender(chain, worker, MemoryJournal())
+        await sender.contribute(free_task, DIGEST, _auth(free_task, worker))  # its deal now kept
+        count = await chain.nonce(worker.address, "pending")
+
+        # Not initialized yet: no deal to keep for it, the views say so, nothing is sent.
+        with pytest.raises(TransactionRefused) as not_active:
+            await sender.contribute(priced_task, DIGEST, _auth(priced_task, worker))
+        assert not_active.value.cause is ReplicateStatusCause.TASK_NOT_ACTIVE
+        assert chain.known_deal_id(priced_task) is None
+
+        await toolkit.initialize(priced.deal_id, 0, account(Role.SCHEDULER))
+        stake = (await chain.account(worker.address)).stake
+        assert stake < (await chain.deal(priced.deal_id)).worker_stake
+        with pytest.raises(TransactionRefused) as refused:
+            await sender.contribute(priced_task, DIGEST, _auth(priced_task, worker))
+
+        assert refused.value.cause is ReplicateStatusCause.STAKE_TOO_LOW
+        assert "simulation" not in str(refused.value)  # the priced deal's own stake, read from its view
+        assert chain.known_deal_id(priced_task) == priced.deal_id
+        assert chain.known_deal_id(free_task) != priced.deal_id
+        assert (await chain.deal(chain.known_deal_id(free_task) or "")).worker_stake == 0
+        assert await chain.nonce(worker.address, "pending") == count
+
+
 # -- on a private devnet: these move the chain clock or need an unfunded worker -------------------
 
 
@@ -172,6 +253,10 @@ async def test_contributing_without_stake_is_refused_with_stake_too_low(
     with pytest.raises(ContractReverted) as reverted:
         await private_chain.simulate(worker.address, data, "contribute without stake")
     assert _revert_cause(TxKind.CONTRIBUTE, reverted.value.reason) is ReplicateStatusCause.STAKE_TOO_LOW
+    # The estimate the sender runs is the same simulation: it reverts with the same reason.
+    with pytest.raises(ContractReverted) as estimated:
+        await private_chain.estimate_gas(worker.address, data, "contribute without stake")
+    assert estimated.value.reason == reverted.value.reason
 
 
 async def test_contributing_after_the_deadline_is_refused_with_contribution_timeout(

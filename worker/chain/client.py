@@ -8,6 +8,13 @@ endpoint), while a revert is an answer and is never retried elsewhere. ``refresh
 every endpoint's latest block: one more than ``max_block_lag`` blocks behind the best is left
 aside until it catches up, because a node in the past gives false answers ("stake too low",
 "task not found", "cannot reveal").
+
+Round trips are what a transaction's pre-checks cost, so: ``eth_chainId`` is asked once per node,
+web3's middleware the worker does not use is left out (see ``_UNUSED_MIDDLEWARE``), the views a pre-check needs go in one
+JSON-RPC batch (``task_views``; a node that refuses batches gets the same calls one by one, at
+once), and what never changes once on chain is kept: a task's deal id and a deal (PoCo
+``IexecLibCore_v5.Deal`` is written once, at the match). Both are keyed by their own id and kept
+only once they exist, so a task not initialized yet, or another task, never sees them.
 """
 
 from __future__ import annotations
@@ -16,14 +23,16 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 import aiohttp
-from eth_typing import ChecksumAddress, HexStr
+from eth_typing import ABIFunction, ChecksumAddress, HexStr
+from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types, get_abi_output_types
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
@@ -35,10 +44,12 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.types import (
+    BlockData,
     BlockIdentifier,
     FilterParams,
     LogReceipt,
     RPCEndpoint,
+    RPCResponse,
     TxData,
     TxParams,
     TxReceipt,
@@ -59,6 +70,7 @@ from worker.chain.models import (
     DealAsset,
     DealParams,
     TaskDescription,
+    TaskViews,
 )
 from worker.chain.multiaddr import multiaddr_to_uri
 from worker.chain.observer import ChainObserver, NullObserver
@@ -75,6 +87,8 @@ log = logging.getLogger("iexec.worker.chain")
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds per JSON-RPC request
 DEFAULT_MAX_BLOCK_LAG = 5
 FAILURE_COOLDOWN = 10.0  # seconds an endpoint that failed is tried only after the others
+STATIC_VIEWS_KEPT = 1024  # deals and task-to-deal links remembered (least recently used dropped first)
+BATCH_REFUSALS = 2  # batches a node refused in a row before its calls go one by one for good
 _ANSWERS = (
     TransactionNotFound,
     BlockNotFound,
@@ -114,9 +128,47 @@ class BoundedHTTPProvider(AsyncHTTPProvider):
             except AnswerTooLarge as exc:
                 raise NodeAnswerError(f"{method}: {exc}") from exc
 
+    async def make_batch_request(
+        self, batch_requests: list[tuple[RPCEndpoint, Any]]
+    ) -> list[RPCResponse] | RPCResponse:
+        """A JSON-RPC batch through the same bounded read; answers in the order of the requests."""
+        raw = await self._make_request(RPCEndpoint("batch"), self.encode_batch_rpc_request(batch_requests))
+        response = self.decode_rpc_response(raw)
+        if not isinstance(response, list):
+            return response  # one error object: the node refused the batch as a whole
+        return sorted(response, key=lambda answer: int(answer.get("id") or 0))
+
 
 class NodeAnswerError(aiohttp.ClientError):
     """The node answered with an HTTP error or too much: a transport failure of that endpoint."""
+
+
+class _HubView:
+    """A hub view called with calldata built from types resolved once, not through a contract object.
+
+    web3's contract function looks its ABI entry up, validates the whole ABI and normalizes the
+    answer on every call: milliseconds of CPU per view, on the path of every transaction's pre-checks.
+    """
+
+    def __init__(self, name: str) -> None:
+        entry = next(e for e in HUB_ABI if e.get("type") == "function" and e.get("name") == name)
+        function = cast(ABIFunction, entry)
+        self.selector = function_abi_to_4byte_selector(function)
+        self.inputs = get_abi_input_types(function)
+        self.outputs = get_abi_output_types(function)
+
+    def call(self, ep: Endpoint, hub: ChecksumAddress, *args: Any) -> Awaitable[bytes]:
+        data = to_hex(self.selector + ep.w3.codec.encode(self.inputs, list(args)))
+        return cast(Awaitable[bytes], ep.w3.eth.call({"to": hub, "data": HexStr(data)}))
+
+    def decode(self, ep: Endpoint, answer: bytes) -> Any:
+        values = ep.w3.codec.decode(self.outputs, bytes(answer))
+        return values[0] if len(values) == 1 else values
+
+
+_VIEW_TASK = _HubView("viewTaskABILegacy")
+_VIEW_CONTRIBUTION = _HubView("viewContribution")
+_VIEW_ACCOUNT = _HubView("viewAccount")
 
 
 @contextmanager
@@ -141,6 +193,7 @@ class Endpoint:
     head: int | None = None
     lagging: bool = False
     failed_at: float = field(default=-math.inf)
+    batch_refusals: int = 0
 
     @property
     def label(self) -> str:
@@ -174,6 +227,8 @@ class ChainClient:
         self.max_block_lag = max_block_lag
         self.request_timeout = request_timeout
         self.observer: ChainObserver = observer or NullObserver()
+        self._deal_ids: _Kept[str] = _Kept(STATIC_VIEWS_KEPT)
+        self._deals: _Kept[ChainDeal] = _Kept(STATIC_VIEWS_KEPT)
 
     @property
     def rpc_url(self) -> str:
@@ -212,9 +267,15 @@ class ChainClient:
             proxy = proxy_for(url) if proxy_for is not None else None
             if proxy is not None:
                 kwargs["proxy"] = proxy
-            return BoundedHTTPProvider(url, request_kwargs=kwargs)
+            # eth_chainId only: web3 asks it before each eth_call and eth_estimateGas, it never changes.
+            return BoundedHTTPProvider(
+                url,
+                request_kwargs=kwargs,
+                cache_allowed_requests=True,
+                cacheable_requests={RPCEndpoint("eth_chainId")},
+            )
 
-        pairs = [(AsyncWeb3(provider(url)), url) for url in urls]
+        pairs = [(_web3(provider(url)), url) for url in urls]
         client = cls(
             pairs,
             hub_address,
@@ -365,12 +426,16 @@ class ChainClient:
     async def latest_block(self) -> ChainBlock:
         block = await self._rpc("latest block", lambda ep: ep.w3.eth.get_block("latest"))
         with _answer("latest block"):
-            base_fee = block.get("baseFeePerGas")
-            return ChainBlock(
-                number=int(block["number"]),
-                timestamp=int(block["timestamp"]),
-                base_fee_per_gas=int(base_fee) if base_fee is not None else None,
-            )
+            return self._block(block)
+
+    @staticmethod
+    def _block(block: BlockData) -> ChainBlock:
+        base_fee = block.get("baseFeePerGas")
+        return ChainBlock(
+            number=int(block["number"]),
+            timestamp=int(block["timestamp"]),
+            base_fee_per_gas=int(base_fee) if base_fee is not None else None,
+        )
 
     async def block_hash(self, number: int) -> str | None:
         """Hash of block ``number`` on the node's chain now (lowercase hex), None when it has no such block."""
@@ -486,7 +551,16 @@ class ChainClient:
             lambda ep: ep.hub.functions.viewTaskABILegacy(to_bytes(task_id)).call(),
         )
         with _answer(f"viewTaskABILegacy({task_id})"):
-            return self._task(task_id, raw)
+            return self._remember_task(self._task(task_id, raw))
+
+    def _remember_task(self, task: ChainTask) -> ChainTask:
+        if int(task.deal_id, 16) != 0:
+            self._deal_ids.put(task.task_id, task.deal_id)
+        return task
+
+    def known_deal_id(self, task_id: str) -> str | None:
+        """The deal of a task already read from the chain (a task's deal never changes), else None."""
+        return self._deal_ids.get(task_id.lower())
 
     @staticmethod
     def _task(task_id: str, raw: Any) -> ChainTask:
@@ -521,12 +595,21 @@ class ChainClient:
         )
 
     async def deal(self, deal_id: str) -> ChainDeal:
-        """The deal as stored; an unknown deal has ``start_time == 0``."""
+        """The deal as stored; an unknown deal has ``start_time == 0``.
+
+        A deal that exists is read once: its fields are written at the match and never again.
+        """
+        known = self._deals.get(deal_id.lower())
+        if known is not None:
+            return known
         raw = await self._rpc(
             f"viewDeal({deal_id})", lambda ep: ep.hub.functions.viewDeal(to_bytes(deal_id)).call()
         )
         with _answer(f"viewDeal({deal_id})"):
-            return self._deal(deal_id, raw)
+            deal = self._deal(deal_id, raw)
+        if deal.start_time > 0:
+            self._deals.put(deal.deal_id, deal)
+        return deal
 
     @staticmethod
     def _deal(deal_id: str, raw: Any) -> ChainDeal:
@@ -564,14 +647,85 @@ class ChainClient:
             lambda ep: ep.hub.functions.viewContribution(to_bytes(task_id), self._address(worker)).call(),
         )
         with _answer(f"viewContribution({task_id}, {worker})"):
-            status, result_hash, seal, enclave, weight = raw
-            return ChainContribution(
-                status=ChainContributionStatus(status),
-                result_hash=_hex32(result_hash),
-                result_seal=_hex32(seal),
-                enclave_challenge=str(enclave),
-                weight=int(weight),
+            return self._contribution(raw)
+
+    @staticmethod
+    def _contribution(raw: Any) -> ChainContribution:
+        status, result_hash, seal, enclave, weight = raw
+        return ChainContribution(
+            status=ChainContributionStatus(status),
+            result_hash=_hex32(result_hash),
+            result_seal=_hex32(seal),
+            enclave_challenge=checksum(str(enclave)),
+            weight=int(weight),
+        )
+
+    async def task_views(
+        self, task_id: str, worker: str, *, stake: bool, balance: bool, fee: str | None
+    ) -> TaskViews:
+        """The task, ``worker``'s contribution and the latest block, in one round trip.
+
+        ``stake`` adds the worker's hub account, ``balance`` its wallet balance, ``fee`` the node's
+        ``"tip"`` (eth_maxPriorityFeePerGas) or ``"gas_price"`` (eth_gasPrice); an unanswered fee
+        question gives None, as ``max_priority_fee`` and ``gas_price`` do.
+        """
+        what = f"views of task {task_id}"
+        ep, answers = await self._rpc(what, lambda e: self._views_on(e, task_id, worker, stake, balance, fee))
+        with _answer(what):
+            task_answer, contribution_answer, *rest = answers
+            raw_task = _VIEW_TASK.decode(ep, task_answer)
+            raw_contribution = _VIEW_CONTRIBUTION.decode(ep, contribution_answer)
+            raw_account = _VIEW_ACCOUNT.decode(ep, rest.pop(0)) if stake else None
+            block = self._block(cast(BlockData, rest.pop(0)))
+            wallet = int(rest.pop(0)) if balance else None
+            price = rest.pop(0) if fee is not None else None
+            return TaskViews(
+                task=self._remember_task(self._task(task_id, raw_task)),
+                contribution=self._contribution(raw_contribution),
+                block=block,
+                account=ChainAccount(int(raw_account[0]), int(raw_account[1])) if raw_account else None,
+                balance=wallet,
+                priority_fee=int(price) if fee == "tip" and price is not None else None,
+                gas_price=int(price) if fee == "gas_price" and price is not None else None,
             )
+
+    async def _views_on(
+        self, ep: Endpoint, task_id: str, worker: str, stake: bool, balance: bool, fee: str | None
+    ) -> tuple[Endpoint, list[Any]]:
+        tid, who, hub = to_bytes(task_id), self._address(worker), self.hub_address
+
+        def node_calls() -> list[Any]:
+            # Made inside the batch context when batching: web3 then queues them instead of sending.
+            calls: list[Any] = [_VIEW_TASK.call(ep, hub, tid), _VIEW_CONTRIBUTION.call(ep, hub, tid, who)]
+            if stake:
+                calls.append(_VIEW_ACCOUNT.call(ep, hub, who))
+            calls.append(ep.w3.eth.get_block("latest"))
+            if balance:
+                calls.append(ep.w3.eth.get_balance(who))
+            if fee == "tip":
+                calls.append(ep.w3.eth.max_priority_fee)
+            elif fee == "gas_price":
+                calls.append(ep.w3.eth.gas_price)
+            return calls
+
+        if ep.batch_refusals < BATCH_REFUSALS:
+            try:
+                async with ep.w3.batch_requests() as batch:
+                    for item in node_calls():
+                        batch.add(item)
+                    answers = list(await batch.async_execute())
+            except (Web3Exception, NodeAnswerError) as exc:
+                # Batches unsupported or too large for this node, or one answer an error (a fee question a
+                # legacy node does not know): the same calls one by one say which, and answer the rest.
+                ep.batch_refusals += 1
+                log.debug("batch of %s refused by %s: %s", task_id, ep.display, redact(str(exc)))
+            else:
+                ep.batch_refusals = 0
+                return ep, answers
+        calls = node_calls()
+        if fee is not None:
+            calls[-1] = _or_none(calls[-1])
+        return ep, list(await asyncio.gather(*calls))
 
     async def account(self, address: str) -> ChainAccount:
         raw = await self._rpc(
@@ -697,5 +851,47 @@ class ChainClient:
         )
 
 
+# web3's default middleware the worker has no use for, each a cost on every request: "validation" asks
+# the chain id before every eth_call and eth_estimateGas and checks the transaction fields of calls that
+# name no chain id, ENS names are never used, gas price strategies and gas buffering only apply to
+# eth_sendTransaction (the worker signs locally and uses eth_sendRawTransaction).
+_UNUSED_MIDDLEWARE = ("validation", "ens_name_to_address", "gas_price_strategy", "gas_estimate")
+
+
+def _web3(provider: AsyncHTTPProvider) -> AsyncWeb3[Any]:
+    w3 = AsyncWeb3(provider)
+    for name in _UNUSED_MIDDLEWARE:
+        w3.middleware_onion.remove(name)
+    return w3
+
+
 async def _none() -> None:
     return None
+
+
+async def _or_none(answer: Awaitable[T]) -> T | None:
+    """An optional question to the node: its error is "no answer", not a failure of the others."""
+    try:
+        return await answer
+    except (Web3Exception, ValueError):
+        return None
+
+
+class _Kept(Generic[T]):
+    """A bounded map of values that never change once on chain, least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str) -> T | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: T) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)

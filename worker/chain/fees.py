@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from worker.chain.client import ChainClient
 from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees
+from worker.chain.models import ChainBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +33,17 @@ async def current_fees(client: ChainClient, policy: GasPolicy) -> Fees:
     """The fees a transaction sent now would offer: EIP-1559 when the latest block has a base fee."""
     block = await client.latest_block()
     if block.base_fee_per_gas is None:
-        return policy.legacy(await client.gas_price())
-    return policy.dynamic(block.base_fee_per_gas, await client.max_priority_fee())
+        return fees_for(policy, block, gas_price=await client.gas_price())
+    return fees_for(policy, block, priority_fee=await client.max_priority_fee())
+
+
+def fees_for(
+    policy: GasPolicy, block: ChainBlock, *, priority_fee: int | None = None, gas_price: int | None = None
+) -> Fees:
+    """The policy's fees over what the node said: ``block``'s base fee and tip, or its gas price (legacy)."""
+    if block.base_fee_per_gas is None:
+        return policy.legacy(gas_price)
+    return policy.dynamic(block.base_fee_per_gas, priority_fee)
 
 
 def max_price(fees: Fees) -> int:

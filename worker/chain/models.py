@@ -128,6 +128,24 @@ class ChainBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskViews:
+    """What a worker transaction's pre-checks read of one task, all at once (see ``ChainClient.task_views``).
+
+    ``account`` and ``balance`` are None when not asked for; ``priority_fee`` is the node's
+    ``eth_maxPriorityFeePerGas`` on a chain whose blocks carry a base fee, ``gas_price`` its
+    ``eth_gasPrice`` on a legacy one (None when not asked for or not given).
+    """
+
+    task: ChainTask
+    contribution: ChainContribution
+    block: ChainBlock
+    account: ChainAccount | None = None
+    balance: int | None = None
+    priority_fee: int | None = None
+    gas_price: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TxReceipt:
     """Where a worker transaction landed: the block and hash of its task event log."""
 

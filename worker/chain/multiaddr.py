@@ -3,12 +3,11 @@
 Registries store either the text of a URL (``https://…``, ``/ipfs/Qm…``) or a binary multiaddr. The
 only binary form iExec tools write is ``/ipfs/<cid>`` (protocol code 421), decoded here with py-cid;
 anything else is taken as text. No general multiaddr library is installed, and none is needed for
-this one protocol.
+this one protocol. py-cid (and the multihash tables it loads) is imported on the first binary
+multiaddr, not with the worker: most datasets never need it.
 """
 
 from __future__ import annotations
-
-import cid
 
 _IPFS_CODE = 421  # "ipfs" in the multiaddr table (renamed "p2p" later; same code)
 
@@ -35,6 +34,8 @@ def _ipfs_path(raw: bytes) -> str | None:
         body = raw[pos : pos + size]
         if len(body) != size or pos + size != len(raw):
             return None
+        import cid
+
         # CIDv0 is a bare sha2-256 multihash; CIDv1 starts with its version byte.
         parsed = cid.make_cid(0, "dag-pb", body) if body[:2] == b"\x12\x20" else cid.from_bytes(body)
     except ValueError:
@@ -49,6 +50,8 @@ def multiaddr_to_uri(raw: bytes) -> str:
 
 def ipfs_multiaddr(cid_text: str) -> bytes:
     """Binary multiaddr of ``/ipfs/<cid>``: what a registry holds for an IPFS-hosted dataset."""
+    import cid
+
     body: bytes = cid.make_cid(cid_text).buffer
 
     def varint(n: int) -> bytes:

@@ -4,10 +4,15 @@ Order of a send (one task and kind at a time):
 1. If the journal already holds a transaction of this kind for this task, never build another:
    follow that one (broadcasting its raw bytes again if the node lost it). A crash between
    "recorded" and "mined" therefore cannot lead to a second contribution.
-2. Name a predictable failure from the views (preconditions.py), then simulate with ``eth_call``
-   and estimate the gas; a revert there sends nothing and keeps the nonce.
-3. Under the wallet lock: fees, nonce, local signature, ``journal.record_sent``, broadcast. The
-   nonce is counted locally and read again from the node ("pending") after any doubt.
+2. At once: the task views, the latest block, the fee data and the wallet balance in one JSON-RPC
+   batch (``ChainClient.task_views``), and ``eth_estimateGas``, which is also the simulation: it
+   runs the call against the latest state and reverts, with the contract's reason, where the call
+   would. The deal (worker stake, workerpool owner) is read once per task and kept. A failure
+   predicted by the views is named from them (preconditions.py), else a revert of the estimate is;
+   either way nothing is sent and the nonce is kept.
+3. Under the wallet lock: nonce, local signature, ``journal.record_sent``, broadcast. The nonce is
+   counted locally and read again from the node ("pending") after any doubt. The fees are those of
+   the block the views were read at.
 4. Outside the lock: poll for the receipt. A transaction not mined within ``replace_after`` seconds
    is replaced: same nonce, same call, both fee fields raised by at least 10 % (what nodes demand
    of a replacement) and never above the gas price cap; the journal then holds the replacement.
@@ -32,24 +37,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt as Web3Receipt
 
 from worker.chain.abi import TASK_CONTRIBUTE_TOPIC, TASK_FINALIZE_TOPIC, TASK_REVEAL_TOPIC
+from worker.chain.authorization import signer_of
 from worker.chain.client import ChainClient
 from worker.chain.errors import ContractReverted, NonceTooLow, ReceiptTimeout, TransactionRefused
-from worker.chain.fees import current_fees
+from worker.chain.fees import current_fees, fees_for
 from worker.chain.gas import DynamicFees, Fees, GasPolicy, LegacyFees, gas_limit
-from worker.chain.models import SentTx, TxKind, TxReceipt
-from worker.chain.preconditions import cannot_contribute_cause, cannot_reveal_cause
+from worker.chain.models import ChainDeal, SentTx, TaskViews, TxKind, TxReceipt
+from worker.chain.preconditions import contribute_cause, reveal_cause
 from worker.protocol.crypto import (
     ZERO_ADDRESS,
     ZERO_BYTES32,
     authorization_hash,
     checksum,
-    recover_eip191,
     result_hash,
     result_seal,
     to_bytes,
@@ -87,6 +93,22 @@ _REVERT_REASONS = {
     "transfer amount exceeds balance": ReplicateStatusCause.STAKE_TOO_LOW,
     "invalid-signature-format": ReplicateStatusCause.WORKERPOOL_AUTHORIZATION_NOT_FOUND,
 }
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """What a kind of transaction reads before it is sent, and how it names a failure from that.
+
+    ``stake``: read the worker's hub account too; ``deal``: the cause needs the task's deal;
+    ``cause``: the reason the call would fail, from the views and the deal, or None.
+    """
+
+    stake: bool
+    deal: bool
+    cause: Callable[[TaskViews, ChainDeal | None], ReplicateStatusCause | None]
 
 
 def _revert_cause(kind: TxKind, reason: str | None) -> ReplicateStatusCause:
@@ -134,6 +156,7 @@ class TransactionSender:
         self._wallet_lock = asyncio.Lock()
         self._nonce: int | None = None  # None: ask the node ("pending") before the next send
         self._chain_id: int | None = None
+        self._legacy = False  # blocks without a base fee: the fee question is eth_gasPrice
         self._task_locks: dict[tuple[str, TxKind], tuple[asyncio.Lock, int]] = {}
         # Every version (hash) of the in-flight transaction of a (task, kind), oldest first, and the
         # unsigned fields of the newest: what a replacement and the receipt wait need.
@@ -170,13 +193,18 @@ class TransactionSender:
             to_bytes(authorization_signature),
         )
 
-        async def precheck() -> ReplicateStatusCause | None:
-            cause = await cannot_contribute_cause(self._client, task_id, worker)
-            if cause is None and enclave_challenge.lower() == ZERO_ADDRESS:
-                cause = await self._authorization_cause(task_id, authorization_signature)
-            return cause
+        def cause(views: TaskViews, deal: ChainDeal | None) -> ReplicateStatusCause | None:
+            assert views.account is not None  # asked for by the checks below
+            assert deal is not None
+            found = contribute_cause(
+                views.task, views.contribution, worker, views.block.timestamp, stake=(views.account, deal)
+            )
+            if found is None and enclave_challenge.lower() == ZERO_ADDRESS:
+                found = self._authorization_cause(task_id, authorization_signature, deal)
+            return found
 
-        return await self._submit(task_id, TxKind.CONTRIBUTE, data, CONTRIBUTE_GAS_FLOOR, precheck)
+        checks = _Checks(stake=True, deal=True, cause=cause)
+        return await self._submit(task_id, TxKind.CONTRIBUTE, data, CONTRIBUTE_GAS_FLOOR, checks)
 
     async def contribute_and_finalize(
         self,
@@ -208,24 +236,20 @@ class TransactionSender:
             to_bytes(authorization_signature),
         )
 
-        async def precheck() -> ReplicateStatusCause | None:
-            try:
-                task = await self._client.task(task_id)
-                deal = await self._client.deal(task.deal_id)
-            except ChainError:
-                return ReplicateStatusCause.CHAIN_UNREACHABLE
+        def cause(views: TaskViews, deal: ChainDeal | None) -> ReplicateStatusCause | None:
+            assert deal is not None  # asked for by the checks below
             if deal.trust != 1:
                 return ReplicateStatusCause.TRUST_NOT_1
-            if task.contributors:
+            if views.task.contributors:
                 return ReplicateStatusCause.TASK_ALREADY_CONTRIBUTED
-            return await cannot_contribute_cause(self._client, task_id, worker, check_stake=False)
+            return contribute_cause(views.task, views.contribution, worker, views.block.timestamp)
 
         return await self._submit(
             task_id,
             TxKind.CONTRIBUTE_AND_FINALIZE,
             data,
             CONTRIBUTE_AND_FINALIZE_GAS_FLOOR,
-            precheck,
+            _Checks(stake=False, deal=True, cause=cause),
             extra_gas=self._client.callbackgas,
         )
 
@@ -233,19 +257,22 @@ class TransactionSender:
         """``reveal`` of the digest behind this worker's contribution (same errors as contribute)."""
         data = self._client.encode("reveal", to_bytes(task_id), to_bytes(result_digest))
 
-        async def precheck() -> ReplicateStatusCause | None:
-            return await cannot_reveal_cause(self._client, task_id, self.address, result_digest)
+        def cause(views: TaskViews, _deal: ChainDeal | None) -> ReplicateStatusCause | None:
+            return reveal_cause(
+                views.task, views.contribution, self.address, result_digest, views.block.timestamp
+            )
 
-        return await self._submit(task_id, TxKind.REVEAL, data, REVEAL_GAS_FLOOR, precheck)
+        checks = _Checks(stake=False, deal=False, cause=cause)
+        return await self._submit(task_id, TxKind.REVEAL, data, REVEAL_GAS_FLOOR, checks)
 
     # -----------------------------------------------------------------------------------------
 
-    async def _authorization_cause(self, task_id: str, signature: str) -> ReplicateStatusCause | None:
+    def _authorization_cause(
+        self, task_id: str, signature: str, deal: ChainDeal
+    ) -> ReplicateStatusCause | None:
         # The contract checks the signer against deal.workerpool.owner; a mismatch would be a bare revert.
-        task = await self._client.task(task_id)
-        deal = await self._client.deal(task.deal_id)
         try:
-            signer = recover_eip191(authorization_hash(self.address, task_id, ZERO_ADDRESS), signature)
+            signer = signer_of(authorization_hash(self.address, task_id, ZERO_ADDRESS), signature)
         except ValueError:
             return ReplicateStatusCause.WORKERPOOL_AUTHORIZATION_NOT_FOUND
         if signer != deal.workerpool.owner.lower():
@@ -258,7 +285,7 @@ class TransactionSender:
         kind: TxKind,
         data: str,
         gas_floor: int,
-        precheck: Callable[[], Awaitable[ReplicateStatusCause | None]],
+        checks: _Checks,
         *,
         extra_gas: Callable[[], Awaitable[int]] | None = None,
     ) -> TxReceipt:
@@ -272,7 +299,7 @@ class TransactionSender:
                 existing = await self._journal.sent(task_id, kind)
                 if existing is None:
                     existing = await self._sign_and_send(
-                        task_id, kind, data, gas_floor, precheck, extra_gas=extra_gas
+                        task_id, kind, data, gas_floor, checks, extra_gas=extra_gas
                     )
                 else:
                     log.info(
@@ -284,7 +311,7 @@ class TransactionSender:
                     found = await self._ensure_broadcast(existing)
                     if found is _DEAD:
                         existing = await self._sign_and_send(
-                            task_id, kind, data, gas_floor, precheck, replacing=existing, extra_gas=extra_gas
+                            task_id, kind, data, gas_floor, checks, replacing=existing, extra_gas=extra_gas
                         )
                     elif isinstance(found, TxReceipt):
                         return found
@@ -302,37 +329,13 @@ class TransactionSender:
         kind: TxKind,
         data: str,
         gas_floor: int,
-        precheck: Callable[[], Awaitable[ReplicateStatusCause | None]],
+        checks: _Checks,
         *,
         replacing: SentTx | None = None,
         extra_gas: Callable[[], Awaitable[int]] | None = None,
     ) -> SentTx:
         what = f"{kind.value.lower()} of task {task_id}"
-        cause = await precheck()
-        if cause is ReplicateStatusCause.CHAIN_UNREACHABLE:
-            # Not a verdict on the task: the caller retries, or reports CHAIN_UNREACHABLE itself.
-            raise ChainError(
-                f"{what}: the chain node did not answer the pre-checks on {self._client.rpc_url}"
-            )
-        if cause is not None:
-            self._client.observer.transaction(kind.value, "refused")
-            raise TransactionRefused(
-                f"{what}: not sent, {cause.value}", cause=cause, task_id=task_id, sent=False
-            )
-        try:
-            await self._client.simulate(self.address, data, what)
-            estimate = await self._client.estimate_gas(self.address, data, what)
-            if extra_gas is not None:
-                estimate += await extra_gas()
-        except ContractReverted as exc:
-            cause = _revert_cause(kind, exc.reason)
-            self._client.observer.transaction(kind.value, "refused")
-            raise TransactionRefused(
-                f"{what}: not sent, the simulation reverted ({exc.reason or 'no reason given'}) → {cause.value}",
-                cause=cause,
-                task_id=task_id,
-                sent=False,
-            ) from exc
+        views, estimate = await self._read(task_id, kind, data, checks, extra_gas)
         try:
             limit = gas_limit(estimate, gas_floor)
         except ValueError as exc:
@@ -340,19 +343,18 @@ class TransactionSender:
             raise TransactionRefused(
                 f"{what}: not sent, {exc}", cause=ReplicateStatusCause.UNKNOWN, task_id=task_id, sent=False
             ) from exc
+        fees = await self._fees_at(views)
+        if not self._sidechain and (balance := views.balance or 0) < limit * _max_price(fees):
+            self._client.observer.transaction(kind.value, "refused")
+            raise TransactionRefused(
+                f"{what}: not sent, wallet {self.address} holds {balance} wei, "
+                f"{limit * _max_price(fees)} needed; fund the worker wallet",
+                cause=ReplicateStatusCause.OUT_OF_GAS,
+                task_id=task_id,
+                sent=False,
+            )
 
         async with self._wallet_lock:
-            fees = await self._fees()
-            balance = 0 if self._sidechain else await self._client.balance(self.address)
-            if not self._sidechain and balance < limit * _max_price(fees):
-                self._client.observer.transaction(kind.value, "refused")
-                raise TransactionRefused(
-                    f"{what}: not sent, wallet {self.address} holds {balance} wei, "
-                    f"{limit * _max_price(fees)} needed; fund the worker wallet",
-                    cause=ReplicateStatusCause.OUT_OF_GAS,
-                    task_id=task_id,
-                    sent=False,
-                )
             try:
                 nonce = await self._next_nonce()
                 tx = await self._build(data, limit, fees, nonce)
@@ -371,6 +373,75 @@ class TransactionSender:
         self._client.observer.gas_price(kind.value, _max_price(fees))
         log.info("%s sent: tx %s, nonce %d, gas limit %d", what, sent.tx_hash, nonce, limit)
         return sent
+
+    async def _read(
+        self,
+        task_id: str,
+        kind: TxKind,
+        data: str,
+        checks: _Checks,
+        extra_gas: Callable[[], Awaitable[int]] | None,
+    ) -> tuple[TaskViews, int]:
+        """The pre-checks: the views and the simulation at once; their verdict, or the views and the estimate.
+
+        Raises TransactionRefused (nothing sent) with the cause, ChainError when the node did not answer.
+        """
+        what = f"{kind.value.lower()} of task {task_id}"
+        deal_id = self._client.known_deal_id(task_id) if checks.deal else None
+        fee = "gas_price" if self._legacy else "tip"
+        views_read, estimated, deal_read = await _settled(
+            self._client.task_views(
+                task_id, self.address, stake=checks.stake, balance=not self._sidechain, fee=fee
+            ),
+            self._estimate(data, what, extra_gas),
+            self._client.deal(deal_id) if deal_id is not None else _nothing(),
+        )
+        try:
+            views = _value(views_read)
+            deal = _value(deal_read)
+            if checks.deal and deal is None:  # first transaction of the task: its deal is read once
+                deal = await self._client.deal(views.task.deal_id)
+        except ChainError:
+            # Not a verdict on the task: the caller retries, or reports CHAIN_UNREACHABLE itself.
+            raise ChainError(
+                f"{what}: the chain node did not answer the pre-checks on {self._client.rpc_url}"
+            ) from None
+        cause = checks.cause(views, deal)
+        if cause is not None:
+            self._client.observer.transaction(kind.value, "refused")
+            raise TransactionRefused(
+                f"{what}: not sent, {cause.value}", cause=cause, task_id=task_id, sent=False
+            )
+        try:
+            estimate = _value(estimated)
+        except ContractReverted as exc:
+            cause = _revert_cause(kind, exc.reason)
+            self._client.observer.transaction(kind.value, "refused")
+            raise TransactionRefused(
+                f"{what}: not sent, the simulation reverted ({exc.reason or 'no reason given'}) → {cause.value}",
+                cause=cause,
+                task_id=task_id,
+                sent=False,
+            ) from exc
+        return views, estimate
+
+    async def _estimate(self, data: str, what: str, extra_gas: Callable[[], Awaitable[int]] | None) -> int:
+        # eth_estimateGas executes the call as eth_call would: a revert comes back with its reason.
+        if extra_gas is None:
+            return await self._client.estimate_gas(self.address, data, what)
+        estimate, extra = await asyncio.gather(
+            self._client.estimate_gas(self.address, data, what), extra_gas()
+        )
+        return estimate + extra
+
+    async def _fees_at(self, views: TaskViews) -> Fees:
+        """The policy's fees at the block the views were read at (the gas price asked apart, once, on a legacy chain)."""
+        legacy = views.block.base_fee_per_gas is None
+        if legacy and not self._legacy:
+            self._legacy = True
+            return fees_for(self._gas, views.block, gas_price=await self._client.gas_price())
+        self._legacy = legacy
+        return fees_for(self._gas, views.block, priority_fee=views.priority_fee, gas_price=views.gas_price)
 
     async def _broadcast(self, sent: SentTx, fees: Fees | None, why: str) -> None:
         """``eth_sendRawTransaction`` with one log line per attempt, accepted or refused: what was bid and the cap.
@@ -682,6 +753,28 @@ class TransactionSender:
         }
         tx.update(_fee_fields(fees))
         return tx
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _settled(*calls: Awaitable[Any]) -> list[Any]:
+    """Run ``calls`` at once and wait for all: each result, or the exception it raised, in order.
+
+    Unlike a plain gather, none is left running behind a failure; a cancellation is re-raised.
+    """
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+            raise outcome
+    return outcomes
+
+
+def _value(outcome: T | BaseException) -> T:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 # The event whose presence in the receipt says the transaction did its job.
