@@ -201,7 +201,11 @@ class ChainClient:
                 kwargs["proxy"] = proxy
             return BoundedHTTPProvider(url, request_kwargs=kwargs)
 
-        pairs = [(AsyncWeb3(provider(url)), url) for url in urls]
+        providers = [(provider(url), url) for url in urls]
+        for made, _ in providers:
+            # web3's own session opens a connection per call (force_close): one kept alive per node instead.
+            await made.cache_async_session(aiohttp.ClientSession())
+        pairs = [(AsyncWeb3(made), url) for made, url in providers]
         client = cls(pairs, hub_address, max_block_lag=max_block_lag, observer=observer)
         try:
             await client._check_endpoints(hub_address)
