@@ -68,6 +68,7 @@ log = logging.getLogger("iexec.worker.chain")
 
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds per JSON-RPC request
 DEFAULT_MAX_BLOCK_LAG = 5
+_KNOWN_DEALS = 1024
 FAILURE_COOLDOWN = 10.0  # seconds an endpoint that failed is tried only after the others
 _ANSWERS = (TransactionNotFound, Web3RPCError)  # what a working node says; no reason to try another
 
@@ -169,6 +170,8 @@ class ChainClient:
         ]
         self.max_block_lag = max_block_lag
         self.observer: ChainObserver = observer or NullObserver()
+        # Deals never change once made (the id is the hash of the orders they match): read each once.
+        self._deals: dict[str, ChainDeal] = {}
 
     @property
     def rpc_url(self) -> str:
@@ -497,12 +500,20 @@ class ChainClient:
         )
 
     async def deal(self, deal_id: str) -> ChainDeal:
-        """The deal as stored; an unknown deal has ``start_time == 0``."""
+        """The deal as stored; an unknown deal has ``start_time == 0`` (and is asked again next time)."""
+        known = self._deals.get(deal_id.lower())
+        if known is not None:
+            return known
         raw = await self._rpc(
             f"viewDeal({deal_id})", lambda ep: ep.hub.functions.viewDeal(to_bytes(deal_id)).call()
         )
         with _answer(f"viewDeal({deal_id})"):
-            return self._deal(deal_id, raw)
+            deal = self._deal(deal_id, raw)
+        if deal.start_time > 0:
+            if len(self._deals) >= _KNOWN_DEALS:
+                del self._deals[next(iter(self._deals))]
+            self._deals[deal.deal_id] = deal
+        return deal
 
     @staticmethod
     def _deal(deal_id: str, raw: Any) -> ChainDeal:
