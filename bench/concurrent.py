@@ -91,6 +91,19 @@ async def _scrape(session: aiohttp.ClientSession, url: str) -> _Scrape:
         return _Scrape(await response.text())
 
 
+def run_max_bound(before: dict[float, float], after: dict[float, float]) -> float:
+    """The upper bound of the highest bucket a sample of the run fell in (inf: above the last bound)."""
+    bounds = sorted(after)
+    previous = 0.0
+    highest = 0.0
+    for bound in bounds:
+        count = after[bound] - before.get(bound, 0.0)
+        if count > previous:
+            highest = bound
+        previous = count
+    return highest
+
+
 def quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
     """``histogram_quantile`` over the samples taken between two scrapes of a cumulative histogram."""
     bounds = sorted(after)
@@ -186,6 +199,7 @@ async def main() -> list[Figure]:
     print(f"worker CPU over the run {cpu:.2f} s, idle rate {idle_rate * 1000:.1f} ms/s "
           f"-> {per_replicate:.3f} s per replicate")  # fmt: skip
     print(f"event loop lag over the run: p50 {lag[0.5]:.2f} ms, p99 {lag[0.99]:.2f} ms, "
+          f"max over the run <= {run_max_bound(before.buckets, after.buckets) * 1000:g} ms (its bucket), "
           f"max since start {after.lag_max * 1000:.1f} ms")  # fmt: skip
     print(f"worker peak RSS {peak_rss:.0f} MiB")
     return [
