@@ -5,6 +5,10 @@ file on the fly; the digest is the result digest of that file (sha256, ``worker.
 from the page cache. Each run is a fresh subprocess, so its memory high-water mark (``VmHWM``, reset
 through ``/proc/self/clear_refs`` just before the phase) is the phase's own; one extra run per phase
 traces Python allocations (``tracemalloc``), which slows it, so its time is not counted.
+
+Each download run is paired with ``curl`` fetching the same file from the same server into the same
+folder: the ratio of the two throughputs, run by run, is the worker's download figure (the server, the
+disk and the machine's load weigh on both alike).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -24,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench._figures import Figure
 from worker.data import DownloadLimits, download
 from worker.protocol.targets import TargetPolicy
 from worker.result import ComputedFile, compute_result_digest
@@ -107,12 +113,16 @@ def child(argv: list[str]) -> None:
     reset = _reset_high_water_mark()
     if args.trace:
         tracemalloc.start()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     seconds = asyncio.run(_phase(args.phase, args.output, args.url, args.size))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
     traced_peak = tracemalloc.get_traced_memory()[1] if args.trace else None
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 "baseline_rss_kib": baseline_kib,
                 "hwm_kib": _status_kib("VmHWM"),
                 "hwm_reset": reset,
@@ -151,16 +161,37 @@ def _report(phase: str, size: int, runs: list[dict[str, Any]], traced: dict[str,
     )
 
 
-async def main() -> None:
+async def _curl(url: str, target: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of ``curl`` fetching ``url`` (the only child running meanwhile)."""
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "--silent", "--show-error", "--fail", "--output", str(target), url,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"curl {url} failed ({proc.returncode}): {err.decode()[-500:]}")
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    await asyncio.to_thread(target.unlink)
+    return seconds, after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
+
+
+async def main() -> list[Figure]:
     size = int(os.environ.get("BENCH_DATA_BYTES", SIZE))
     runner, url = await _serve(size)
+    ratios: list[float] = []
     try:
         with tempfile.TemporaryDirectory(prefix="iexec-bench-data-") as tmp:
             output = Path(tmp) / "output"
             await asyncio.to_thread((output / "iexec_out").mkdir, parents=True)
             results: dict[str, list[dict[str, Any]]] = {"download": [], "digest": []}
+            curls: list[tuple[float, float]] = []
             for _ in range(RUNS):
+                curls.append(await _curl(url, output / "curl.bin"))
                 results["download"].append(await _run_child("download", output, url, size))
+                ratios.append(curls[-1][0] / results["download"][-1]["seconds"])
                 results["digest"].append(await _run_child("digest", output, "", size))
             traced = {
                 "download": await _run_child("download", output, url, size, trace=True),
@@ -168,8 +199,24 @@ async def main() -> None:
             }
             for phase in ("download", "digest"):
                 _report(phase, size, results[phase], traced[phase])
+            speeds = [size / seconds / MB for seconds, _ in curls]
+            print(
+                f"curl     {size / 1024**3:.2f} GiB  median {statistics.median(speeds):7.1f} MB/s "
+                f"(min {min(speeds):.1f}, max {max(speeds):.1f}, {len(curls)} runs, each before a download run)"
+            )
+            gib = size / 1024**3
+            print(
+                "CPU seconds per GiB (user + system, all threads), median: "
+                f"download {statistics.median(r['cpu_seconds'] for r in results['download']) / gib:.2f}, "
+                f"curl {statistics.median(cpu for _, cpu in curls) / gib:.2f}"
+            )
+            print(
+                f"download / curl throughput, run by run: median {statistics.median(ratios):.2f} "
+                f"({', '.join(f'{ratio:.2f}' for ratio in ratios)})"
+            )
     finally:
         await runner.cleanup()
+    return [Figure("download_vs_curl_ratio", round(statistics.median(ratios), 2))]
 
 
 if __name__ == "__main__":

@@ -478,7 +478,8 @@ def _signer(message_hash: str, signature: str) -> str | None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Two tasks may store the same content (the same CID) at the same time: each writes a name of its own.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)

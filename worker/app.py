@@ -34,6 +34,7 @@ from worker.compute import isolate_app_network, refused_addresses
 from worker.config import Settings
 from worker.data import guarded_session
 from worker.http import HttpServer, create_http_app
+from worker.looplag import sample_loop_lag
 from worker.membership import (
     FundsWatch,
     Health,
@@ -106,6 +107,7 @@ async def run_worker(
     enclave = enclave_routes(settings, http_app)  # on this server only when it holds the enclaves' port
     http = HttpServer(http_app, node.http_host, node.port)
     await http.start()
+    lag_sampler = asyncio.create_task(sample_loop_lag(metrics.loop_lag), name="loop-lag")
     log.info("health, metrics and status page on http://%s:%d/status", node.http_host, http.port)
     try:
         health.enter(StartStage.WALLET, f"decrypting the wallet {settings.wallet_path}")
@@ -131,6 +133,7 @@ async def run_worker(
                         return code
                     log.info("joining the scheduler again with its new configuration")
     finally:
+        lag_sampler.cancel()
         health.enter(StartStage.STOPPING, "stopped")
         await http.stop()
 

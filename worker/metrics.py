@@ -28,6 +28,8 @@ log = logging.getLogger("iexec.worker.replicate")
 SCHEDULER_CALLS = ("available", "ping", "updateStatus")
 _OUTCOMES = ("ok", "failed")
 _STAGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 10800, 36000)
+# Fine below 50 ms, where a healthy loop lives; coarse above, where one blocking call shows.
+_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class DurationWindow:
@@ -77,6 +79,7 @@ class Metrics:
         self.pre_compute = DurationWindow(window_size)
         self.app_compute = DurationWindow(window_size)
         self.post_compute = DurationWindow(window_size)
+        self._loop_lag_max = 0.0
         r = self.registry
         self.info = Info("iexec_worker", "Version and identity of this worker", registry=r)
         self.replicates = Gauge(
@@ -187,6 +190,17 @@ class Metrics:
             "1 while a write of the replicate store waits for disk space",
             registry=r,
         )
+        self.loop_lag_seconds = Histogram(
+            "iexec_worker_event_loop_lag_seconds",
+            "How late the event loop woke a sampler due every 10 ms (what any other callback waited)",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "iexec_worker_event_loop_lag_max_seconds",
+            "Longest event loop lag sampled since the worker started",
+            registry=r,
+        )
         # Series that exist at 0 before their first event: a rate or an alert on them starts from
         # a known value, and an empty panel means a missing worker, never a quiet one.
         for status in ReplicateStatus:
@@ -238,6 +252,14 @@ class Metrics:
 
     def app_computed(self, task_id: str, seconds: float) -> None:
         self.app_compute.add(task_id, int(seconds * 1000))  # Duration.toMillis() truncates
+
+    # -- process ------------------------------------------------------------------------------------
+
+    def loop_lag(self, seconds: float) -> None:
+        self.loop_lag_seconds.observe(seconds)
+        if seconds > self._loop_lag_max:
+            self._loop_lag_max = seconds
+            self.loop_lag_max.set(seconds)
 
     # -- the reference's WorkerMetrics ------------------------------------------------------------
 

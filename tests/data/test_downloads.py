@@ -13,7 +13,7 @@ from yarl import URL
 
 from tests.support import until
 from tests.support.files import GOOD, HUGE, FileServer
-from worker.data import DownloadError, DownloadLimits, download, guarded_session
+from worker.data import DownloadError, DownloadLimits, download, downloads, guarded_session
 from worker.protocol.targets import TargetPolicy
 
 # The test servers listen on 127.0.0.1: allowlisted, as a devnet operator does.
@@ -87,6 +87,25 @@ async def test_a_slow_but_steady_server_hits_the_total_timeout(
     with pytest.raises(DownloadError, match=r"not finished within 0.5 s"):
         await download(session, f"{server.url}/trickle", tmp_path / "file", limits)
     assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize(("batch", "in_flight"), [(1, 1), (4096, 1), (64 * 1024, 128 * 1024)])
+async def test_the_file_is_whole_and_in_order_whatever_the_batches_handed_to_the_writer(
+    server: FileServer,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+    in_flight: int,
+) -> None:
+    """Batches smaller and larger than what may be in flight: every byte lands once, in order."""
+    monkeypatch.setattr(downloads, "BATCH_BYTES", batch)
+    monkeypatch.setattr(downloads, "IN_FLIGHT_BYTES", in_flight)
+
+    done = await download(session, f"{server.url}/good", tmp_path / "file", FAST)
+
+    assert (tmp_path / "file").read_bytes() == GOOD
+    assert done.sha256 == hashlib.sha256(GOOD).hexdigest()
 
 
 @pytest.mark.parametrize("path", ["/huge-declared", "/huge-chunked"])

@@ -6,6 +6,7 @@ worker's own standard post-compute, as a worker would upload them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -271,3 +272,28 @@ async def test_chain_failure_is_503(setup: Setup) -> None:
     setup.chain.broken = True
     status, message = await setup.ask_token()
     assert (status, "retry later" in message) == (503, True)
+
+
+async def test_tasks_with_the_same_result_uploaded_at_once_are_all_stored(setup: Setup) -> None:
+    """Identical results (one content id) of many tasks arrive together, as from a worker running a deal's tasks."""
+    task_ids = [chain_task_id(DEAL_ID, index) for index in range(2, 18)]
+    proved = setup.chain.tasks[TASK_ID]
+    for task_id in task_ids:
+        setup.chain.tasks[task_id] = proved
+        setup.chain.contributions[(task_id, setup.worker.address.lower())] = replace(
+            setup.chain.contributions[(TASK_ID, setup.worker.address.lower())],
+            result_hash=result_hash(task_id, setup.digest),
+        )
+    _, token = await setup.ask_token()
+
+    def body(task_id: str) -> str:
+        zip_b64 = base64.b64encode(setup.zip_bytes).decode()
+        return ResultModel(chain_task_id=task_id, zip=zip_b64, determinist_hash=setup.digest).to_json()
+
+    answers = await asyncio.gather(*(setup.upload(token, body(task_id)) for task_id in task_ids))
+
+    assert {status for status, _ in answers} == {200}
+    assert len({text for _, text in answers}) == 1
+    assert [entry.name for entry in (setup.storage / "ipfs").iterdir()] == [
+        answers[0][1].removeprefix("/ipfs/")
+    ]

@@ -6,8 +6,10 @@ result zip is built by the worker's own standard post-compute.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +33,7 @@ from worker.protocol.crypto import (
     result_hash,
     sign_eip191,
 )
-from worker.protocol.models import Signature, WorkerpoolAuthorization
+from worker.protocol.models import ResultModel, Signature, WorkerpoolAuthorization
 from worker.protocol.status import ReplicateStatusCause
 from worker.protocol.targets import TargetPolicy
 from worker.replicate.causes import cause_of
@@ -40,9 +42,11 @@ from worker.result import (
     ResultNotUploaded,
     get_ipfs_hash,
     get_token,
+    run_standard_post_compute,
     upload,
     upload_result,
 )
+from worker.result.upload import UPLOAD_SLICE_BYTES
 
 DEAL_ID = "0x" + "44" * 32
 TASK_ID = chain_task_id(DEAL_ID, 0)
@@ -236,3 +240,55 @@ async def test_an_authorization_for_another_wallet_is_not_sent(setup: Setup) -> 
         await setup.upload_result(account=stranger)
     assert cause_of(Stage.UPLOAD, caught.value) is ReplicateStatusCause.RESULT_LINK_MISSING
     assert setup.headers == []
+
+
+def _large_result(output: Path) -> Path:
+    """A zip of several upload slices whose size is not a multiple of 3 (incompressible bytes)."""
+    for extra in range(3):
+        folder = output / str(extra)
+        (folder / "iexec_out").mkdir(parents=True)
+        (folder / "iexec_out" / "result.bin").write_bytes(os.urandom(3 * UPLOAD_SLICE_BYTES + extra))
+        (folder / "iexec_out" / "computed.json").write_text('{"deterministic-output-path": "/iexec_out"}')
+        zip_path = run_standard_post_compute(folder).zip_path
+        if zip_path.stat().st_size % 3:
+            return zip_path
+    raise AssertionError("three sizes in a row gave zips of a multiple of 3 bytes")
+
+
+async def test_a_large_zip_is_sent_as_the_same_json_and_the_same_bytes(tmp_path: Path) -> None:
+    """The streamed body is byte for byte the ResultModel JSON with the whole zip in Base64 (a recording server)."""
+    zip_path = _large_result(tmp_path / "output")
+    received: list[tuple[bytes, str | None, str | None]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        received.append(
+            (
+                await request.read(),
+                request.headers.get("Content-Length"),
+                request.headers.get("Transfer-Encoding"),
+            )
+        )
+        return web.Response(text="/ipfs/QmStored")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/results", record)
+    digest = "0x" + "ab" * 32
+    async with serving_app(app, access_log=None) as url, aiohttp.ClientSession() as http:
+        assert await upload(http, url, "token", TASK_ID, zip_path, digest) == "/ipfs/QmStored"
+
+    [(body, length, chunked)] = received
+    zip_bytes = zip_path.read_bytes()
+    expected = ResultModel(
+        chain_task_id=TASK_ID, zip=base64.b64encode(zip_bytes).decode(), determinist_hash=digest
+    ).to_json()
+    assert body == expected.encode()
+    assert (length, chunked) == (str(len(body)), None)
+    sent_zip = base64.b64decode(ResultModel.model_validate_json(body).zip, validate=True)
+    assert hashlib.sha256(sent_zip).hexdigest() == hashlib.sha256(zip_bytes).hexdigest()
+
+
+async def test_a_missing_zip_is_not_uploaded(setup: Setup) -> None:
+    setup.zip_path.unlink()
+    with pytest.raises(ResultNotUploaded, match="cannot read the result zip"):
+        await setup.upload_result()
+    assert await get_ipfs_hash(setup.http, setup.url, TASK_ID) is None

@@ -113,11 +113,19 @@ class BoundedHTTPProvider(AsyncHTTPProvider):
     its API key.
     """
 
+    session: aiohttp.ClientSession | None = None
+    """Kept alive across calls; web3's own (a connection per call, a lock taken in a thread) when None."""
+
     async def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
         assert self.endpoint_uri is not None  # set by the constructor from the operator's URL
-        response = await self._request_session_manager.async_get_response_from_post_request(
-            self.endpoint_uri, data=request_data, **dict(self.get_request_kwargs())
-        )
+        if self.session is not None:
+            response = await self.session.post(
+                self.endpoint_uri, data=request_data, **dict(self.get_request_kwargs())
+            )
+        else:
+            response = await self._request_session_manager.async_get_response_from_post_request(
+                self.endpoint_uri, data=request_data, **dict(self.get_request_kwargs())
+            )
         async with response:
             if response.status >= 400:
                 raise NodeAnswerError(
@@ -262,7 +270,7 @@ class ChainClient:
                     f"chain node URL {display_origin(url)!r}: expected an http:// or https:// URL"
                 )
 
-        def provider(url: str) -> AsyncHTTPProvider:
+        def provider(url: str) -> BoundedHTTPProvider:
             kwargs: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=request_timeout)}
             proxy = proxy_for(url) if proxy_for is not None else None
             if proxy is not None:
@@ -275,7 +283,12 @@ class ChainClient:
                 cacheable_requests={RPCEndpoint("eth_chainId")},
             )
 
-        pairs = [(_web3(provider(url)), url) for url in urls]
+        providers = [(provider(url), url) for url in urls]
+        for made, _ in providers:
+            # web3's own session opens a connection per call (force_close): one kept alive per node instead,
+            # also in web3's cache so that its disconnect() closes it.
+            made.session = await made.cache_async_session(aiohttp.ClientSession())
+        pairs = [(_web3(made), url) for made, url in providers]
         client = cls(
             pairs,
             hub_address,

@@ -5,7 +5,10 @@ is requested: a requester's URL, or a redirect, to loopback, private, link-local
 is refused unless the operator allowlisted it (``worker.protocol.targets``).
 
 The body is never held in memory: it is read in chunks, counted, hashed and written as it arrives, to a
-hidden temporary name in the destination folder that is renamed once complete. A download that fails for
+hidden temporary name in the destination folder that is renamed once complete. Writing and hashing run
+in a thread of the download's own, in order, a small batch at a time, while the event loop receives the
+next ones: on a fast link the download runs at the speed of the network or of the disk, whichever is
+slower, not of their sum. A download that fails for
 any reason (including cancellation) leaves no file behind.
 """
 
@@ -17,7 +20,9 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +39,11 @@ from worker.protocol.targets import TargetPolicy, TargetRefused
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
-"""Bytes gathered in memory before one write to disk; also the most a download can overrun its limit by
-before it is noticed, were it not checked before every write."""
+"""The connection's read buffer: what the loop may hold before it stops reading the socket."""
+BATCH_BYTES = 1024 * 1024
+"""Bytes gathered before they are handed to the writing thread."""
+IN_FLIGHT_BYTES = 4 * 1024 * 1024
+"""Bytes handed to the writing thread and not yet written before the loop waits for it."""
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes written so far, announced total or None) after every write to disk."""
@@ -152,15 +160,7 @@ async def _fetch(
                 raise DownloadError(shown, _too_large(f"announces {announced} bytes", limit))
             sink = await asyncio.to_thread(_Sink.open, part)
             try:
-                buffer = bytearray()
-                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                    buffer += chunk
-                    if sink.size + len(buffer) > limit:
-                        raise DownloadError(shown, _too_large("sends more than that", limit))
-                    if len(buffer) >= CHUNK_BYTES:
-                        await _flush(sink, buffer, announced, on_progress)
-                if buffer:
-                    await _flush(sink, buffer, announced, on_progress)
+                await _receive(response.content, sink, shown, limit, announced, on_progress)
                 return sink.size, await asyncio.to_thread(sink.finish)
             finally:
                 await asyncio.to_thread(sink.close)
@@ -203,8 +203,9 @@ async def _follow(
             where = "" if hop == 0 else f" (redirect {hop} to {display_url(str(current))})"
             raise DownloadError(shown, f"refused{where}: {exc}") from exc
         async with session.get(
-            current, timeout=client_timeout, allow_redirects=False, raise_for_status=False
-        ) as response:
+            current, timeout=client_timeout, allow_redirects=False, raise_for_status=False,
+            read_bufsize=CHUNK_BYTES,
+        ) as response:  # fmt: skip
             if response.status not in _REDIRECTS:
                 yield response
                 return
@@ -221,30 +222,87 @@ async def _follow(
     )
 
 
-async def _flush(sink: _Sink, buffer: bytearray, announced: int | None, on_progress: Progress | None) -> None:
-    data = bytes(buffer)
-    buffer.clear()
-    await asyncio.to_thread(sink.write, data)
-    if on_progress is not None:
-        on_progress(sink.size, announced)
+async def _receive(
+    body: aiohttp.StreamReader,
+    sink: _Sink,
+    shown: str,
+    limit: int,
+    announced: int | None,
+    on_progress: Progress | None,
+) -> None:
+    """Read ``body`` into ``sink``: the loop only collects chunks, a thread of the sink writes and hashes them.
+
+    A batch goes to the thread as soon as it reaches ``BATCH_BYTES`` (the chunks as the connection handed
+    them, never copied), and the loop receives on meanwhile; it waits only when ``IN_FLIGHT_BYTES`` are
+    handed over and not yet written. One thread per download keeps the batches in order.
+    """
+    received = 0
+    batch: list[bytes] = []
+    batched = 0
+    in_flight: deque[tuple[asyncio.Future[None], int]] = deque()
+    pending = 0
+    try:
+        async for chunk in body.iter_any():
+            received += len(chunk)
+            if received > limit:
+                raise DownloadError(shown, _too_large("sends more than that", limit))
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched < BATCH_BYTES:
+                continue
+            while in_flight and pending + batched > IN_FLIGHT_BYTES:
+                written, size = in_flight.popleft()
+                await written
+                pending -= size
+            in_flight.append((sink.submit(batch, announced, on_progress), batched))
+            pending += batched
+            batch, batched = [], 0
+        if batch:
+            in_flight.append((sink.submit(batch, announced, on_progress), batched))
+        while in_flight:
+            await in_flight.popleft()[0]
+    finally:
+        # Whatever ended the download, the file is closed only once no thread writes to it.
+        if in_flight:
+            futures = [future for future, _ in in_flight]
+            await asyncio.wait(futures)
+            for future in futures:
+                if not future.cancelled():
+                    future.exception()  # retrieved: the error that ended the download is already raised
 
 
 class _Sink:
-    """File and running sha256 of what was written; used from worker threads only."""
+    """File and running sha256 of what was written, written by a thread of its own, batches in order."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
         self._hash = hashlib.sha256()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download")
         self.size = 0
 
     @classmethod
     def open(cls, path: Path) -> _Sink:
         return cls(open(path, "xb"))
 
-    def write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self._hash.update(data)
-        self.size += len(data)
+    def submit(
+        self, chunks: list[bytes], announced: int | None, on_progress: Progress | None
+    ) -> asyncio.Future[None]:
+        """Write ``chunks`` after those submitted before; ``on_progress`` is called on the loop once they are."""
+        future = asyncio.wrap_future(self._thread.submit(self._write, chunks))
+        if on_progress is not None:
+
+            def progress(done: asyncio.Future[None]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    on_progress(self.size, announced)
+
+            future.add_done_callback(progress)
+        return future
+
+    def _write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._handle.write(chunk)
+            self._hash.update(chunk)
+            self.size += len(chunk)
 
     def finish(self) -> str:
         self._handle.flush()
@@ -252,6 +310,7 @@ class _Sink:
         return self._hash.hexdigest()
 
     def close(self) -> None:
+        self._thread.shutdown(wait=False)
         self._handle.close()
 
 

@@ -7,6 +7,10 @@ spaces included. The proxy's token is a bearer credential: it is never logged no
 message. A result proxy named in the deal's params is the requester's choice: it must lead to a public
 address (``worker.protocol.targets``) unless it is the scheduler's own result repository or the operator
 allowlisted its network, and its redirects are not followed.
+
+The result zip (up to the maximum result size) is never held in memory: the upload's JSON body is
+streamed, the zip read and Base64-encoded slice by slice in a thread as the connection takes it, with
+its exact length announced.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
@@ -121,18 +126,25 @@ async def upload(
     """Send the result zip; returns the proxy's answer (``/ipfs/<hash>``)."""
     call = f"POST {display_url(proxy_url)}/v1/results"
     try:
-        body = await asyncio.to_thread(_result_model_json, task_id, zip_path, result_digest)
+        handle = await asyncio.to_thread(open, zip_path, "rb")
     except OSError as exc:
         raise ResultProxyError(call, f"cannot read the result zip {zip_path}: {exc.strerror or exc}") from exc
-    answer = await _request(
-        session,
-        "POST",
-        f"{proxy_url}/v1/results",
-        call,
-        max_seconds=max_seconds,
-        body=body,
-        authorization=token,
-    )
+    try:
+        body = _ResultBody(task_id, handle, result_digest)
+        answer = await _request(
+            session,
+            "POST",
+            f"{proxy_url}/v1/results",
+            call,
+            max_seconds=max_seconds,
+            body=body.chunks(),
+            body_size=body.size,
+            authorization=token,
+        )
+    except OSError as exc:
+        raise ResultProxyError(call, f"cannot read the result zip {zip_path}: {exc.strerror or exc}") from exc
+    finally:
+        await asyncio.to_thread(handle.close)
     return (answer or "").strip()
 
 
@@ -253,12 +265,16 @@ async def _request(
     call: str,
     *,
     max_seconds: float,
-    body: str | None = None,
+    body: str | AsyncIterable[bytes] | None = None,
+    body_size: int | None = None,
     authorization: str | None = None,
     missing_ok: bool = False,
 ) -> str | None:
     # The proxy takes the raw signature or token in Authorization, without a "Bearer " prefix.
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if body_size is not None:
+        # A streamed body of known size goes with its length, as a Java client sends it, not chunked.
+        headers["Content-Length"] = str(body_size)
     if authorization is not None:
         headers["Authorization"] = authorization
     try:
@@ -312,6 +328,41 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
 
 
-def _result_model_json(task_id: str, zip_path: Path, result_digest: str) -> str:
-    zip_b64 = base64.b64encode(zip_path.read_bytes()).decode("ascii")
-    return ResultModel(chain_task_id=task_id, zip=zip_b64, determinist_hash=result_digest).to_json()
+class _ResultBody:
+    """The ``ResultModel`` JSON of an upload, with the zip's Base64 read and encoded from the file as it is sent.
+
+    The JSON around the zip is the model's own, written once with a placeholder that is then cut out: the
+    bytes on the wire are those of ``ResultModel.to_json()`` with the whole Base64 in place. The zip is read
+    in slices of a multiple of 3 bytes, whose Base64 texts, without padding but at the very end, concatenate
+    into the Base64 of the whole file. Reading and encoding run in a thread, one slice at a time, so neither
+    memory nor the event loop carries more than a slice.
+    """
+
+    def __init__(self, task_id: str, handle: BinaryIO, result_digest: str) -> None:
+        text = ResultModel(chain_task_id=task_id, zip=_ZIP_SLOT, determinist_hash=result_digest).to_json()
+        head, slot, tail = text.partition(_ZIP_SLOT)
+        if not slot or _ZIP_SLOT in tail:
+            raise ValueError("the result model's JSON does not hold the zip placeholder exactly once")
+        self._head, self._tail = head.encode(), tail.encode()
+        self._handle = handle
+        zip_size = os.fstat(handle.fileno()).st_size
+        self._zip_size = zip_size
+        self.size = len(self._head) + 4 * -(-zip_size // 3) + len(self._tail)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._head
+        sent = 0
+        while chunk := await asyncio.to_thread(self._next_slice):
+            sent += len(chunk)
+            yield chunk
+        if sent != 4 * -(-self._zip_size // 3):
+            raise OSError(f"the result zip changed while it was sent ({self._zip_size} bytes announced)")
+        yield self._tail
+
+    def _next_slice(self) -> bytes:
+        return base64.b64encode(self._handle.read(UPLOAD_SLICE_BYTES))
+
+
+UPLOAD_SLICE_BYTES = 3 * 256 * 1024
+"""Bytes of the zip read and Base64-encoded at a time (a multiple of 3: the slices' Base64 concatenate)."""
+_ZIP_SLOT = "ZIPSLOT"
