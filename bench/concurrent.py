@@ -24,8 +24,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._figures import Figure
+from bench._proc import free_port, start_asking_worker
 from devnet.core.state import TaskStatus
 from devnet.images import SLEEP, ensure_images
 from devnet.platform import Platform, buy, worker_env, write_env_file
@@ -60,13 +59,6 @@ def _vm_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Scrape:
@@ -132,7 +124,7 @@ async def main() -> list[Figure]:
         try:
             info = platform.info()
             wallet = info.workers[0].address
-            port = _free_port()
+            port = free_port()
             env = worker_env(info, 0, base / "worker", slots=TASKS, port=port)
             # A name of its own: other devnet workers on this Docker engine purge the containers of theirs.
             env["IEXEC_WORKER_NAME"] = f"bench-concurrent-{os.getpid()}"
@@ -140,20 +132,7 @@ async def main() -> list[Figure]:
             profile = os.environ.get("BENCH_PROFILE")
             launcher = ["-m", "cProfile", "-o", profile] if profile else []
             log_path = base / "worker.log"
-            with log_path.open("wb") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, *launcher, "-m", "worker.cli", "run", "--env-file", str(env_file),
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )  # fmt: skip
-            while True:
-                record = platform.scheduler.state.workers.get(wallet)
-                if record and record.registered and record.last_demand is not None:
-                    break
-                if proc.returncode is not None:
-                    raise RuntimeError(
-                        f"the worker exited with code {proc.returncode}: {log_path.read_text()[-3000:]}"
-                    )
-                await asyncio.sleep(0.05)
+            proc = await start_asking_worker(platform, wallet, env_file, log_path, launcher=launcher)
             metrics_url = f"http://127.0.0.1:{port}/metrics"
             async with aiohttp.ClientSession() as session:
                 # What the worker costs doing nothing but asking for work, sampling its loop and pinging.

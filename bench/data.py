@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from bench._figures import Figure
+from bench._proc import reset_high_water_mark, status_kib
 from worker.data import DownloadLimits, download
 from worker.protocol.targets import TargetPolicy
 from worker.result import ComputedFile, compute_result_digest
@@ -70,23 +71,6 @@ async def _serve(size: int) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/dataset.bin"
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_high_water_mark() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
 async def _phase(phase: str, output: Path, url: str, size: int) -> float:
     started = time.perf_counter()
     if phase == "download":
@@ -109,8 +93,8 @@ def child(argv: list[str]) -> None:
     parser.add_argument("--size", type=int, default=SIZE)
     parser.add_argument("--trace", action="store_true")
     args = parser.parse_args(argv)
-    baseline_kib = _status_kib("VmRSS")
-    reset = _reset_high_water_mark()
+    baseline_kib = status_kib("VmRSS")
+    reset = reset_high_water_mark()
     if args.trace:
         tracemalloc.start()
     cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -124,7 +108,7 @@ def child(argv: list[str]) -> None:
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds,
                 "baseline_rss_kib": baseline_kib,
-                "hwm_kib": _status_kib("VmHWM"),
+                "hwm_kib": status_kib("VmHWM"),
                 "hwm_reset": reset,
                 "traced_peak_bytes": traced_peak,
             }

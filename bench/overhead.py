@@ -24,9 +24,7 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from bench._figures import Figure
+from bench._proc import free_port, start_asking_worker
 from devnet.core.state import TaskStatus
 from devnet.images import HELLO, ensure_images
 from devnet.platform import Platform, buy, worker_env, write_env_file
@@ -72,13 +71,6 @@ class Split:
     @property
     def ratio(self) -> float:
         return self.own / self.floor
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _app_millis(session: aiohttp.ClientSession, url: str) -> float:
@@ -131,26 +123,13 @@ async def main() -> list[Figure]:
         try:
             info = platform.info()
             wallet = info.workers[0].address
-            port = _free_port()
+            port = free_port()
             env = worker_env(info, 0, base / "worker", port=port)
             # A name of its own: other devnet workers on this Docker engine purge the containers of theirs.
             env["IEXEC_WORKER_NAME"] = f"bench-overhead-{os.getpid()}"
             env_file = write_env_file(base / "worker.env", env)
             log_path = base / "worker.log"
-            with log_path.open("wb") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "worker.cli", "run", "--env-file", str(env_file),
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=dict(os.environ),
-                )  # fmt: skip
-            while True:
-                record = platform.scheduler.state.workers.get(wallet)
-                if record and record.registered and record.last_demand is not None:
-                    break
-                if proc.returncode is not None:
-                    raise RuntimeError(
-                        f"the worker exited with code {proc.returncode}: {log_path.read_text()[-3000:]}"
-                    )
-                await asyncio.sleep(0.05)
+            proc = await start_asking_worker(platform, wallet, env_file, log_path)
             async with aiohttp.ClientSession() as session:
                 for _ in range(RUNS):
                     splits.append(

@@ -27,6 +27,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from bench._figures import Figure
+from bench._proc import reset_high_water_mark, status_kib
 from devnet.resultproxy import ProxyContribution, ProxyDeal, ProxyTask, ResultProxy
 from worker.protocol.crypto import ZERO_ADDRESS, ZERO_BYTES32, authorization_hash, result_hash, sign_eip191
 from worker.protocol.models import Signature, WorkerpoolAuthorization
@@ -70,23 +71,6 @@ class _RevealingChain:
         return int(time.time())
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_high_water_mark() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
 async def _upload(args: argparse.Namespace) -> str:
     worker: LocalAccount = Account.from_key(os.environ["BENCH_WORKER_KEY"])
     authorization = WorkerpoolAuthorization.model_validate_json(args.authorization)
@@ -107,8 +91,8 @@ def child(argv: list[str]) -> None:
     parser.add_argument("--digest", default="")
     parser.add_argument("--authorization", default="")
     args = parser.parse_args(argv)
-    baseline = _status_kib("VmRSS")
-    reset = _reset_high_water_mark()
+    baseline = status_kib("VmRSS")
+    reset = reset_high_water_mark()
     started = time.perf_counter()
     answer = ""
     if args.phase == "zip":
@@ -118,7 +102,7 @@ def child(argv: list[str]) -> None:
     else:
         answer = asyncio.run(_upload(args))
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "baseline_kib": baseline, "hwm_kib": _status_kib("VmHWM"),
+    print(json.dumps({"seconds": seconds, "baseline_kib": baseline, "hwm_kib": status_kib("VmHWM"),
                       "hwm_reset": reset, "answer": answer}))  # fmt: skip
 
 
