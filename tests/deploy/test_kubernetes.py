@@ -282,6 +282,8 @@ async def test_a_worker_with_the_pods_security_context_joins_and_completes_a_tas
     apps = AppNetwork(f"{name}-apps")
     env["IEXEC_WORKER_DOCKER_NETWORK_NAME"] = apps.name
     env["IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT"] = "1"
+    # anvil mines only for transactions: a receipt counts in its own block, as the devnet's workers do.
+    env["IEXEC_WORKER_TX_CONFIRMATIONS"] = "1"
     mounts = {m["name"]: m["mountPath"] for m in _container("worker")["volumeMounts"]}
     socket_gid = (await asyncio.to_thread(os.stat, "/var/run/docker.sock")).st_gid
     options = [

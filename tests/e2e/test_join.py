@@ -32,10 +32,12 @@ ADDRESS = re.compile(r"Fund the worker wallet (0x[0-9a-f]{40})")
 
 
 def devnet_settings(port: int) -> list[str]:
-    """What a devnet worker needs beyond the pool: loopback HTTP, one slot, apps off every network."""
+    """What a devnet worker needs beyond the pool: loopback HTTP, one slot, apps off every network, and a
+    receipt counted in its own block (anvil mines only for transactions: no block would come on top)."""
     return [
         "--set", "IEXEC_WORKER_HTTP_HOST=127.0.0.1", "--set", f"IEXEC_WORKER_PORT={port}",
         "--set", "IEXEC_WORKER_OVERRIDE_AVAILABLE_CPU_COUNT=1", "--set", "IEXEC_WORKER_DOCKER_NETWORK_NAME=none",
+        "--set", "IEXEC_WORKER_TX_CONFIRMATIONS=1",
     ]  # fmt: skip
 
 
