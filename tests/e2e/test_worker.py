@@ -35,6 +35,13 @@ async def test_one_task_from_purchase_to_completed(platform: Platform, tmp_path:
             within=90,
             what=f"task {task_id} COMPLETED",
         )
+        # PLEASE_COMPLETE follows the task's completion: a stop in between leaves the replicate at
+        # RESULT_UPLOADED until the next start completes it, so stop once the worker reported COMPLETED.
+        await until(
+            lambda: RS.COMPLETED in platform.scheduler.replicate_history(task_id, wallet),
+            within=30,
+            what=f"replicate of {task_id} COMPLETED",
+        )
         assert await worker.shutdown() == 0
 
     chain_task = await toolkit.view_task(task_id)
