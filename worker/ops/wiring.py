@@ -6,7 +6,6 @@ Every resource is opened inside the caller's ``AsyncExitStack`` and closed with 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from worker.doctor import LoadedWallet, Ports
 from worker.protocol.errors import ConfigurationError
 from worker.protocol.models import PublicChainConfig
 from worker.proxy import proxy_middleware
+from worker.replicate.work import free_bytes
 from worker.scheduler import SchedulerClient
 from worker.wallet import load_wallet
 
@@ -50,7 +50,10 @@ class LocalHost:
         return host_cpu_count()
 
     def disk_free(self, path: Path) -> int:
-        return shutil.disk_usage(existing_parent(path)).free
+        free = free_bytes(path)  # the measure the worker's own free-space minimum uses
+        if free is None:
+            raise OSError(f"cannot read the free space of the file system holding {path}")
+        return free
 
     def unwritable(self, path: Path) -> str | None:
         folder = existing_parent(path)
