@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from devnet.core.state import TaskStatus
-from devnet.images import HELLO
+from devnet.images import SLEEP
 from devnet.platform import Platform, buy, worker_env, write_env_file
 from tests.support import free_port, until
 from worker import __version__
@@ -55,7 +55,8 @@ async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) ->
                     "workerVersion": __version__,
                 }
 
-            purchase = await buy(platform.info(), image=HELLO.tag, args="metrics")
+            # An app that lasts a measurable time: durations are whole milliseconds, as the reference's.
+            purchase = await buy(platform.info(), image=SLEEP.tag, args="0.3")
             task_id = purchase.task_ids[0]
             await until(lambda: platform.scheduler.task_status(task_id) is TaskStatus.COMPLETED, within=60)
 
@@ -85,7 +86,7 @@ async def test_metrics_health_and_version(platform: Platform, tmp_path: Path) ->
             ]  # fmt: skip
             app = worker_metrics["appComputeDurations"]
             assert app["durationSamplesCount"] == 1
-            assert 0 < app["minDuration"] == app["maxDuration"] == app["averageDuration"] < 60_000
+            assert 300 <= app["minDuration"] == app["maxDuration"] == app["averageDuration"] < 60_000
             # Standard tasks have no pre- or post-compute container: those stay empty, as with the reference.
             for empty in ("preComputeDurations", "postComputeDurations", "completeComputeDurations"):
                 assert worker_metrics[empty] == {
